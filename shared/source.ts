@@ -1,0 +1,55 @@
+import type { Readable } from 'node:stream';
+
+/**
+ * The seam between the pipeline and a mail protocol. IMAP and POP3 both
+ * implement it; the pipeline (fetch -> parse -> blob/queue -> acknowledge)
+ * knows nothing else about them.
+ *
+ * Order of calls for one poll:
+ * `open()` -> for each batch of `batches()`: deliver every message durably,
+ * then `acknowledge(batch)` -> `close()`. On any failure the pipeline calls
+ * `abort()` instead of `close()`, which must commit nothing further (a POP3
+ * session dropped before QUIT deletes nothing).
+ */
+export interface MailSource {
+  readonly protocol: 'imap' | 'pop3';
+  /** Connects, authenticates and selects; reads the source's saved state. */
+  open(options?: { signal?: AbortSignal }): Promise<MailSession>;
+}
+
+export interface MailSession {
+  /**
+   * What scopes the message ids: the folder and its validity
+   * (IMAP: the UIDVALIDITY; POP3: the literal 'pop3').
+   * Part of every idempotency key.
+   */
+  readonly folder: string;
+  readonly validity: string;
+  /** Set when the source had to resync (e.g. UIDVALIDITY changed); carried on every message delivered. */
+  readonly resync?: { readonly reason: string; readonly previousValidity?: string };
+  /** Undelivered messages, oldest first, in bounded batches. */
+  batches(options?: { signal?: AbortSignal }): AsyncIterable<SourceMessage[]>;
+  /**
+   * Called only after every message of `messages` is durably in the sink:
+   * advances the saved state, then applies the mailbox's post-action.
+   */
+  acknowledge(messages: readonly SourceMessage[], options?: { signal?: AbortSignal }): Promise<void>;
+  /** Ends the session normally (IMAP LOGOUT; POP3 QUIT, which commits DELEs). */
+  close(): Promise<void>;
+  /** Drops the connection, committing nothing further. Never throws. */
+  abort(): void;
+}
+
+export interface SourceMessage {
+  /** IMAP UID (decimal) or POP3 UIDL. Unique within (folder, validity). */
+  readonly id: string;
+  /** Size in octets as the server reports it, when known. */
+  readonly size?: number;
+  /** IMAP INTERNALDATE, when known. */
+  readonly receivedAt?: Date;
+  /**
+   * The raw RFC 5322 message as a byte stream. Call once; the stream must be
+   * consumed (or destroyed) before the next message's `open()` is called.
+   */
+  open(options?: { signal?: AbortSignal }): Promise<Readable>;
+}
