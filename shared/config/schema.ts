@@ -1,0 +1,82 @@
+import { z } from 'zod';
+
+/** Where an app registration's client secret comes from. */
+export const SecretSourceSchema = z.union([
+  z
+    .object({
+      vaultUrl: z.url({ protocol: /^https$/ }).describe('Key Vault URL, e.g. https://my-vault.vault.azure.net'),
+      name: z.string().regex(/^[0-9a-zA-Z-]{1,127}$/, 'a Key Vault secret name (letters, digits, hyphens)'),
+      version: z.string().regex(/^[0-9a-f]{32}$/i).optional(),
+    })
+    .strict()
+    .describe('A Key Vault reference (production).'),
+  z
+    .object({ value: z.string().min(1) })
+    .strict()
+    .describe('A plain secret value: accepted only when POSTROOM_SANDBOX=true (local sandbox).'),
+]);
+
+const hostPort = z
+  .string()
+  .regex(/^[A-Za-z0-9.-]+(:\d{1,5})?$/, 'host or host:port')
+  .describe('host or host:port');
+
+export const AppSchema = z
+  .object({
+    name: z.string().regex(/^[A-Za-z0-9_-]{1,40}$/).default('default').describe('How mailboxes refer to this app.'),
+    cloud: z.enum(['public', 'usgov', 'usgovdod', 'china']).default('public'),
+    tenantId: z.string().min(3).describe('Directory (tenant) id or verified domain.'),
+    clientId: z.uuid({ version: undefined }).or(z.string().regex(/^[A-Za-z0-9-]{3,64}$/)).describe('Application (client) id.'),
+    secret: SecretSourceSchema,
+    authorityHost: z.url({ protocol: /^https$/ }).optional().describe('Overrides the cloud login host (private or test stacks).'),
+    resource: z.url().optional().describe('Overrides the Exchange resource of the cloud; the scope is <resource>/.default.'),
+    imapHost: hostPort.optional(),
+    pop3Host: hostPort.optional(),
+    smtpHost: hostPort.optional(),
+  })
+  .strict();
+
+export const PostActionSchema = z
+  .string()
+  .regex(/^(none|seen|delete|move:.+)$/, "one of 'none', 'seen', 'delete', 'move:<folder>'")
+  .describe("After durable enqueue: 'none' (default; a shared mailbox is also read by people), 'seen', 'move:<folder>' or 'delete'.");
+
+export const NotifySchema = z
+  .object({
+    to: z.array(z.email()).min(1),
+    from: z.email().optional().describe('Sender mailbox; the app must be allowed to send as it. Default: the mailbox itself.'),
+    digest: z.boolean().default(true),
+    perMessage: z.boolean().default(false),
+    failureThreshold: z.number().int().min(1).max(1000).default(3),
+  })
+  .strict();
+
+export const MailboxSchema = z
+  .object({
+    address: z.email().describe('The mailbox address (shared mailboxes included); goes in the XOAUTH2 user=.'),
+    app: z.string().optional().describe('Name of the app registration; default: the only one.'),
+    protocol: z.enum(['imap', 'pop3']).default('imap'),
+    host: z.string().regex(/^[A-Za-z0-9.-]+$/).optional(),
+    port: z.number().int().min(1).max(65535).optional(),
+    tls: z.enum(['implicit', 'starttls']).default('implicit'),
+    folder: z.string().min(1).max(512).default('INBOX'),
+    postAction: PostActionSchema.default('none'),
+    since: z.iso.date().or(z.iso.datetime()).optional().describe('Ignore messages received before this date.'),
+    maxMessageBytes: z.number().int().min(1024).optional().describe('Messages larger than this are not fetched; they are reported as skipped.'),
+    notify: NotifySchema.optional(),
+  })
+  .strict();
+
+export const AppsSchema = z.array(AppSchema).min(1);
+export const MailboxesSchema = z.array(MailboxSchema);
+
+export type AppSettings = z.infer<typeof AppSchema>;
+export type MailboxSettings = z.infer<typeof MailboxSchema>;
+
+/** JSON Schemas published in docs/ for the two JSON-valued settings. */
+export function settingsJsonSchemas(): { apps: unknown; mailboxes: unknown } {
+  return {
+    apps: z.toJSONSchema(AppsSchema, { io: 'input' }),
+    mailboxes: z.toJSONSchema(MailboxesSchema, { io: 'input' }),
+  };
+}

@@ -1,0 +1,44 @@
+import { PostroomError } from '../errors.js';
+
+/** Exchange's "Request is throttled. Suggested Backoff Time: N milliseconds" (reported). */
+export function throttleDelay(text: string): number | undefined {
+  const m = /throttled.*?Backoff Time:\s*(\d+)/i.exec(text);
+  return m ? Number(m[1]) : undefined;
+}
+
+const NET_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE']);
+
+/**
+ * Maps an imapflow (or socket) error to a coded PostroomError whose message
+ * names the admin step that fixes it. Server texts are Exchange's where
+ * known: see docs/troubleshooting.md.
+ */
+export function mapImapError(e: unknown, subject: string): PostroomError {
+  if (e instanceof PostroomError) return e;
+  const err = (e ?? {}) as {
+    code?: string;
+    message?: string;
+    response?: unknown;
+    responseText?: string;
+    serverResponseCode?: string;
+    authenticationFailed?: boolean;
+    reason?: string;
+  };
+  const text = [typeof err.response === 'string' ? err.response : '', err.responseText ?? '', err.reason ?? '', err.message ?? ''].filter(Boolean).join(' | ');
+  const opts = { subject, responseText: text.slice(0, 500), serverResponseCode: err.serverResponseCode ?? err.code, cause: e };
+  const delay = throttleDelay(text);
+  if (delay !== undefined) return new PostroomError('Throttled', `the server asked to back off ${delay} ms`, { ...opts, retryAfterMs: delay });
+  if (/AccessTokenExpired/i.test(text)) return new PostroomError('SessionExpired', 'the server said AccessTokenExpired', opts);
+  if (/not connected/i.test(text)) return new PostroomError('MailboxNotConnected', `the server said "${text.slice(0, 200)}"`, opts);
+  if (err.authenticationFailed || /AUTHENTICATE failed|AUTHENTICATIONFAILED|Authentication fail/i.test(text)) {
+    return new PostroomError('AuthenticationFailed', `the server said "${text.slice(0, 200)}"`, opts);
+  }
+  if (/NONEXISTENT|Mailbox doesn't exist|not exist|no such (mailbox|folder)/i.test(text)) return new PostroomError('FolderNotFound', text.slice(0, 200), opts);
+  const code = err.code ?? '';
+  if (NET_CODES.has(code) || /ECONNREFUSED|ENOTFOUND|getaddrinfo/.test(text)) return new PostroomError('ConnectionFailed', `${code || 'network error'}: ${(err.message ?? '').slice(0, 200)}`, opts);
+  if (/CERT|SSL|TLS|self[- ]signed|certificate/i.test(`${code} ${text}`)) return new PostroomError('TlsFailed', `${code}: ${(err.message ?? '').slice(0, 200)}`, opts);
+  if (/timeout/i.test(`${code} ${text}`)) return new PostroomError('Timeout', text.slice(0, 200), opts);
+  if (code === 'NoConnection' || /Connection not available|closed/i.test(text)) return new PostroomError('ConnectionFailed', `the connection closed: ${text.slice(0, 200)}`, opts);
+  if (/Command failed/.test(text)) return new PostroomError('CommandFailed', text.slice(0, 200), opts);
+  return new PostroomError('ProtocolError', text.slice(0, 200) || 'unknown IMAP error', opts);
+}

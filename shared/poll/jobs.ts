@@ -1,0 +1,71 @@
+import { PostroomError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import type { Runtime } from '../runtime.js';
+import { pollMailbox, type PollMailboxOptions, type PollResult } from './poll-mailbox.js';
+
+export const JOB_SCHEMA = 'postroom.job.v1';
+
+/** One poll job on the jobs queue: which mailbox, and when it was scheduled. */
+export interface PollJob {
+  schema: typeof JOB_SCHEMA;
+  mailboxId: string;
+  scheduledAt: string;
+}
+
+/**
+ * Fan-out: one poll job per configured mailbox onto the jobs queue, so the
+ * Functions host spreads mailboxes over instances. Base64 JSON, as queue
+ * triggers expect by default.
+ */
+export async function enqueuePollJobs(runtime: Runtime, options: { logger?: Logger } = {}): Promise<PollJob[]> {
+  const log = options.logger ?? runtime.logger;
+  const queue = await runtime.storage.queue(runtime.config.storage.jobsQueue);
+  const at = runtime.now().toISOString();
+  const jobs = runtime.config.mailboxes.map((m): PollJob => ({ schema: JOB_SCHEMA, mailboxId: m.id, scheduledAt: at }));
+  await Promise.all(jobs.map((j) => queue.sendMessage(Buffer.from(JSON.stringify(j)).toString('base64'))));
+  log.info(`enqueued ${jobs.length} poll job(s)`, { queue: runtime.config.storage.jobsQueue });
+  return jobs;
+}
+
+/** Reads a job as the queue trigger hands it over (already decoded object, JSON text, or base64 JSON). */
+export function parsePollJob(raw: unknown): PollJob {
+  let v: unknown = raw;
+  if (Buffer.isBuffer(v)) v = v.toString('utf8');
+  if (typeof v === 'string') {
+    const text = v.trim().startsWith('{') ? v : Buffer.from(v, 'base64').toString('utf8');
+    try {
+      v = JSON.parse(text);
+    } catch {
+      throw new TypeError('poll job is not JSON');
+    }
+  }
+  const job = v as Partial<PollJob>;
+  if (!job || job.schema !== JOB_SCHEMA || typeof job.mailboxId !== 'string') throw new TypeError(`poll job is not a ${JOB_SCHEMA}`);
+  return job as PollJob;
+}
+
+/**
+ * Handles one job from the jobs queue. Returns quietly when another
+ * instance holds the mailbox, or when the failure is one only an admin can
+ * fix (retrying would only hammer the server; the status records it).
+ * Throws on a transient failure so that the queue retries the job and, after
+ * maxDequeueCount tries, moves it to `<queue>-poison`.
+ */
+export async function handlePollJob(runtime: Runtime, raw: unknown, options: PollMailboxOptions & { dequeueCount?: number } = {}): Promise<PollResult | undefined> {
+  const log = options.logger ?? runtime.logger;
+  const job = parsePollJob(raw);
+  const mailbox = runtime.config.mailboxes.find((m) => m.id === job.mailboxId);
+  if (!mailbox) {
+    log.warn('poll job names a mailbox that is no longer configured; dropping it', { mailboxId: job.mailboxId });
+    return undefined;
+  }
+  const result = await pollMailbox(runtime, mailbox, options);
+  if (result.outcome === 'failed' && result.error?.retryable) {
+    throw new PostroomError(result.error.code, `poll of ${mailbox.id} failed (try ${options.dequeueCount ?? 1}); the queue will retry`, {
+      subject: mailbox.id,
+      cause: result.error,
+      retryAfterMs: result.error.retryAfterMs,
+    });
+  }
+  return result;
+}

@@ -1,0 +1,48 @@
+import type { MailboxConfig } from '../config/index.js';
+import type { StateStore } from '../state.js';
+
+export const STATUS_KEY = 'poll-status';
+
+/** Per-mailbox poll status (Table row), for the status function and failure alerts. */
+export interface MailboxStatus extends Record<string, string | number | boolean | Uint8Array | null> {
+  mailbox: string;
+  protocol: string;
+  folder: string;
+  lastPollAt: string;
+  lastResult: 'ok' | 'failed';
+  lastDelivered: number;
+  totalDelivered: number;
+  consecutiveFailures: number;
+  lastErrorCode: string | null;
+  lastError: string | null;
+  lastSuccessAt: string | null;
+}
+
+export async function readStatus(state: StateStore, mailbox: MailboxConfig): Promise<MailboxStatus | undefined> {
+  return (await state.get<MailboxStatus>(mailbox.id, STATUS_KEY))?.value;
+}
+
+/** Records a poll's outcome; last writer wins (only the lease holder writes). */
+export async function recordStatus(
+  state: StateStore,
+  mailbox: MailboxConfig,
+  at: Date,
+  outcome: { ok: true; delivered: number } | { ok: false; delivered: number; code: string; message: string },
+): Promise<MailboxStatus> {
+  const prev = await readStatus(state, mailbox);
+  const next: MailboxStatus = {
+    mailbox: mailbox.address,
+    protocol: mailbox.protocol,
+    folder: mailbox.folder,
+    lastPollAt: at.toISOString(),
+    lastResult: outcome.ok ? 'ok' : 'failed',
+    lastDelivered: outcome.delivered,
+    totalDelivered: (prev?.totalDelivered ?? 0) + outcome.delivered,
+    consecutiveFailures: outcome.ok ? 0 : (prev?.consecutiveFailures ?? 0) + 1,
+    lastErrorCode: outcome.ok ? (prev?.lastErrorCode ?? null) : outcome.code,
+    lastError: outcome.ok ? (prev?.lastError ?? null) : outcome.message.slice(0, 2000),
+    lastSuccessAt: outcome.ok ? at.toISOString() : (prev?.lastSuccessAt ?? null),
+  };
+  await state.put(mailbox.id, STATUS_KEY, next);
+  return next;
+}

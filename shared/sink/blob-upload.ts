@@ -1,0 +1,58 @@
+import { PassThrough, type Readable } from 'node:stream';
+import type { ContainerClient } from '@azure/storage-blob';
+
+/** Below this a stream is buffered and written in one Put Blob (one round trip instead of stage + commit). */
+export const SINGLE_PUT_LIMIT = 1024 * 1024;
+const STREAM_BUFFER = 1024 * 1024;
+const STREAM_CONCURRENCY = 2;
+
+/**
+ * Writes a blob from bytes or a stream with bounded memory: small content in
+ * one request, large content as 1 MiB blocks with 2 in flight (about 2 MiB of
+ * buffers however large the content). Returns the byte count.
+ */
+export async function writeBlob(container: ContainerClient, name: string, content: Buffer | string | Readable, contentType: string): Promise<number> {
+  const blob = container.getBlockBlobClient(name);
+  const headers = { blobHTTPHeaders: { blobContentType: contentType } };
+  if (typeof content === 'string' || Buffer.isBuffer(content)) {
+    const buf = typeof content === 'string' ? Buffer.from(content, 'utf8') : content;
+    await blob.upload(buf, buf.length, headers);
+    return buf.length;
+  }
+  const head: Buffer[] = [];
+  let headBytes = 0;
+  const it = content[Symbol.asyncIterator]();
+  let ended = false;
+  while (headBytes <= SINGLE_PUT_LIMIT) {
+    const r = await it.next();
+    if (r.done) {
+      ended = true;
+      break;
+    }
+    const chunk = Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value as string);
+    head.push(chunk);
+    headBytes += chunk.length;
+  }
+  if (ended) {
+    const buf = Buffer.concat(head, headBytes);
+    await blob.upload(buf, buf.length, headers);
+    return buf.length;
+  }
+  let total = headBytes;
+  const rest = new PassThrough({ highWaterMark: STREAM_BUFFER });
+  const feed = (async () => {
+    for (const c of head) if (!rest.write(c)) await new Promise((r) => rest.once('drain', r));
+    head.length = 0;
+    for (;;) {
+      const r = await it.next();
+      if (r.done) break;
+      const chunk = Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value as string);
+      total += chunk.length;
+      if (!rest.write(chunk)) await new Promise((res) => rest.once('drain', res));
+    }
+    rest.end();
+  })();
+  feed.catch((e) => rest.destroy(e as Error));
+  await Promise.all([blob.uploadStream(rest, STREAM_BUFFER, STREAM_CONCURRENCY, headers), feed]);
+  return total;
+}
