@@ -45,7 +45,8 @@ export function createRuntime(o: CreateRuntimeOptions): Runtime {
   const tokens = (app: AppConfig): TokenProvider => {
     let p = providers.get(app.name);
     if (!p) {
-      const secrets = createSecretProvider(app.secret, { logger, credential: o.credential, clientOptions: o.secretClientOptions });
+      const clientOptions = o.secretClientOptions ?? (config.ca ? { tlsOptions: { ca: config.ca } } : undefined);
+      const secrets = createSecretProvider(app.secret, { logger, credential: o.credential, clientOptions });
       p = createAppTokenProvider(app, { secrets, logger, ca: config.ca });
       providers.set(app.name, p);
     }

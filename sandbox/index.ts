@@ -1,0 +1,118 @@
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { silentLogger, type Logger } from '../shared/logger.js';
+import { startAzurite, type Azurite } from './azurite.js';
+import { ensureCertificates, type SandboxCertificates } from './ca.js';
+import { ensureDovecotInstalled, startDovecot, type Dovecot } from './dovecot.js';
+import { startTokenEndpoint, type SandboxApp, type TokenEndpoint } from './token-endpoint.js';
+
+export const SANDBOX_TENANT = '72f988bf-0000-4000-8000-00000000c0de';
+/** The sandbox's app registration: all three Exchange roles, admin-consented. */
+export const SANDBOX_APP: SandboxApp = {
+  name: 'postroom-sandbox',
+  clientId: '0a5bd0c5-0000-4000-8000-00000000a001',
+  clientSecret: 'sandbox-secret-value',
+  roles: ['IMAP.AccessAsApp', 'POP.AccessAsApp', 'SMTP.SendAsApp'],
+};
+export const SANDBOX_MAILBOXES = Object.freeze({
+  shared: 'shared-inbox@contoso.test',
+  archive: 'invoices@contoso.test',
+  pop: 'pop-inbox@contoso.test',
+});
+
+export interface SandboxOptions {
+  dir: string;
+  /** Fixed ports (npm start) or free ones (tests) when omitted. */
+  ports?: { token?: number; imap?: number; pop3?: number; blob?: number; queue?: number; table?: number };
+  apps?: SandboxApp[];
+  grants?: Array<{ appId: string; mailbox: string }>;
+  inMemoryStorage?: boolean;
+  tokenTtlSeconds?: number;
+  logger?: Logger;
+}
+
+export interface Sandbox {
+  certs: SandboxCertificates;
+  token: TokenEndpoint;
+  dovecot: Dovecot;
+  azurite: Azurite;
+  /** The Postroom app settings that point at this sandbox (merge your own over them). */
+  env(mailboxes?: unknown[], app?: SandboxApp): Record<string, string>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts the local stack: a generated CA, an Entra-like token endpoint
+ * (oidc-provider over HTTPS), Azurite, and Dovecot checking app tokens and
+ * per-app mailbox grants like Exchange Online.
+ */
+export async function startSandbox(o: SandboxOptions): Promise<Sandbox> {
+  const log = o.logger ?? silentLogger;
+  await mkdir(o.dir, { recursive: true });
+  await ensureDovecotInstalled(log);
+  const certs = await ensureCertificates(join(o.dir, 'certs'));
+  const apps = o.apps ?? [SANDBOX_APP];
+  const started: Array<{ stop(): Promise<void> }> = [];
+  try {
+    const token = await startTokenEndpoint({ port: o.ports?.token, tenantId: SANDBOX_TENANT, apps, cert: certs.cert, key: certs.key, ttlSeconds: o.tokenTtlSeconds, logger: log });
+    started.push(token);
+    const [azurite, dovecot] = await Promise.all([
+      startAzurite({ dir: join(o.dir, 'azurite'), blobPort: o.ports?.blob, queuePort: o.ports?.queue, tablePort: o.ports?.table, inMemory: o.inMemoryStorage }).then((a) => {
+        started.push(a);
+        return a;
+      }),
+      startDovecot({
+        dir: join(o.dir, 'dovecot'),
+        imapPort: o.ports?.imap,
+        pop3Port: o.ports?.pop3,
+        certFile: certs.certFile,
+        keyFile: certs.keyFile,
+        issuer: token.issuer,
+        kid: token.kid,
+        publicKeyPem: token.publicKeyPem,
+        grants: o.grants ?? Object.values(SANDBOX_MAILBOXES).map((mailbox) => ({ appId: SANDBOX_APP.clientId, mailbox })),
+        log,
+      }).then((d) => {
+        started.push(d);
+        return d;
+      }),
+    ]);
+    return {
+      certs,
+      token,
+      dovecot,
+      azurite,
+      env(mailboxes, app = apps[0]!) {
+        return {
+          POSTROOM_SANDBOX: 'true',
+          POSTROOM_STORAGE: azurite.connectionString,
+          POSTROOM_CA_FILE: certs.caFile,
+          POSTROOM_APPS: JSON.stringify([
+            {
+              name: 'sandbox',
+              tenantId: SANDBOX_TENANT,
+              clientId: app.clientId,
+              secret: { value: app.clientSecret },
+              authorityHost: token.authorityHost,
+              imapHost: `127.0.0.1:${dovecot.imapPort}`,
+              pop3Host: `127.0.0.1:${dovecot.pop3Port}`,
+            },
+          ]),
+          POSTROOM_MAILBOXES: JSON.stringify(
+            mailboxes ?? [
+              { address: SANDBOX_MAILBOXES.shared, protocol: 'imap' },
+              { address: SANDBOX_MAILBOXES.archive, protocol: 'imap', postAction: 'move:Archive' },
+              { address: SANDBOX_MAILBOXES.pop, protocol: 'pop3' },
+            ],
+          ),
+        };
+      },
+      async stop() {
+        await Promise.allSettled(started.reverse().map((s) => s.stop()));
+      },
+    };
+  } catch (e) {
+    await Promise.allSettled(started.reverse().map((s) => s.stop()));
+    throw e;
+  }
+}
