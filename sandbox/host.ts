@@ -52,7 +52,9 @@ async function importQuietly<T>(load: () => Promise<T>): Promise<T> {
 
 export async function startLocalHost(o: LocalHostOptions): Promise<LocalHost> {
   setRuntime(o.runtime);
-  const { InvocationContext } = await importQuietly(() => import('@azure/functions'));
+  const functionsModule = (await importQuietly(() => import('@azure/functions'))) as typeof import('@azure/functions') & { default?: typeof import('@azure/functions') };
+  // CommonJS package seen from ESM: the class may only be on the default export.
+  const InvocationContext = functionsModule.InvocationContext ?? functionsModule.default!.InvocationContext;
   const fnSchedule = await importQuietly(() => import('../functions/pollSchedule.js'));
   const fnMailbox = await importQuietly(() => import('../functions/pollMailbox.js'));
   const extra: Array<{ queue: string; handler: QueueHandler; name: string }> = [];

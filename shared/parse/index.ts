@@ -141,7 +141,12 @@ export async function parseMessage(raw: Readable, options: ParseMessageOptions):
     });
     parser.once('end', () => done());
     parser.once('error', (e: Error) => done(e));
-    options.signal?.addEventListener('abort', () => done(options.signal?.reason), { once: true });
+    const onAbort = () => done(options.signal?.reason);
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+    // One poll parses thousands of messages under one signal: never leave a listener behind.
+    parser.once('close', () => options.signal?.removeEventListener('abort', onAbort));
+    parser.once('end', () => options.signal?.removeEventListener('abort', onAbort));
+    parser.once('error', () => options.signal?.removeEventListener('abort', onAbort));
     raw.once('error', (e) => done(e));
     raw.pipe(parser);
   });

@@ -2,6 +2,7 @@ import { PostroomError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Runtime } from '../runtime.js';
 import { pollMailbox, type PollMailboxOptions, type PollResult } from './poll-mailbox.js';
+import { notifyAfterPoll } from '../notify/enqueue.js';
 
 export const JOB_SCHEMA = 'postroom.job.v1';
 
@@ -60,6 +61,12 @@ export async function handlePollJob(runtime: Runtime, raw: unknown, options: Pol
     return undefined;
   }
   const result = await pollMailbox(runtime, mailbox, options);
+  try {
+    await notifyAfterPoll(runtime, mailbox, result, { logger: log });
+  } catch (e) {
+    // A notification must never fail (and so repeat) a poll.
+    log.warn('notifications could not be enqueued', { mailbox: mailbox.id, error: e as Error });
+  }
   if (result.outcome === 'failed' && result.error?.retryable) {
     throw new PostroomError(result.error.code, `poll of ${mailbox.id} failed (try ${options.dequeueCount ?? 1}); the queue will retry`, {
       subject: mailbox.id,

@@ -94,7 +94,9 @@ export async function pollMailbox(runtime: Runtime, mailbox: MailboxConfig, opti
       runtime.state,
       mailbox,
       runtime.now(),
-      error ? { ok: false, delivered: delivered.length, code: error.code, message: error.message } : { ok: true, delivered: delivered.length },
+      error
+        ? { ok: false, delivered: delivered.length, durationMs: Date.now() - started, code: error.code, message: error.message }
+        : { ok: true, delivered: delivered.length, durationMs: Date.now() - started },
     );
   } catch (e) {
     log.warn('poll status could not be recorded', { mailbox: mailbox.id, error: e as Error });

@@ -11,6 +11,7 @@ export interface MailboxStatus extends Record<string, string | number | boolean 
   lastPollAt: string;
   lastResult: 'ok' | 'failed';
   lastDelivered: number;
+  lastDurationMs: number;
   totalDelivered: number;
   consecutiveFailures: number;
   lastErrorCode: string | null;
@@ -27,7 +28,7 @@ export async function recordStatus(
   state: StateStore,
   mailbox: MailboxConfig,
   at: Date,
-  outcome: { ok: true; delivered: number } | { ok: false; delivered: number; code: string; message: string },
+  outcome: { ok: true; delivered: number; durationMs: number } | { ok: false; delivered: number; durationMs: number; code: string; message: string },
 ): Promise<MailboxStatus> {
   const prev = await readStatus(state, mailbox);
   const next: MailboxStatus = {
@@ -37,6 +38,7 @@ export async function recordStatus(
     lastPollAt: at.toISOString(),
     lastResult: outcome.ok ? 'ok' : 'failed',
     lastDelivered: outcome.delivered,
+    lastDurationMs: outcome.durationMs,
     totalDelivered: (prev?.totalDelivered ?? 0) + outcome.delivered,
     consecutiveFailures: outcome.ok ? 0 : (prev?.consecutiveFailures ?? 0) + 1,
     lastErrorCode: outcome.ok ? (prev?.lastErrorCode ?? null) : outcome.code,
