@@ -9,6 +9,8 @@ import { consoleLogger, type Logger } from './logger.js';
 import type { StateStore } from './state.js';
 import type { MailSource } from './source.js';
 import { createImapSource } from './imap/source.js';
+import { requireRole } from './auth/jwt.js';
+import { PROTOCOL_ROLES } from './config/index.js';
 
 /** Everything one process needs, built lazily once: config, clients, providers. */
 export interface Runtime {
@@ -64,6 +66,12 @@ export function createRuntime(o: CreateRuntimeOptions): Runtime {
       const getToken = async ({ renew }: { renew: boolean }) => (await provider.getToken({ renew })).token;
       if (mailbox.protocol === 'pop3') {
         const { createPop3Source } = await import('./pop3/source.js');
+        const subject = `mailbox ${mailbox.address} via ${mailbox.host}:${mailbox.port}`;
+        const popToken = async (opts: { renew: boolean }) => {
+          const token = await getToken(opts);
+          requireRole(token, PROTOCOL_ROLES.pop3, subject);
+          return token;
+        };
         return createPop3Source({
           mailbox: mailbox.address,
           host: mailbox.host,
@@ -71,7 +79,8 @@ export function createRuntime(o: CreateRuntimeOptions): Runtime {
           tls: mailbox.tls,
           ca: config.ca,
           postAction: mailbox.postAction.kind === 'delete' ? 'delete' : 'none',
-          getToken,
+          getToken: popToken,
+          maxMessageBytes: mailbox.maxMessageBytes,
           state,
           stateKey: { partition: mailbox.id, key: 'pop3-uidls' },
           batchSize: config.poll.batchSize,

@@ -162,7 +162,12 @@ export function createImapSource(o: ImapSourceOptions): MailSource {
               throw fail(e);
             }
             meta.sort((a, b) => a.uid - b.uid);
-            yield* prefetchGroups(meta);
+            // A size filter is the admin's choice: oversized messages are neither fetched nor
+            // post-actioned (they stay in the mailbox), and each poll that passes them says so.
+            const limit = mailbox.maxMessageBytes;
+            const wanted = limit ? meta.filter((m) => m.size <= limit) : meta;
+            for (const m of meta) if (limit && m.size > limit) logger.warn('message over maxMessageBytes not fetched', { mailbox: mailbox.address, uid: m.uid, size: m.size, limit });
+            if (wanted.length) yield* prefetchGroups(wanted);
           }
 
           async function* prefetchGroups(meta: { uid: number; size: number; internalDate?: Date }[]): AsyncGenerator<SourceMessage[]> {

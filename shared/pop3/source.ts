@@ -1,0 +1,183 @@
+import type { Readable } from 'node:stream';
+import { isPostroomError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import type { MailSession, MailSource, SourceMessage } from '../source.js';
+import type { StateStore, StateValue } from '../state.js';
+import { Pop3Client } from './client.js';
+import { packUidlHashes, pruneUidlHashes, uidlHash, unpackUidlHashes } from './uidl-set.js';
+
+export interface Pop3SourceOptions {
+  /** The mailbox address; goes in XOAUTH2's `user=`. */
+  mailbox: string;
+  host: string;
+  port: number;
+  tls: 'implicit' | 'starttls';
+  /** PEM CA certificate(s) to trust instead of the system store. */
+  ca?: string | Buffer;
+  /** `none`: remember delivered UIDLs; `delete`: DELE delivered messages (committed at QUIT). */
+  postAction: 'none' | 'delete';
+  /** Token provider; `renew: true` must bypass any cache. */
+  getToken: (opts: { renew: boolean }) => Promise<string>;
+  state: StateStore;
+  stateKey: { partition: string; key: string };
+  /** Messages per batch. Default 100. */
+  batchSize?: number;
+  /** When set, larger messages (by LIST size) are skipped with a warning on every poll. Default: no limit. */
+  maxMessageBytes?: number;
+  logger: Logger;
+  connectTimeoutMs?: number;
+  commandTimeoutMs?: number;
+}
+
+interface Entry {
+  readonly msg: number;
+  readonly uid: string;
+  readonly size: number | undefined;
+  readonly hash: bigint;
+}
+
+function checkOptions(o: Pop3SourceOptions): void {
+  if (!o || typeof o.mailbox !== 'string' || o.mailbox === '') throw new TypeError('mailbox must be a non-empty string');
+  if (o.postAction !== 'none' && o.postAction !== 'delete') throw new TypeError("postAction must be 'none' or 'delete'");
+  if (typeof o.getToken !== 'function') throw new TypeError('getToken must be a function');
+  if (!o.state || !o.stateKey?.partition || !o.stateKey?.key) throw new TypeError('state and stateKey are required');
+  if (o.batchSize !== undefined && (!Number.isSafeInteger(o.batchSize) || o.batchSize < 1)) throw new TypeError('batchSize must be a positive integer');
+  if (o.maxMessageBytes !== undefined && !(o.maxMessageBytes > 0)) throw new TypeError('maxMessageBytes must be positive');
+}
+
+/**
+ * A `MailSource` over POP3 (Exchange Online sees the Inbox only). Message
+ * ids are UIDLs. With post-action `none` the delivered UIDLs are remembered
+ * in the state store (as hashes, pruned to what is still on the server);
+ * with `delete` delivered messages are DELEd, which the server commits only
+ * at QUIT (`close()`): a session lost before that deletes nothing, and the
+ * next poll delivers the same ids again.
+ */
+export function createPop3Source(o: Pop3SourceOptions): MailSource {
+  checkOptions(o);
+  const log = o.logger;
+  const batchSize = o.batchSize ?? 100;
+  const { partition, key } = o.stateKey;
+
+  async function connect(signal: AbortSignal | undefined): Promise<Pop3Client> {
+    for (let attempt = 0; ; attempt++) {
+      const client = await Pop3Client.connect({
+        host: o.host,
+        port: o.port,
+        tls: o.tls,
+        ca: o.ca,
+        mailbox: o.mailbox,
+        logger: log,
+        signal,
+        connectTimeoutMs: o.connectTimeoutMs,
+        commandTimeoutMs: o.commandTimeoutMs,
+      });
+      try {
+        const token = await o.getToken({ renew: attempt > 0 });
+        await client.authXoauth2(o.mailbox, token, { signal });
+        return client;
+      } catch (e) {
+        client.destroy();
+        // A cached token may have been revoked or have expired early: one retry with a fresh one.
+        if (attempt === 0 && (isPostroomError(e, 'AuthenticationFailed') || isPostroomError(e, 'SessionExpired'))) {
+          log.warn('pop3 authentication failed; retrying once with a renewed token', { mailbox: o.mailbox, error: e });
+          continue;
+        }
+        throw e;
+      }
+    }
+  }
+
+  return {
+    protocol: 'pop3',
+    async open(options = {}): Promise<MailSession> {
+      const signal = options.signal;
+      const client = await connect(signal);
+      let delivered: Set<bigint>;
+      let etag: string | null;
+      let entries: Entry[];
+      try {
+        const record = await o.state.get<StateValue>(partition, key);
+        delivered = record ? unpackUidlHashes(record.value) : new Set();
+        etag = record?.etag ?? null;
+        const uids = await client.uidl({ signal });
+        const sizes = new Map((await client.list({ signal })).map((e) => [e.msg, e.size]));
+        entries = uids
+          .map((u) => ({ msg: u.msg, uid: u.uid, size: sizes.get(u.msg), hash: uidlHash(u.uid) }))
+          .sort((a, b) => a.msg - b.msg);
+      } catch (e) {
+        client.destroy();
+        throw e;
+      }
+      return createSession(client, entries, delivered, etag);
+    },
+  };
+
+  function createSession(client: Pop3Client, entries: Entry[], delivered: Set<bigint>, etag: string | null): MailSession {
+    const onServer = new Set(entries.map((e) => e.hash));
+    const byId = new Map(entries.map((e) => [e.uid, e]));
+    const pending: Entry[] = [];
+    for (const e of entries) {
+      if (delivered.has(e.hash)) continue;
+      if (o.maxMessageBytes !== undefined && e.size !== undefined && e.size > o.maxMessageBytes) {
+        log.warn('pop3 message larger than maxMessageBytes skipped', { mailbox: o.mailbox, uidl: e.uid, size: e.size, limit: o.maxMessageBytes });
+        continue;
+      }
+      pending.push(e);
+    }
+    log.info('pop3 session opened', { mailbox: o.mailbox, messages: entries.length, pending: pending.length });
+
+    const toMessage = (e: Entry): SourceMessage => {
+      let opened = false;
+      return {
+        id: e.uid,
+        ...(e.size !== undefined ? { size: e.size } : {}),
+        async open(opts = {}): Promise<Readable> {
+          if (opened) throw new TypeError(`message ${e.uid} was already opened`);
+          opened = true;
+          return client.retr(e.msg, { signal: opts.signal });
+        },
+      };
+    };
+
+    let deleted = 0;
+    return {
+      folder: 'INBOX',
+      validity: 'pop3',
+      async *batches(opts = {}) {
+        for (let i = 0; i < pending.length; i += batchSize) {
+          opts.signal?.throwIfAborted();
+          yield pending.slice(i, i + batchSize).map(toMessage);
+        }
+      },
+      async acknowledge(messages, opts = {}) {
+        const acked: Entry[] = [];
+        for (const m of messages) {
+          const e = byId.get(m.id);
+          if (!e) throw new TypeError(`message ${m.id} is not from this session`);
+          acked.push(e);
+        }
+        if (acked.length === 0) return;
+        if (o.postAction === 'delete') {
+          for (const e of acked) {
+            await client.dele(e.msg, { signal: opts.signal });
+            deleted++;
+          }
+          return;
+        }
+        const next = pruneUidlHashes(delivered, onServer);
+        for (const e of acked) next.add(e.hash);
+        etag = await o.state.put(partition, key, packUidlHashes(next), etag);
+        delivered = next;
+      },
+      async close() {
+        // Without DELEs to commit a dead connection loses nothing; with them, QUIT must say so.
+        if (!client.usable && deleted === 0) return;
+        await client.quit();
+      },
+      abort() {
+        client.destroy();
+      },
+    };
+  }
+}
