@@ -50,6 +50,19 @@ async function main(): Promise<void> {
       say('[start] seeded 24 + 6 + 10 sample messages');
     }
     Object.assign(env, sandbox.env(), { POSTROOM_STORAGE: sandbox.azurite.connectionString });
+    if (process.argv.includes('--sandbox-only')) {
+      // For `func start`: the stack runs here; these values go into local.settings.json.
+      say('[sandbox] running. Put these into local.settings.json "Values" and run `func start` in another terminal:');
+      say(JSON.stringify(sandbox.env(), null, 2));
+      say(`[sandbox] Node must trust the sandbox CA for msal's discovery too: POSTROOM_CA_FILE is set above. Ctrl-C to stop.`);
+      const stopOnly = async () => {
+        await sandbox!.stop();
+        process.exit(0);
+      };
+      process.once('SIGINT', stopOnly);
+      process.once('SIGTERM', stopOnly);
+      return;
+    }
   } else if (/UseDevelopmentStorage=true/i.test(env.POSTROOM_STORAGE ?? '')) {
     say('[start] POSTROOM_STORAGE is the development storage: starting Azurite…');
     azurite = await startAzurite({ dir: join(stateDir, 'azurite'), blobPort: 10000, queuePort: 10001, tablePort: 10002 });
