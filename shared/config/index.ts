@@ -43,6 +43,8 @@ export interface NotifyConfig {
   readonly digest: boolean;
   readonly perMessage: boolean;
   readonly failureThreshold: number;
+  /** Put before every notification subject (header-safe: no control characters). */
+  readonly subjectPrefix: string;
 }
 
 export interface MailboxConfig {

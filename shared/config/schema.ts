@@ -48,6 +48,12 @@ export const NotifySchema = z
     digest: z.boolean().default(true),
     perMessage: z.boolean().default(false),
     failureThreshold: z.number().int().min(1).max(1000).default(3),
+    subjectPrefix: z
+      .string()
+      .max(60)
+      .regex(/^[^\r\n\x00-\x1f\x7f]*$/, 'no control characters (it goes into a mail header)')
+      .default('[Postroom]')
+      .describe('Put before the subject of every notification.'),
   })
   .strict();
 

@@ -1,0 +1,12 @@
+import { app, type InvocationContext } from '@azure/functions';
+import { getRuntime } from '../shared/runtime.js';
+import { handleNotificationJob } from '../shared/notify/send.js';
+import { contextLogger } from '../shared/functions-logger.js';
+
+/** Queue trigger: sends one notification over SMTP (XOAUTH2); throws so the queue retries, then poisons. */
+export async function sendNotification(job: unknown, context: InvocationContext): Promise<void> {
+  const dequeueCount = Number(context.triggerMetadata?.dequeueCount ?? 1);
+  await handleNotificationJob(getRuntime(), job, { logger: contextLogger(context), dequeueCount });
+}
+
+app.storageQueue('sendNotification', { queueName: '%POSTROOM_NOTIFY_QUEUE%', connection: 'POSTROOM_STORAGE', handler: sendNotification });

@@ -1,0 +1,119 @@
+export const NOTIFICATION_SCHEMA = 'postroom.notification.v1';
+
+/** Azure queue messages are at most 64 KiB; base64 leaves 48 KiB of JSON. */
+export const MAX_NOTIFICATION_JSON_BYTES = 49_152;
+/** Untrusted text (subjects, names) is cut to this many characters in a job. */
+const MAX_TEXT = 300;
+
+/** One ingested message as a digest or per-message notice lists it. */
+export interface NotifiedMessage {
+  subject: string | null;
+  from: string | null;
+  size: number;
+  attachments: number;
+  idempotencyKey: string;
+  /** Blob prefix of the raw message, attachments and bodies (`<container>/<blobPrefix>/message.eml`). */
+  blobPrefix: string;
+  parseError: string | null;
+}
+
+export interface DigestData {
+  count: number;
+  totalBytes: number;
+  /** The first messages; `omitted` more did not fit in one queue message. */
+  messages: NotifiedMessage[];
+  omitted: number;
+  outcome: 'ok' | 'failed' | 'leased';
+  durationMs: number;
+}
+
+export interface FailureData {
+  code: string;
+  message: string;
+  fix: string;
+  consecutiveFailures: number;
+  lastSuccessAt: string | null;
+}
+
+export interface RecoveredData {
+  /** The failure kind that had been alerted. */
+  code: string;
+  alertedAt: string | null;
+  delivered: number;
+}
+
+export type NotificationJob =
+  | (JobBase & { kind: 'digest'; data: DigestData })
+  | (JobBase & { kind: 'message'; data: NotifiedMessage })
+  | (JobBase & { kind: 'failure'; data: FailureData })
+  | (JobBase & { kind: 'recovered'; data: RecoveredData });
+
+interface JobBase {
+  schema: typeof NOTIFICATION_SCHEMA;
+  /** Unique per notification; also the Message-ID's local part, so a queue retry after a lost reply is recognisable. */
+  id: string;
+  mailboxId: string;
+  mailbox: string;
+  createdAt: string;
+}
+
+export type NotificationKind = NotificationJob['kind'];
+
+/** Cuts untrusted text to a bounded length (it is escaped when rendered, not here). */
+export function clip(text: string | null | undefined, max = MAX_TEXT): string | null {
+  if (text === null || text === undefined) return null;
+  return text.length > max ? text.slice(0, max - 1) + '…' : text;
+}
+
+/** Base64 JSON for the queue. Throws a TypeError if the job would not fit (callers trim first). */
+export function encodeNotificationJob(job: NotificationJob): string {
+  const json = JSON.stringify(job);
+  if (Buffer.byteLength(json, 'utf8') > MAX_NOTIFICATION_JSON_BYTES) throw new TypeError(`notification job ${job.id} is over ${MAX_NOTIFICATION_JSON_BYTES} bytes`);
+  return Buffer.from(json, 'utf8').toString('base64');
+}
+
+/**
+ * Drops messages from the end of a digest until its job fits in one queue
+ * message, counting them in `omitted`.
+ */
+export function fitDigest(job: NotificationJob & { kind: 'digest' }): NotificationJob & { kind: 'digest' } {
+  const size = (j: NotificationJob) => Buffer.byteLength(JSON.stringify(j), 'utf8');
+  if (size(job) <= MAX_NOTIFICATION_JSON_BYTES) return job;
+  const messages = [...job.data.messages];
+  // Halve first (cheap), then trim one by one.
+  let out = job;
+  while (messages.length) {
+    const drop = size(out) > MAX_NOTIFICATION_JSON_BYTES * 2 ? Math.ceil(messages.length / 2) : 1;
+    messages.splice(messages.length - drop, drop);
+    out = { ...job, data: { ...job.data, messages: [...messages], omitted: job.data.omitted + (job.data.messages.length - messages.length) } };
+    if (size(out) <= MAX_NOTIFICATION_JSON_BYTES) return out;
+  }
+  return out;
+}
+
+/** Reads a job as the queue trigger hands it over (decoded object, JSON text, or base64 JSON). */
+export function parseNotificationJob(raw: unknown): NotificationJob {
+  let v: unknown = raw;
+  if (Buffer.isBuffer(v)) v = v.toString('utf8');
+  if (typeof v === 'string') {
+    const text = v.trim().startsWith('{') ? v : Buffer.from(v, 'base64').toString('utf8');
+    try {
+      v = JSON.parse(text);
+    } catch {
+      throw new TypeError('notification job is not JSON');
+    }
+  }
+  const job = v as Partial<NotificationJob>;
+  if (
+    !job ||
+    job.schema !== NOTIFICATION_SCHEMA ||
+    typeof job.mailboxId !== 'string' ||
+    typeof job.id !== 'string' ||
+    !['digest', 'message', 'failure', 'recovered'].includes(String(job.kind)) ||
+    typeof job.data !== 'object' ||
+    job.data === null
+  ) {
+    throw new TypeError(`notification job is not a ${NOTIFICATION_SCHEMA}`);
+  }
+  return job as NotificationJob;
+}
