@@ -125,6 +125,18 @@ describe('the functions through the local host (queue trigger semantics)', () =>
     const msgs = await stack.queueMessages('out-host');
     assert.ok(msgs.some((m) => m.source.protocol === 'pop3' && m.headers.subject === 'via host'));
     assert.ok(msgs.some((m) => m.source.protocol === 'imap' && m.headers.subject === 'via host imap'));
+
+    // the ops view: the HTTP status function reports each mailbox's last poll
+    const { status } = await import('../functions/status.js');
+    const res = await status({} as never, {} as never);
+    assert.equal(res.status, 200);
+    const report = res.jsonBody as { mailboxes: Array<{ id: string; status: { lastResult: string; lastDelivered: number; lastPollAt: string } | null }> };
+    assert.equal(report.mailboxes.length, 2);
+    for (const m of report.mailboxes) {
+      assert.equal(m.status?.lastResult, 'ok', m.id);
+      assert.ok(m.status!.lastDelivered >= 1);
+      assert.ok(Date.parse(m.status!.lastPollAt) > Date.now() - 60_000);
+    }
   });
 
   test('a job that keeps failing lands in <jobs>-poison with its reason logged; a malformed job too', async () => {
