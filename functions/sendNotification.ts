@@ -3,10 +3,10 @@ import { getRuntime } from '../shared/runtime.js';
 import { handleNotificationJob } from '../shared/notify/send.js';
 import { contextLogger } from '../shared/functions-logger.js';
 
-/** Queue trigger: sends one notification over SMTP (XOAUTH2); throws so the queue retries, then poisons. */
+/** Queue trigger: sends one notification over SMTP (XOAUTH2); a 432 back-off is re-queued with a delay; other failures throw so the queue retries, then poisons. */
 export async function sendNotification(job: unknown, context: InvocationContext): Promise<void> {
   const dequeueCount = Number(context.triggerMetadata?.dequeueCount ?? 1);
-  await handleNotificationJob(getRuntime(), job, { logger: contextLogger(context), dequeueCount });
+  await handleNotificationJob(getRuntime(), job, { logger: contextLogger(context), dequeueCount, requeue: true });
 }
 
 app.storageQueue('sendNotification', { queueName: '%POSTROOM_NOTIFY_QUEUE%', connection: 'POSTROOM_STORAGE', handler: sendNotification });

@@ -281,6 +281,21 @@ describe('notifications over SMTP XOAUTH2 (real token endpoint, Azurite, SMTP sa
     assert.equal(stack.smtp.messages().length, before);
   });
 
+  it('from the queue trigger, 432 4.3.2 puts the job back on the queue for the back-off instead of failing it', async () => {
+    const { runtime, logger } = await stack.runtime();
+    const [job] = await notifyAfterPoll(runtime, runtime.config.mailboxes[0]!, await okPoll(runtime, [delivered(1)]));
+    const q = await runtime.storage.queue(runtime.config.storage.notifyQueue);
+    await q.clearMessages();
+    stack.smtp.fail({ ...EXCHANGE_SMTP_REPLIES.concurrency });
+    const r = (await handleNotificationJob(runtime, job, { requeue: true })) as unknown as { deferred?: boolean };
+    assert.equal(r?.deferred, true);
+    assert.equal((await q.peekMessages()).peekedMessageItems.length, 0, 'invisible during the back-off');
+    assert.equal((await q.getProperties()).approximateMessagesCount, 1, 'but on the queue');
+    assert.ok(logger.lines.some((l) => /deferred \d+ s: SmtpConcurrencyLimit/.test(l)), logger.lines.join('\n'));
+    const [back] = (await q.receiveMessages({ numberOfMessages: 1, visibilityTimeout: 1 })).receivedMessageItems;
+    assert.equal(back, undefined, 'not offered again before the back-off');
+  });
+
   it('shares one pool per sender: 8 notices at once use at most 3 connections', async () => {
     const { runtime } = await stack.runtime({ notify: { digest: false, perMessage: true } });
     const mbx = runtime.config.mailboxes[0]!;

@@ -55,6 +55,8 @@ interface JobBase {
   mailboxId: string;
   mailbox: string;
   createdAt: string;
+  /** How often the job was put back on the queue to wait out a server back-off. */
+  deferrals?: number;
 }
 
 export type NotificationKind = NotificationJob['kind'];

@@ -1,6 +1,6 @@
 import type { Logger } from '../logger.js';
 import type { Runtime } from '../runtime.js';
-import { parseNotificationJob, type NotificationJob } from './job.js';
+import { encodeNotificationJob, parseNotificationJob, type NotificationJob } from './job.js';
 import { renderNotification } from './render.js';
 import { getSmtpSender, mapSmtpError, type SendResult, type SmtpSenderOptions } from './smtp.js';
 
@@ -10,7 +10,17 @@ export interface SendNotificationOptions {
   signal?: AbortSignal;
   /** Applies when this runtime's sender for the mailbox is first made. */
   smtp?: SmtpSenderOptions;
+  /**
+   * When the server asks to back off (`432 4.3.2`), put the job back on the
+   * notify queue, invisible for the back-off, and return instead of throwing:
+   * the host's retries (30 s apart, 5 at most) would otherwise poison a job
+   * that only had to wait. At most `MAX_DEFERRALS` times; then it throws.
+   */
+  requeue?: boolean;
 }
+
+export const MAX_DEFERRALS = 10;
+const MAX_DEFER_SECONDS = 600;
 
 /**
  * Sends one notification job from the notify queue over SMTP (app-only
@@ -55,6 +65,14 @@ export async function handleNotificationJob(
     return { ...result, job };
   } catch (e) {
     const err = mapSmtpError(e, `${notify.from} (notifications of ${mailbox.id})`);
+    const deferrals = job.deferrals ?? 0;
+    if (options.requeue && err.code === 'SmtpConcurrencyLimit' && deferrals < MAX_DEFERRALS) {
+      const seconds = Math.min(MAX_DEFER_SECONDS, Math.max(1, Math.ceil((err.retryAfterMs ?? 60_000) / 1000)));
+      const queue = await runtime.storage.queue(runtime.config.storage.notifyQueue);
+      await queue.sendMessage(encodeNotificationJob({ ...job, deferrals: deferrals + 1 }), { visibilityTimeout: seconds });
+      log.warn(`notification ${job.kind} deferred ${seconds} s: ${err.code}`, { mailbox: mailbox.id, id: job.id, deferrals: deferrals + 1 });
+      return { deferred: true, job } as unknown as SendResult & { job: NotificationJob };
+    }
     log.error(`notification ${job.kind} could not be sent: ${err.message}`, {
       mailbox: mailbox.id,
       id: job.id,
