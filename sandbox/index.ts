@@ -5,6 +5,7 @@ import { startAzurite, type Azurite } from './azurite.js';
 import { ensureCertificates, type SandboxCertificates } from './ca.js';
 import { ensureDovecotInstalled, startDovecot, type Dovecot } from './dovecot.js';
 import { startTokenEndpoint, type SandboxApp, type TokenEndpoint } from './token-endpoint.js';
+import { startSmtpServer, type SmtpSandbox } from './smtp.js';
 
 export const SANDBOX_TENANT = '72f988bf-0000-4000-8000-00000000c0de';
 /** The sandbox's app registration: all three Exchange roles, admin-consented. */
@@ -19,11 +20,13 @@ export const SANDBOX_MAILBOXES = Object.freeze({
   archive: 'invoices@contoso.test',
   pop: 'pop-inbox@contoso.test',
 });
+/** Where the sandbox's notifications go (captured by the SMTP server, never delivered). */
+export const SANDBOX_OPS = 'ops@contoso.test';
 
 export interface SandboxOptions {
   dir: string;
   /** Fixed ports (npm start) or free ones (tests) when omitted. */
-  ports?: { token?: number; imap?: number; pop3?: number; blob?: number; queue?: number; table?: number };
+  ports?: { token?: number; imap?: number; pop3?: number; smtp?: number; blob?: number; queue?: number; table?: number };
   apps?: SandboxApp[];
   grants?: Array<{ appId: string; mailbox: string }>;
   inMemoryStorage?: boolean;
@@ -36,6 +39,8 @@ export interface Sandbox {
   token: TokenEndpoint;
   dovecot: Dovecot;
   azurite: Azurite;
+  /** SMTP requiring STARTTLS + XOAUTH2 app tokens; captured mail is in `smtp.dir` as .eml. */
+  smtp: SmtpSandbox;
   /** The Postroom app settings that point at this sandbox (merge your own over them). */
   env(mailboxes?: unknown[], app?: SandboxApp): Record<string, string>;
   stop(): Promise<void>;
@@ -56,7 +61,8 @@ export async function startSandbox(o: SandboxOptions): Promise<Sandbox> {
   try {
     const token = await startTokenEndpoint({ port: o.ports?.token, tenantId: SANDBOX_TENANT, apps, cert: certs.cert, key: certs.key, ttlSeconds: o.tokenTtlSeconds, logger: log });
     started.push(token);
-    const [azurite, dovecot] = await Promise.all([
+    const grants = o.grants ?? Object.values(SANDBOX_MAILBOXES).map((mailbox) => ({ appId: SANDBOX_APP.clientId, mailbox }));
+    const [azurite, dovecot, smtp] = await Promise.all([
       startAzurite({ dir: join(o.dir, 'azurite'), blobPort: o.ports?.blob, queuePort: o.ports?.queue, tablePort: o.ports?.table, inMemory: o.inMemoryStorage }).then((a) => {
         started.push(a);
         return a;
@@ -70,11 +76,24 @@ export async function startSandbox(o: SandboxOptions): Promise<Sandbox> {
         issuer: token.issuer,
         kid: token.kid,
         publicKeyPem: token.publicKeyPem,
-        grants: o.grants ?? Object.values(SANDBOX_MAILBOXES).map((mailbox) => ({ appId: SANDBOX_APP.clientId, mailbox })),
+        grants,
         log,
       }).then((d) => {
         started.push(d);
         return d;
+      }),
+      startSmtpServer({
+        port: o.ports?.smtp,
+        cert: certs.cert,
+        key: certs.key,
+        issuer: token.issuer,
+        publicKeyPem: token.publicKeyPem,
+        grants,
+        dir: join(o.dir, 'smtp-captured'),
+        logger: log,
+      }).then((s) => {
+        started.push(s);
+        return s;
       }),
     ]);
     return {
@@ -82,6 +101,7 @@ export async function startSandbox(o: SandboxOptions): Promise<Sandbox> {
       token,
       dovecot,
       azurite,
+      smtp,
       env(mailboxes, app = apps[0]!) {
         return {
           POSTROOM_SANDBOX: 'true',
@@ -96,12 +116,13 @@ export async function startSandbox(o: SandboxOptions): Promise<Sandbox> {
               authorityHost: token.authorityHost,
               imapHost: `127.0.0.1:${dovecot.imapPort}`,
               pop3Host: `127.0.0.1:${dovecot.pop3Port}`,
+              smtpHost: `127.0.0.1:${smtp.port}`,
             },
           ]),
           POSTROOM_MAILBOXES: JSON.stringify(
             mailboxes ?? [
-              { address: SANDBOX_MAILBOXES.shared, protocol: 'imap' },
-              { address: SANDBOX_MAILBOXES.archive, protocol: 'imap', postAction: 'move:Archive' },
+              { address: SANDBOX_MAILBOXES.shared, protocol: 'imap', notify: { to: [SANDBOX_OPS] } },
+              { address: SANDBOX_MAILBOXES.archive, protocol: 'imap', postAction: 'move:Archive', notify: { to: [SANDBOX_OPS], digest: false, perMessage: true } },
               { address: SANDBOX_MAILBOXES.pop, protocol: 'pop3' },
             ],
           ),

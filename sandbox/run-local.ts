@@ -39,7 +39,7 @@ async function main(): Promise<void> {
     say('[start] no tenant configured (POSTROOM_APPS is empty): starting the local sandbox…');
     sandbox = await startSandbox({
       dir: stateDir,
-      ports: { token: 10443, imap: 10993, pop3: 10995, blob: 10000, queue: 10001, table: 10002 },
+      ports: { token: 10443, imap: 10993, pop3: 10995, smtp: 10587, blob: 10000, queue: 10001, table: 10002 },
       logger: log,
     });
     const fresh = (await countMaildir(join(stateDir, 'dovecot'))) === 0;
@@ -100,7 +100,10 @@ async function main(): Promise<void> {
     },
   });
   say(`[start] polling ${config.mailboxes.length} mailbox(es) on "${config.schedule}"; output queue "${config.storage.outputQueue}", blobs in "${config.storage.blobContainer}".`);
-  if (sandbox) say(`[start] storage: ${sandbox.azurite.connectionString.replace(/AccountKey=[^;]+/, 'AccountKey=…')}`);
+  if (sandbox) {
+    say(`[start] storage: ${sandbox.azurite.connectionString.replace(/AccountKey=[^;]+/, 'AccountKey=…')}`);
+    say(`[start] notifications (digests, alerts) are sent over SMTP XOAUTH2 to 127.0.0.1:${sandbox.smtp.port} and captured as .eml in ${sandbox.smtp.dir}`);
+  }
   say('[start] Ctrl-C to stop.');
   await host.tick();
 
