@@ -1,3 +1,4 @@
+import { decodeQueueJson } from '../queue-json.js';
 export const NOTIFICATION_SCHEMA = 'postroom.notification.v1';
 
 /** Azure queue messages are at most 64 KiB; base64 leaves 48 KiB of JSON. */
@@ -95,16 +96,7 @@ export function fitDigest(job: NotificationJob & { kind: 'digest' }): Notificati
 
 /** Reads a job as the queue trigger hands it over (decoded object, JSON text, or base64 JSON). */
 export function parseNotificationJob(raw: unknown): NotificationJob {
-  let v: unknown = raw;
-  if (Buffer.isBuffer(v)) v = v.toString('utf8');
-  if (typeof v === 'string') {
-    const text = v.trim().startsWith('{') ? v : Buffer.from(v, 'base64').toString('utf8');
-    try {
-      v = JSON.parse(text);
-    } catch {
-      throw new TypeError('notification job is not JSON');
-    }
-  }
+  const v = decodeQueueJson(raw, 'notification job');
   const job = v as Partial<NotificationJob>;
   if (
     !job ||

@@ -1,4 +1,5 @@
 import { PostroomError } from '../errors.js';
+import { decodeQueueJson, encodeQueueJson } from '../queue-json.js';
 import type { Logger } from '../logger.js';
 import type { Runtime } from '../runtime.js';
 import { pollMailbox, type PollMailboxOptions, type PollResult } from './poll-mailbox.js';
@@ -23,23 +24,14 @@ export async function enqueuePollJobs(runtime: Runtime, options: { logger?: Logg
   const queue = await runtime.storage.queue(runtime.config.storage.jobsQueue);
   const at = runtime.now().toISOString();
   const jobs = runtime.config.mailboxes.map((m): PollJob => ({ schema: JOB_SCHEMA, mailboxId: m.id, scheduledAt: at }));
-  await Promise.all(jobs.map((j) => queue.sendMessage(Buffer.from(JSON.stringify(j)).toString('base64'))));
+  await Promise.all(jobs.map((j) => queue.sendMessage(encodeQueueJson(j))));
   log.info(`enqueued ${jobs.length} poll job(s)`, { queue: runtime.config.storage.jobsQueue });
   return jobs;
 }
 
 /** Reads a job as the queue trigger hands it over (already decoded object, JSON text, or base64 JSON). */
 export function parsePollJob(raw: unknown): PollJob {
-  let v: unknown = raw;
-  if (Buffer.isBuffer(v)) v = v.toString('utf8');
-  if (typeof v === 'string') {
-    const text = v.trim().startsWith('{') ? v : Buffer.from(v, 'base64').toString('utf8');
-    try {
-      v = JSON.parse(text);
-    } catch {
-      throw new TypeError('poll job is not JSON');
-    }
-  }
+  const v = decodeQueueJson(raw, 'poll job');
   const job = v as Partial<PollJob>;
   if (!job || job.schema !== JOB_SCHEMA || typeof job.mailboxId !== 'string') throw new TypeError(`poll job is not a ${JOB_SCHEMA}`);
   return job as PollJob;
