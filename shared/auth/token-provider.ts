@@ -141,24 +141,36 @@ export function createAppTokenProvider(app: AppConfig, options: AppTokenProvider
     return { token: result.accessToken, expiresOn: result.expiresOn ?? new Date((exp ?? 0) * 1000) };
   };
 
+  // Ten mailboxes of one app polled at once would each miss msal's empty cache and
+  // each ask the login host: share one request in flight (unless renewing).
+  let inflight: Promise<AccessToken> | undefined;
+  const fetchShared = (): Promise<AccessToken> =>
+    (inflight ??= acquireWithRotation(false).finally(() => {
+      inflight = undefined;
+    }));
+
+  const acquireWithRotation = async (skipCache: boolean): Promise<AccessToken> => {
+    try {
+      return await acquire(false, skipCache);
+    } catch (e) {
+      const mapped = mapTokenError(e, subject);
+      // A rotated secret: the cached value is stale. Re-read it once before failing.
+      if (mapped.code === 'InvalidClientSecret' || mapped.code === 'ClientSecretExpired') {
+        options.logger.warn('token request refused the client secret; re-reading it once', { app: app.name, code: mapped.serverResponseCode });
+        try {
+          return await acquire(true, true);
+        } catch (e2) {
+          throw mapTokenError(e2, subject);
+        }
+      }
+      throw mapped;
+    }
+  };
+
   return {
     async getToken(opts: GetTokenOptions = {}): Promise<AccessToken> {
       opts.signal?.throwIfAborted();
-      try {
-        return await acquire(false, Boolean(opts.renew));
-      } catch (e) {
-        const mapped = mapTokenError(e, subject);
-        // A rotated secret: the cached value is stale. Re-read it once before failing.
-        if (mapped.code === 'InvalidClientSecret' || mapped.code === 'ClientSecretExpired') {
-          options.logger.warn('token request refused the client secret; re-reading it once', { app: app.name, code: mapped.serverResponseCode });
-          try {
-            return await acquire(true, true);
-          } catch (e2) {
-            throw mapTokenError(e2, subject);
-          }
-        }
-        throw mapped;
-      }
+      return opts.renew ? acquireWithRotation(true) : fetchShared();
     },
   };
 }

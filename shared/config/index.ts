@@ -251,7 +251,7 @@ export function loadConfig(env: Env = process.env): PostroomConfig {
 
   const poll = {
     batchSize: int('POSTROOM_BATCH_SIZE', 50, 1, 1000),
-    concurrency: int('POSTROOM_CONCURRENCY', 4, 1, 32),
+    concurrency: int('POSTROOM_CONCURRENCY', 16, 1, 64),
     maxMessagesPerPoll: int('POSTROOM_MAX_MESSAGES_PER_POLL', 5000, 1, 1_000_000),
     leaseSeconds: int('POSTROOM_LEASE_SECONDS', 60, 15, 60),
     connectTimeoutMs: int('POSTROOM_CONNECT_TIMEOUT_MS', 15000, 100, 120000),

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import type { MailboxConfig } from '../config/index.js';
 import { PostroomError } from '../errors.js';
 import { acquireMailboxLease } from '../lease/index.js';
@@ -50,6 +51,8 @@ export async function pollMailbox(runtime: Runtime, mailbox: MailboxConfig, opti
     return { mailbox: mailbox.id, outcome: 'leased', delivered: [], durationMs: Date.now() - started };
   }
   const signal = options.signal ? AbortSignal.any([options.signal, lease.signal]) : lease.signal;
+  // Every in-flight storage request listens on it: up to `concurrency` at once, by design.
+  setMaxListeners(Math.max(32, config.poll.concurrency * 4), signal);
   const delivered: Delivered[] = [];
   let error: PostroomError | undefined;
   try {

@@ -1,0 +1,151 @@
+/**
+ * A benchmark child process (forked with IPC by bench/run.ts). Modes, from
+ * the first IPC message:
+ * - `poll`: one pollMailbox of one mailbox (CPU profile runs, memory runs
+ *   which sample this process's RSS every 20 ms);
+ * - `worker`: a Functions-instance stand-in (sandbox/host.ts) that drains
+ *   the jobs queue when told to.
+ */
+import { readFileSync } from 'node:fs';
+import { loadConfig } from '../shared/config/index.js';
+import { createLogger, type Logger } from '../shared/logger.js';
+import { createRuntime, type Runtime } from '../shared/runtime.js';
+import { pollMailbox } from '../shared/poll/poll-mailbox.js';
+import { startLocalHost } from '../sandbox/host.js';
+
+export type ChildRequest =
+  | { mode: 'poll'; env: Record<string, string>; mailboxIndex: number; warmMailboxIndex?: number; resetKey: string; sampleMemory?: boolean }
+  | { mode: 'worker'; env: Record<string, string> };
+
+export interface PollReply {
+  ok: boolean;
+  delivered: number;
+  durationMs: number;
+  error?: string;
+  warnings: string[];
+  memory?: { idleRss: number; peakRss: number; hwmBefore: number; hwmAfter: number; samples: number };
+}
+
+function collectingLogger(): Logger & { lines: string[] } {
+  const lines: string[] = [];
+  return Object.assign(
+    createLogger((level, line) => lines.length < 50 && lines.push(`${level} ${line}`), { level: 'warn' }),
+    { lines },
+  );
+}
+
+function vmHwm(): number {
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'));
+    return m ? Number(m[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+function runtimeFrom(env: Record<string, string>, log: Logger): Runtime {
+  return createRuntime({ config: loadConfig(env), logger: log });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function poll(req: Extract<ChildRequest, { mode: 'poll' }>): Promise<PollReply> {
+  const log = collectingLogger();
+  const rt = runtimeFrom(req.env, log);
+  const mailbox = rt.config.mailboxes[req.mailboxIndex]!;
+  await rt.state.delete(mailbox.id, req.resetKey);
+  if (req.warmMailboxIndex !== undefined) {
+    // Loads every module and opens every client once, so that "idle" is a process ready to poll.
+    const warm = rt.config.mailboxes[req.warmMailboxIndex]!;
+    await rt.state.delete(warm.id, req.resetKey);
+    await pollMailbox(rt, warm);
+  }
+  // Modules loaded, token cached, clients and containers ready: a warm Functions instance.
+  await Promise.all([
+    rt.tokens(mailbox.app).getToken({ renew: false }),
+    rt.storage.container(rt.config.storage.blobContainer),
+    rt.storage.queue(rt.config.storage.outputQueue),
+    rt.storage.container(rt.config.storage.leaseContainer),
+    rt.storage.table(rt.config.storage.stateTable),
+    import('mailparser'),
+    mailbox.protocol === 'imap' ? import('imapflow') : import('../shared/pop3/source.js'),
+  ]);
+  let memory: PollReply['memory'];
+  let timer: NodeJS.Timeout | undefined;
+  let peak = 0;
+  let samples = 0;
+  if (req.sampleMemory) {
+    (globalThis as { gc?: () => void }).gc?.();
+    await sleep(200);
+    const idle: number[] = [];
+    for (let i = 0; i < 10; i++) {
+      idle.push(process.memoryUsage.rss());
+      await sleep(20);
+    }
+    idle.sort((a, b) => a - b);
+    memory = { idleRss: idle[5]!, peakRss: 0, hwmBefore: vmHwm(), hwmAfter: 0, samples: 0 };
+    peak = memory.idleRss;
+    timer = setInterval(() => {
+      samples++;
+      const r = process.memoryUsage.rss();
+      if (r > peak) peak = r;
+    }, 20);
+  }
+  const t0 = performance.now();
+  const res = await pollMailbox(rt, mailbox);
+  const durationMs = performance.now() - t0;
+  if (timer) clearInterval(timer);
+  if (memory) {
+    memory.peakRss = Math.max(peak, process.memoryUsage.rss());
+    memory.hwmAfter = vmHwm();
+    memory.samples = samples;
+  }
+  return { ok: res.outcome === 'ok', delivered: res.delivered.length, durationMs, error: res.error?.message, warnings: log.lines, memory };
+}
+
+async function worker(req: Extract<ChildRequest, { mode: 'worker' }>): Promise<void> {
+  const log = collectingLogger();
+  const rt = runtimeFrom(req.env, log);
+  let handled = 0;
+  let failed = 0;
+  const host = await startLocalHost({
+    runtime: rt,
+    logger: log,
+    // The background loop would only add a pause between receives; drain() does the work.
+    pollIntervalMs: 3_600_000,
+    batchSize: 4,
+    onHandled: (e) => {
+      if (e.ok) handled++;
+      else failed++;
+    },
+  });
+  // Warm: token, storage clients and modules ready before the clock starts.
+  await rt.tokens(rt.config.mailboxes[0]!.app).getToken({ renew: false });
+  await Promise.all([rt.storage.container(rt.config.storage.blobContainer), rt.storage.queue(rt.config.storage.outputQueue), rt.storage.container(rt.config.storage.leaseContainer), rt.storage.table(rt.config.storage.stateTable)]);
+  process.send!({ ready: true });
+  process.on('message', async (m: { cmd: string }) => {
+    if (m.cmd === 'tick') {
+      await host.tick();
+      process.send!({ ticked: true });
+    } else if (m.cmd === 'drain') {
+      const t0 = performance.now();
+      await host.drain();
+      process.send!({ drained: true, ms: performance.now() - t0, handled, failed, warnings: log.lines });
+    } else if (m.cmd === 'exit') {
+      process.exit(0);
+    }
+  });
+}
+
+process.once('message', (req: ChildRequest) => {
+  if (req.mode === 'poll') {
+    poll(req).then(
+      (r) => process.send!(r, () => process.exit(0)),
+      (e) => process.send!({ ok: false, delivered: 0, durationMs: 0, error: String((e as Error)?.stack ?? e), warnings: [] }, () => process.exit(1)),
+    );
+  } else {
+    worker(req).catch((e) => {
+      process.send!({ error: String((e as Error)?.stack ?? e) }, () => process.exit(1));
+    });
+  }
+});

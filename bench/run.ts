@@ -1,0 +1,782 @@
+/**
+ * `npm run bench`: Postroom against its physical ceilings, measured in the
+ * same run on the same local stack (Azurite, Dovecot, token endpoint).
+ * Ratios are what we track: the machine is shared and noisy.
+ *
+ *   node dist/bench/run.js [--quick] [--only=ingest,idle,memory,tokens,scale,coldstart] [--repeats=N]
+ */
+import { fork, spawnSync } from 'node:child_process';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { dirname, join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { BlobServiceClient } from '@azure/storage-blob';
+import { QueueClient, QueueServiceClient } from '@azure/storage-queue';
+import { loadConfig, type MailboxConfig } from '../shared/config/index.js';
+import { createLogger, type Logger } from '../shared/logger.js';
+import { createRuntime, type Runtime } from '../shared/runtime.js';
+import { pollMailbox } from '../shared/poll/poll-mailbox.js';
+import { resetTokenProviders } from '../shared/auth/token-provider.js';
+import { SANDBOX_APP, SANDBOX_TENANT, type Sandbox } from '../sandbox/index.js';
+import { OUTLOOK_RESOURCE, VAULT_RESOURCE } from '../sandbox/token-endpoint.js';
+import { largeAttachmentStream } from '../sandbox/messages.js';
+import { startKeyVault } from '../test/support/keyvault-endpoint.js';
+import type { ChildRequest, PollReply } from './child.js';
+import {
+  attachmentMessage,
+  fmt,
+  mapPool,
+  rawImapFetchAll,
+  rawPop3RetrAll,
+  requestKinds,
+  seed,
+  startBenchStack,
+  startCountingProxy,
+  stats,
+  textMessage,
+  type StorageRequest,
+  type Stats,
+} from './support.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = join(here, '..', '..');
+const CHILD = join(here, 'child.js');
+
+// ------------------------------------------------------------------ options
+
+const argv = process.argv.slice(2);
+const flag = (name: string) => argv.includes(`--${name}`);
+const opt = (name: string) => argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1];
+const QUICK = flag('quick');
+const FIGURES = ['ingest', 'idle', 'memory', 'tokens', 'scale', 'coldstart'] as const;
+type Figure = (typeof FIGURES)[number];
+const only = opt('only')?.split(',').filter(Boolean) as Figure[] | undefined;
+for (const o of only ?? []) if (!FIGURES.includes(o)) throw new TypeError(`--only: unknown figure "${o}" (have: ${FIGURES.join(', ')})`);
+const selected = (f: Figure) => !only || only.includes(f);
+const REPEATS = Math.max(1, Number(opt('repeats') ?? 3));
+
+const SIZE = QUICK
+  ? { small: 500, large: 10, idleLarge: 2_000, bigBytes: 20 * 1024 * 1024, kvPolls: 5, scaleMailboxes: 20, scaleMessages: 10, coldRuns: 5, storageConcurrency: [8, 16, 32] }
+  : { small: 10_000, large: 200, idleLarge: 50_000, bigBytes: 100 * 1024 * 1024, kvPolls: 20, scaleMailboxes: 200, scaleMessages: 50, coldRuns: 7, storageConcurrency: [8, 16, 32] };
+
+const MB = {
+  ingest: 'bench-ingest@contoso.test',
+  idleSmall: 'bench-idle-small@contoso.test',
+  idleLarge: 'bench-idle-large@contoso.test',
+  big: 'bench-big@contoso.test',
+  warm: 'bench-warm@contoso.test',
+  kv: Array.from({ length: 10 }, (_, i) => `bench-kv-${i}@contoso.test`),
+  scale: Array.from({ length: SIZE.scaleMailboxes }, (_, i) => `bench-scale-${String(i).padStart(3, '0')}@contoso.test`),
+};
+
+// ------------------------------------------------------------------ helpers
+
+interface FigureResult {
+  figure: Figure;
+  title: string;
+  target: string;
+  headline: string;
+  pass: boolean | null;
+  details: Record<string, unknown>;
+  error?: string;
+}
+
+const progress = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function warnLogger(): Logger & { lines: string[] } {
+  const lines: string[] = [];
+  return Object.assign(createLogger((level, line) => lines.length < 50 && lines.push(`${level} ${line}`), { level: 'warn' }), { lines });
+}
+
+let nameSeq = 0;
+const runId = Date.now().toString(36).slice(-5);
+/** A fresh queue/container name (3-63 lowercase letters, digits, hyphens). */
+const freshName = (what: string) => `b${runId}-${what}-${++nameSeq}`;
+
+function statLine(s: Stats, unit: string, digits = 0): string {
+  return `${fmt(s.median, digits)} ${unit} (min ${fmt(s.min, digits)}, max ${fmt(s.max, digits)})`;
+}
+
+async function dropOutputs(conn: string, names: string[]): Promise<void> {
+  const blobs = BlobServiceClient.fromConnectionString(conn);
+  const queues = QueueServiceClient.fromConnectionString(conn);
+  await Promise.all(
+    names.flatMap((n) => [blobs.getContainerClient(n).deleteIfExists().catch(() => undefined), queues.getQueueClient(n).deleteIfExists().catch(() => undefined)]),
+  );
+}
+
+function forkChild(execArgv: string[] = []) {
+  return fork(CHILD, [], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+}
+
+function runPollChild(req: Extract<ChildRequest, { mode: 'poll' }>, execArgv: string[] = []): Promise<PollReply> {
+  return new Promise((resolve, reject) => {
+    const child = forkChild(execArgv);
+    let reply: PollReply | undefined;
+    child.once('message', (m) => (reply = m as PollReply));
+    child.once('error', reject);
+    child.once('exit', (code) => (reply ? resolve(reply) : reject(new Error(`bench child exited ${code} without a reply`))));
+    child.send(req);
+  });
+}
+
+// ------------------------------------------------------------------ context
+
+interface Ctx {
+  sandbox: Sandbox;
+  dir: string;
+  conn: string;
+  /** App settings over the sandbox for these mailboxes. */
+  env(mailboxes: unknown[], extra?: Record<string, string>): Record<string, string>;
+  runtime(env: Record<string, string>): Runtime & { log: ReturnType<typeof warnLogger> };
+  token(): Promise<string>;
+}
+
+function makeCtx(sandbox: Sandbox, dir: string): Ctx {
+  const ctx: Ctx = {
+    sandbox,
+    dir,
+    conn: sandbox.azurite.connectionString,
+    env: (mailboxes, extra = {}) => ({
+      ...sandbox.env(mailboxes),
+      POSTROOM_MAX_MESSAGES_PER_POLL: '1000000',
+      // Once a year: no scheduled tick in the middle of a measurement.
+      POSTROOM_SCHEDULE: '0 0 0 1 1 *',
+      POSTROOM_LOG_LEVEL: 'warn',
+      ...extra,
+    }),
+    runtime(env) {
+      const log = warnLogger();
+      return Object.assign(createRuntime({ config: loadConfig(env), logger: log }), { log });
+    },
+    async token() {
+      const rt = ctx.runtime(ctx.env([{ address: MB.ingest }]));
+      return (await rt.tokens(rt.config.mailboxes[0]!.app).getToken({ renew: false })).token;
+    },
+  };
+  return ctx;
+}
+
+// ------------------------------------------------------- figure 1: ingestion
+
+interface Writes {
+  blobs: Array<{ name: string; bytes: number }>;
+  queue: number[];
+}
+
+/** The blob and queue writes of a run, from the proxy's log (staged blocks summed per blob). */
+function writesOf(reqs: StorageRequest[], container: string, queue: string): Writes {
+  const blobs = new Map<string, number>();
+  const q: number[] = [];
+  for (const r of reqs) {
+    if (r.service === 'blob' && r.method === 'PUT' && r.path.startsWith(`/devstoreaccount1/${container}/`)) {
+      if (/comp=blocklist/.test(r.query)) continue;
+      const name = r.path.slice(`/devstoreaccount1/${container}/`.length);
+      blobs.set(name, (blobs.get(name) ?? 0) + r.bytes);
+    } else if (r.service === 'queue' && r.method === 'POST' && r.path === `/devstoreaccount1/${queue}/messages`) {
+      q.push(r.bytes);
+    }
+  }
+  return { blobs: [...blobs].map(([name, bytes]) => ({ name, bytes })), queue: q };
+}
+
+/** The same writes issued raw (one Put Blob each, one Put Message each) at `concurrency`; returns seconds. */
+async function replayWrites(conn: string, w: Writes, concurrency: number): Promise<number> {
+  const name = freshName('raw');
+  const container = BlobServiceClient.fromConnectionString(conn).getContainerClient(name);
+  const queue = new QueueClient(conn, name);
+  await Promise.all([container.createIfNotExists(), queue.createIfNotExists()]);
+  const maxBlob = Math.max(0, ...w.blobs.map((b) => b.bytes));
+  const data = Buffer.alloc(maxBlob, 0x61);
+  // The SDK wraps the text in <QueueMessage><MessageText>…</MessageText></QueueMessage> (≈100 bytes).
+  const overhead = 100;
+  const blobOps = w.blobs.map((b) => () => container.getBlockBlobClient(b.name).upload(data.subarray(0, b.bytes), b.bytes));
+  const queueOps = w.queue.map((bytes) => () => queue.sendMessage('A'.repeat(Math.max(1, bytes - overhead))));
+  // Interleave blob and queue writes, as message-by-message delivery does.
+  const ops: Array<() => Promise<unknown>> = [];
+  const per = blobOps.length / Math.max(1, queueOps.length);
+  for (let i = 0, b = 0; i < queueOps.length || b < blobOps.length; i++) {
+    while (b < blobOps.length && b < (i + 1) * per) ops.push(blobOps[b++]!);
+    if (i < queueOps.length) ops.push(queueOps[i]!);
+  }
+  const t0 = performance.now();
+  await mapPool(ops, concurrency, (op) => op());
+  const s = (performance.now() - t0) / 1000;
+  await dropOutputs(conn, [name]);
+  return s;
+}
+
+async function figureIngest(ctx: Ctx): Promise<FigureResult[]> {
+  const total = SIZE.small + SIZE.large;
+  const step = Math.floor(total / Math.max(1, SIZE.large));
+  let largeLeft = SIZE.large;
+  const isLarge: boolean[] = Array.from({ length: total }, (_, i) => {
+    const l = largeLeft > 0 && i % step === step - 1;
+    if (l) largeLeft--;
+    return l;
+  });
+  progress(`ingest: seeding ${fmt(SIZE.small)} × ~4 KB + ${SIZE.large} × ~1 MB…`);
+  const seedRate = await seed(ctx.sandbox, MB.ingest, total, (i) => (isLarge[i] ? attachmentMessage(i, 1_000_000, MB.ingest) : textMessage(i, 4096, MB.ingest)));
+  progress(`ingest: seeded at ${fmt(seedRate)} msg/s`);
+  const token = await ctx.token();
+  const ca = ctx.sandbox.certs.ca;
+  // Untimed: Dovecot builds its index and page cache fills.
+  const warm = await rawImapFetchAll({ port: ctx.sandbox.dovecot.imapPort, ca, user: MB.ingest, token });
+  const totalBytes = warm.bytes;
+  if (warm.messages !== total) throw new Error(`seeded ${total} messages, IMAP sees ${warm.messages}`);
+
+  const results: FigureResult[] = [];
+  let writes: Writes | undefined;
+  let storageCeiling: { stats: Stats; best: Record<string, number> } | undefined;
+  const roundTrips: Record<string, unknown> = {};
+  const profDir = join(ctx.dir, 'cpuprof');
+  await mkdir(profDir, { recursive: true });
+  let profiledRate = 0;
+
+  for (const protocol of ['imap', 'pop3'] as const) {
+    const resetKey = protocol === 'imap' ? 'imap-checkpoint' : 'pop3-uidls';
+    const rawRates: number[] = [];
+    const pr: number[] = [];
+    const warnings = new Set<string>();
+    for (let r = 0; r < REPEATS; r++) {
+      progress(`ingest/${protocol}: run ${r + 1}/${REPEATS}`);
+      const t0 = performance.now();
+      const raw =
+        protocol === 'imap'
+          ? await rawImapFetchAll({ port: ctx.sandbox.dovecot.imapPort, ca, user: MB.ingest, token })
+          : await rawPop3RetrAll({ port: ctx.sandbox.dovecot.pop3Port, ca, user: MB.ingest, token });
+      rawRates.push(raw.messages / ((performance.now() - t0) / 1000));
+      if (raw.messages !== total) throw new Error(`raw ${protocol} read ${raw.messages} of ${total}`);
+
+      // Postroom in a fresh child (a warm Functions instance), only pollMailbox timed.
+      const out = freshName('out');
+      const reply = await runPollChild({ mode: 'poll', env: ctx.env([{ address: MB.ingest, protocol }], { POSTROOM_OUTPUT_QUEUE: out, POSTROOM_BLOB_CONTAINER: out }), mailboxIndex: 0, resetKey });
+      await dropOutputs(ctx.conn, [out]);
+      if (!reply.ok || reply.delivered !== total) throw new Error(`postroom ${protocol}: ${reply.delivered}/${total}: ${reply.error ?? ''}`);
+      pr.push(total / (reply.durationMs / 1000));
+      for (const l of reply.warnings) warnings.add(l.slice(0, 200));
+    }
+
+    // Storage round trips: one more Postroom run through a counting proxy (not timed);
+    // for IMAP it is also the CPU-profiled run.
+    progress(`ingest/${protocol}: counting storage requests${protocol === 'imap' ? ' + CPU profile' : ''}`);
+    const proxy = await startCountingProxy(ctx.sandbox.azurite);
+    const out = freshName('cnt');
+    try {
+      const reply = await runPollChild(
+        { mode: 'poll', env: ctx.env([{ address: MB.ingest, protocol }], { POSTROOM_OUTPUT_QUEUE: out, POSTROOM_BLOB_CONTAINER: out, POSTROOM_STORAGE: proxy.connectionString }), mailboxIndex: 0, resetKey },
+        protocol === 'imap' ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [],
+      );
+      if (!reply.ok) throw new Error(`counted run failed: ${reply.error}`);
+      if (protocol === 'imap') profiledRate = Math.round(total / (reply.durationMs / 1000));
+      const reqs = [...proxy.requests];
+      roundTrips[protocol] = { perMessage: +(reqs.length / total).toFixed(3), total: reqs.length, kinds: requestKinds(reqs) };
+      if (protocol === 'imap') writes = writesOf(reqs, out, out);
+    } finally {
+      await proxy.stop();
+      await dropOutputs(ctx.conn, [out]);
+    }
+
+    if (!storageCeiling && writes) {
+      const perRepeat: number[] = [];
+      const byConc: Record<string, number[]> = {};
+      let bestC = SIZE.storageConcurrency[0]!;
+      for (let r = 0; r < REPEATS; r++) {
+        let best = 0;
+        // The first repeat finds the best concurrency; the others measure only that one.
+        for (const c of r === 0 ? SIZE.storageConcurrency : [bestC]) {
+          progress(`ingest: raw storage writes, run ${r + 1}/${REPEATS}, concurrency ${c}`);
+          const rate = total / (await replayWrites(ctx.conn, writes, c));
+          (byConc[c] ??= []).push(rate);
+          if (rate > best) {
+            best = rate;
+            if (r === 0) bestC = c;
+          }
+        }
+        perRepeat.push(best);
+      }
+      storageCeiling = { stats: stats(perRepeat), best: Object.fromEntries(Object.entries(byConc).map(([c, xs]) => [c, Math.round(stats(xs).median)])) };
+    }
+
+    const rawS = stats(rawRates);
+    const prS = stats(pr);
+    const ceiling = Math.min(rawS.median, storageCeiling!.stats.median);
+    const ratio = prS.median / ceiling;
+    results.push({
+      figure: 'ingest',
+      title: `1. Ingestion throughput, ${protocol.toUpperCase()} (${fmt(SIZE.small)} × 4 KB + ${SIZE.large} × 1 MB)`,
+      target: '≥ 70% of ceiling',
+      headline: `${(ratio * 100).toFixed(0)}% of ceiling: Postroom ${fmt(prS.median)} msg/s vs ceiling ${fmt(ceiling)} msg/s (${rawS.median < storageCeiling!.stats.median ? protocol + ' raw' : 'storage raw'} is the slower)`,
+      pass: ratio >= 0.7,
+      details: {
+        messages: total,
+        mailboxBytes: totalBytes,
+        seedRateMsgPerS: Math.round(seedRate),
+        postroomMsgPerS: prS,
+        postroomMBPerS: +((prS.median * totalBytes) / total / 1e6).toFixed(1),
+        rawProtocolMsgPerS: rawS,
+        rawProtocolMBPerS: +((rawS.median * totalBytes) / total / 1e6).toFixed(1),
+        rawStorageMsgPerS: storageCeiling!.stats,
+        rawStorageByConcurrency: storageCeiling!.best,
+        storageWrites: writes ? { blobs: writes.blobs.length, queueMessages: writes.queue.length, blobBytes: writes.blobs.reduce((a, b) => a + b.bytes, 0) } : undefined,
+        ceilingMsgPerS: ceiling,
+        ratio: +ratio.toFixed(3),
+        storageRoundTrips: roundTrips[protocol],
+        warnings: [...warnings].slice(0, 10),
+      },
+    });
+  }
+
+  const file = (await readdir(profDir)).find((f) => f.endsWith('.cpuprofile'));
+  const top = file ? topSelfTime(JSON.parse(await readFile(join(profDir, file), 'utf8')), 5) : [];
+  if (file) {
+    await mkdir(join(root, 'bench', 'results'), { recursive: true });
+    await writeFile(join(root, 'bench', 'results', 'ingest-imap.cpuprofile'), await readFile(join(profDir, file)));
+  }
+  results[0]!.details.cpuProfile = { runMsgPerS: profiledRate, note: 'whole child process (start-up included), storage through the counting proxy', top };
+  return results;
+}
+
+interface CpuProfile {
+  nodes: Array<{ id: number; callFrame: { functionName: string; url: string; lineNumber: number } }>;
+  samples: number[];
+  timeDeltas: number[];
+}
+
+function topSelfTime(p: CpuProfile, n: number): Array<{ fn: string; selfMs: number; pct: number }> {
+  const byId = new Map(p.nodes.map((x) => [x.id, x]));
+  const self = new Map<string, number>();
+  let total = 0;
+  for (let i = 0; i < p.samples.length; i++) {
+    const node = byId.get(p.samples[i]!);
+    const dt = p.timeDeltas[i] ?? 0;
+    if (!node || node.callFrame.functionName === '(idle)') continue;
+    total += dt;
+    const url = node.callFrame.url.replace(/^file:\/\//, '');
+    const where = url ? `${url.includes('node_modules') ? url.slice(url.lastIndexOf('node_modules/') + 13) : relative(root, url) || url}:${node.callFrame.lineNumber + 1}` : '';
+    const key = `${node.callFrame.functionName || '(anonymous)'}${where ? ' ' + where : ''}`;
+    self.set(key, (self.get(key) ?? 0) + dt);
+  }
+  return [...self]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, n)
+    .map(([fn, us]) => ({ fn, selfMs: Math.round(us / 1000), pct: +((100 * us) / total).toFixed(1) }));
+}
+
+// ---------------------------------------------------- figure 2: idle poll cost
+
+async function figureIdle(ctx: Ctx): Promise<FigureResult[]> {
+  progress(`idle: seeding 10 and ${fmt(SIZE.idleLarge)} messages…`);
+  await seed(ctx.sandbox, MB.idleSmall, 10, (i) => textMessage(i, 1024, MB.idleSmall));
+  const seedRate = await seed(ctx.sandbox, MB.idleLarge, SIZE.idleLarge, (i) => textMessage(i, 1024, MB.idleLarge), 32);
+  progress(`idle: seeded at ${fmt(seedRate)} msg/s`);
+  const token = await ctx.token();
+  const rt = ctx.runtime(ctx.env([{ address: MB.idleSmall }, { address: MB.idleLarge }]));
+  const counts: Record<string, number> = {};
+  for (const mb of rt.config.mailboxes) {
+    // Checkpoint at the end, as after a completed first poll.
+    const box = await rawImapFetchAll({ port: ctx.sandbox.dovecot.imapPort, ca: ctx.sandbox.certs.ca, user: mb.address, token, fetch: false });
+    await rt.state.put(mb.id, 'imap-checkpoint', { uidValidity: box.uidValidity, lastUid: box.uidNext - 1, updatedAt: new Date().toISOString() });
+    counts[mb.address] = box.uidNext - 1;
+    const warm = await pollMailbox(rt, mb);
+    if (warm.outcome !== 'ok' || warm.delivered.length) throw new Error(`idle warm-up poll of ${mb.address}: ${warm.outcome}, ${warm.delivered.length} delivered`);
+  }
+  const times: Record<string, number[]> = {};
+  const commands: Record<string, string[][]> = {};
+  const runs = Math.max(REPEATS, 5);
+  for (let r = 0; r < runs; r++) {
+    for (const mb of rt.config.mailboxes) {
+      const cmds: string[] = [];
+      const t0 = performance.now();
+      const res = await pollMailbox(rt, mb, { hooks: { onCommand: (c) => cmds.push(c) } });
+      (times[mb.address] ??= []).push(performance.now() - t0);
+      (commands[mb.address] ??= []).push(cmds);
+      if (res.outcome !== 'ok' || res.delivered.length) throw new Error(`idle poll of ${mb.address}: ${res.outcome}`);
+    }
+  }
+  const small = stats(times[MB.idleSmall]!);
+  const large = stats(times[MB.idleLarge]!);
+  const ratio = large.median / small.median;
+  const cmdCounts = (a: string) => [...new Set(commands[a]!.map((c) => c.length))];
+  const constant = cmdCounts(MB.idleSmall).length === 1 && JSON.stringify(cmdCounts(MB.idleSmall)) === JSON.stringify(cmdCounts(MB.idleLarge));
+  return [
+    {
+      figure: 'idle',
+      title: `2. Idle poll, 10 vs ${fmt(SIZE.idleLarge)} messages (checkpoint at the end)`,
+      target: 'time ratio ≤ 1.2, constant command count',
+      headline: `ratio ${ratio.toFixed(2)} (${fmt(small.median, 1)} ms vs ${fmt(large.median, 1)} ms); IMAP commands ${cmdCounts(MB.idleSmall).join('/')} vs ${cmdCounts(MB.idleLarge).join('/')}`,
+      pass: ratio <= 1.2 && constant,
+      details: {
+        messages: counts,
+        seedRateMsgPerS: Math.round(seedRate),
+        smallMs: small,
+        largeMs: large,
+        ratio: +ratio.toFixed(3),
+        commandsSmall: commands[MB.idleSmall]![0],
+        commandsLarge: commands[MB.idleLarge]![0],
+        warnings: rt.log.lines.slice(0, 10),
+      },
+    },
+  ];
+}
+
+// ---------------------------------------------------------- figure 3: memory
+
+async function figureMemory(ctx: Ctx): Promise<FigureResult[]> {
+  progress(`memory: seeding one message with a ${fmt(SIZE.bigBytes / 1048576)} MiB attachment…`);
+  await ctx.sandbox.dovecot.deliver(MB.big, largeAttachmentStream(SIZE.bigBytes, { to: MB.big }));
+  await ctx.sandbox.dovecot.deliver(MB.warm, textMessage(0, 4096, MB.warm));
+  const results: FigureResult[] = [];
+  for (const protocol of ['imap', 'pop3'] as const) {
+    const deltas: number[] = [];
+    const replies: PollReply[] = [];
+    for (let r = 0; r < REPEATS; r++) {
+      progress(`memory/${protocol}: run ${r + 1}/${REPEATS}`);
+      const out = freshName('mem');
+      const reply = await runPollChild(
+        {
+          mode: 'poll',
+          env: ctx.env([{ address: MB.big, protocol }, { address: MB.warm, protocol }], { POSTROOM_OUTPUT_QUEUE: out, POSTROOM_BLOB_CONTAINER: out }),
+          mailboxIndex: 0,
+          warmMailboxIndex: 1,
+          resetKey: protocol === 'imap' ? 'imap-checkpoint' : 'pop3-uidls',
+          sampleMemory: true,
+        },
+        ['--expose-gc'],
+      );
+      await dropOutputs(ctx.conn, [out]);
+      if (!reply.ok || reply.delivered !== 1) throw new Error(`memory ${protocol}: ${reply.error ?? reply.delivered + ' delivered'}`);
+      deltas.push((reply.memory!.peakRss - reply.memory!.idleRss) / 1048576);
+      replies.push(reply);
+    }
+    const d = stats(deltas);
+    results.push({
+      figure: 'memory',
+      title: `3. Memory, one ${fmt(SIZE.bigBytes / 1048576)} MiB attachment, ${protocol.toUpperCase()}`,
+      target: 'peak − idle ≤ 64 MiB',
+      headline: `peak − idle ${statLine(d, 'MiB', 1)}`,
+      pass: d.median <= 64,
+      details: {
+        deltaMiB: d,
+        idleRssMiB: replies.map((x) => +(x.memory!.idleRss / 1048576).toFixed(1)),
+        peakRssMiB: replies.map((x) => +(x.memory!.peakRss / 1048576).toFixed(1)),
+        vmHwmMiB: replies.map((x) => +(x.memory!.hwmAfter / 1048576).toFixed(1)),
+        pollSeconds: replies.map((x) => +(x.durationMs / 1000).toFixed(1)),
+        samples: replies.map((x) => x.memory!.samples),
+        warnings: replies[0]!.warnings.slice(0, 5),
+      },
+    });
+  }
+  return results;
+}
+
+// -------------------------------------------------- figure 4: token economy
+
+async function figureTokens(ctx: Ctx): Promise<FigureResult[]> {
+  for (const a of MB.kv) await ctx.sandbox.dovecot.deliver(a, textMessage(1, 2048, a));
+  const vault = await startKeyVault({
+    cert: ctx.sandbox.certs.cert,
+    key: ctx.sandbox.certs.key,
+    authority: ctx.sandbox.token.authority,
+    publicKeyPem: ctx.sandbox.token.publicKeyPem,
+    secrets: { 'postroom-client-secret': SANDBOX_APP.clientSecret },
+  });
+  try {
+    const env = ctx.env(MB.kv.map((address) => ({ address })));
+    const apps = JSON.parse(env.POSTROOM_APPS!);
+    apps[0].secret = { vaultUrl: vault.vaultUrl, name: 'postroom-client-secret' };
+    env.POSTROOM_APPS = JSON.stringify(apps);
+    const { ClientSecretCredential } = await import('@azure/identity');
+    // The Function App's managed identity in Azure; here an app of the local issuer.
+    const credential = new ClientSecretCredential(SANDBOX_TENANT, SANDBOX_APP.clientId, SANDBOX_APP.clientSecret, {
+      authorityHost: ctx.sandbox.token.authorityHost,
+      disableInstanceDiscovery: true,
+      tlsOptions: { ca: ctx.sandbox.certs.ca },
+    } as never);
+    resetTokenProviders();
+    const log = warnLogger();
+    const rt = createRuntime({
+      config: loadConfig(env),
+      logger: log,
+      credential,
+      secretClientOptions: { tlsOptions: { ca: ctx.sandbox.certs.ca }, disableChallengeResourceVerification: true },
+    });
+    for (const mb of rt.config.mailboxes) await rt.state.delete(mb.id, 'imap-checkpoint');
+    const tok0 = ctx.sandbox.token.tokenRequestsFor(SANDBOX_APP.clientId, OUTLOOK_RESOURCE);
+    const kvTok0 = ctx.sandbox.token.tokenRequestsFor(SANDBOX_APP.clientId, VAULT_RESOURCE);
+    const reads0 = vault.reads();
+    let delivered = 0;
+    let failed = 0;
+    const t0 = performance.now();
+    for (let round = 0; round < SIZE.kvPolls; round++) {
+      // All mailboxes at once, as a burst of queue-triggered invocations on one instance.
+      const rs = await Promise.all(rt.config.mailboxes.map((mb) => pollMailbox(rt, mb)));
+      for (const r of rs) {
+        delivered += r.delivered.length;
+        if (r.outcome !== 'ok') failed++;
+      }
+    }
+    const ms = performance.now() - t0;
+    const tokens = ctx.sandbox.token.tokenRequestsFor(SANDBOX_APP.clientId, OUTLOOK_RESOURCE) - tok0;
+    const reads = vault.reads() - reads0;
+    const kvTokens = ctx.sandbox.token.tokenRequestsFor(SANDBOX_APP.clientId, VAULT_RESOURCE) - kvTok0;
+    return [
+      {
+        figure: 'tokens',
+        title: `4. Tokens and secrets, ${SIZE.kvPolls} rounds × ${MB.kv.length} mailboxes, one app`,
+        target: '1 token request, 1 secret read',
+        headline: `${tokens} Exchange token request(s), ${reads} Key Vault read(s) over ${SIZE.kvPolls * MB.kv.length} polls`,
+        pass: tokens === 1 && reads === 1 && failed === 0,
+        details: { polls: SIZE.kvPolls * MB.kv.length, failedPolls: failed, delivered, exchangeTokenRequests: tokens, keyVaultReads: reads, keyVaultTokenRequests: kvTokens, seconds: +(ms / 1000).toFixed(2), warnings: log.lines.slice(0, 10) },
+      },
+    ];
+  } finally {
+    await vault.stop();
+  }
+}
+
+// ----------------------------------------------------- figure 5: scale-out
+
+async function receiveAll(conn: string, queue: string): Promise<string[]> {
+  const q = new QueueClient(conn, queue);
+  const keys: string[] = [];
+  let empty = 0;
+  const loop = async () => {
+    while (empty < 3) {
+      const { receivedMessageItems } = await q.receiveMessages({ numberOfMessages: 32, visibilityTimeout: 3600 });
+      if (!receivedMessageItems.length) {
+        empty++;
+        continue;
+      }
+      for (const m of receivedMessageItems) keys.push(JSON.parse(Buffer.from(m.messageText, 'base64').toString('utf8')).idempotencyKey);
+    }
+  };
+  await Promise.all(Array.from({ length: 8 }, loop));
+  return keys;
+}
+
+async function scaleRun(ctx: Ctx, workers: number): Promise<{ seconds: number; messages: number; unique: number; duplicates: number; lost: number; failedJobs: number; handled: number; warnings: string[] }> {
+  const out = freshName('scale');
+  const jobs = freshName('jobs');
+  const env = ctx.env(
+    MB.scale.map((address) => ({ address })),
+    { POSTROOM_OUTPUT_QUEUE: out, POSTROOM_BLOB_CONTAINER: out, POSTROOM_JOBS_QUEUE: jobs },
+  );
+  const rt = ctx.runtime(env);
+  await mapPool(rt.config.mailboxes, 16, (mb) => rt.state.delete(mb.id, 'imap-checkpoint'));
+  const children = Array.from({ length: workers }, () => forkChild());
+  const expected = SIZE.scaleMailboxes * SIZE.scaleMessages;
+  try {
+    const next = (c: ReturnType<typeof forkChild>, key: string) =>
+      new Promise<Record<string, unknown>>((resolve, reject) => {
+        const on = (m: Record<string, unknown>) => {
+          if (m.error) return reject(new Error(String(m.error)));
+          if (m[key]) {
+            c.off('message', on);
+            resolve(m);
+          }
+        };
+        c.on('message', on);
+        c.once('exit', (code) => reject(new Error(`worker exited ${code}`)));
+      });
+    const ready = children.map((c) => next(c, 'ready'));
+    for (const c of children) c.send({ mode: 'worker', env } satisfies ChildRequest);
+    await Promise.all(ready);
+    const t0 = performance.now();
+    const ticked = next(children[0]!, 'ticked');
+    children[0]!.send({ cmd: 'tick' });
+    await ticked;
+    const drained = children.map((c) => next(c, 'drained'));
+    for (const c of children) c.send({ cmd: 'drain' });
+    const done = await Promise.all(drained);
+    // drain() ends when the jobs queue looks empty; wait for the output to be complete too.
+    const q = new QueueClient(ctx.conn, out);
+    for (let i = 0; i < 100; i++) {
+      const p = await q.getProperties();
+      if ((p.approximateMessagesCount ?? 0) >= expected) break;
+      await sleep(100);
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    const keys = await receiveAll(ctx.conn, out);
+    const unique = new Set(keys).size;
+    return {
+      seconds,
+      messages: keys.length,
+      unique,
+      duplicates: keys.length - unique,
+      lost: Math.max(0, expected - unique),
+      failedJobs: done.reduce((a, d) => a + Number(d.failed), 0),
+      handled: done.reduce((a, d) => a + Number(d.handled), 0),
+      warnings: done.flatMap((d) => d.warnings as string[]).slice(0, 10),
+    };
+  } finally {
+    for (const c of children) {
+      if (c.connected) c.send({ cmd: 'exit' });
+    }
+    await Promise.all(children.map((c) => (c.exitCode !== null ? undefined : new Promise((r) => c.once('exit', r)))));
+    await dropOutputs(ctx.conn, [out, jobs]);
+  }
+}
+
+async function figureScale(ctx: Ctx): Promise<FigureResult[]> {
+  progress(`scale: seeding ${SIZE.scaleMailboxes} mailboxes × ${SIZE.scaleMessages} messages…`);
+  const t0 = performance.now();
+  await mapPool(MB.scale, 4, (a) => seed(ctx.sandbox, a, SIZE.scaleMessages, (i) => textMessage(i, 2048, a), 8));
+  const seedRate = (SIZE.scaleMailboxes * SIZE.scaleMessages) / ((performance.now() - t0) / 1000);
+  const runs: Record<number, Awaited<ReturnType<typeof scaleRun>>[]> = { 1: [], 4: [] };
+  for (let r = 0; r < REPEATS; r++) {
+    for (const w of [1, 4]) {
+      progress(`scale: ${w} worker(s), run ${r + 1}/${REPEATS}`);
+      runs[w]!.push(await scaleRun(ctx, w));
+    }
+  }
+  const expected = SIZE.scaleMailboxes * SIZE.scaleMessages;
+  const one = stats(runs[1]!.map((x) => expected / x.seconds));
+  const four = stats(runs[4]!.map((x) => expected / x.seconds));
+  const speedup = four.median / one.median;
+  const dup = [...runs[1]!, ...runs[4]!].reduce((a, x) => a + x.duplicates, 0);
+  const lost = [...runs[1]!, ...runs[4]!].reduce((a, x) => a + x.lost, 0);
+  return [
+    {
+      figure: 'scale',
+      title: `5. Scale-out, ${SIZE.scaleMailboxes} mailboxes × ${SIZE.scaleMessages} messages, 1 vs 4 workers`,
+      target: '≥ 1.8× with 4 workers, 0 duplicates, 0 losses',
+      headline: `${speedup.toFixed(2)}× (1: ${fmt(one.median)} msg/s, 4: ${fmt(four.median)} msg/s); ${dup} duplicate(s), ${lost} lost`,
+      pass: speedup >= 1.8 && dup === 0 && lost === 0,
+      details: {
+        cpus: cpus().length,
+        seedRateMsgPerS: Math.round(seedRate),
+        oneWorkerMsgPerS: one,
+        fourWorkersMsgPerS: four,
+        speedup: +speedup.toFixed(3),
+        runs: Object.fromEntries(Object.entries(runs).map(([w, xs]) => [w, xs.map(({ warnings, ...x }) => ({ ...x, seconds: +x.seconds.toFixed(2), warnings: warnings.slice(0, 3) }))])),
+      },
+    },
+  ];
+}
+
+// ---------------------------------------------------- figure 6: cold start
+
+function importMs(specifiers: string[]): number {
+  const script = `const t = performance.now(); for (const s of ${JSON.stringify(specifiers)}) await import(s); process.stdout.write(String(performance.now() - t));`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd: root, encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`import failed: ${r.stderr.slice(0, 500)}`);
+  return Number(r.stdout.trim());
+}
+
+async function figureColdStart(): Promise<FigureResult[]> {
+  const fnDir = join(root, 'dist', 'functions');
+  const files = (await readdir(fnDir)).filter((f) => f.endsWith('.js')).sort().map((f) => 'file://' + join(fnDir, f));
+  const fns: number[] = [];
+  const base: number[] = [];
+  for (let i = 0; i < SIZE.coldRuns; i++) {
+    base.push(importMs(['@azure/functions']));
+    fns.push(importMs(files));
+  }
+  const b = stats(base);
+  const f = stats(fns);
+  const ratio = f.median / b.median;
+  return [
+    {
+      figure: 'coldstart',
+      title: `6. Cold start: import of dist/functions/*.js (${files.length} files) vs @azure/functions alone`,
+      target: '≤ 1.5×',
+      headline: `${ratio.toFixed(2)}× (${fmt(f.median, 1)} ms vs ${fmt(b.median, 1)} ms)`,
+      pass: ratio <= 1.5,
+      details: { functionsMs: f, azureFunctionsMs: b, ratio: +ratio.toFixed(3), files: files.map((x) => x.slice(x.lastIndexOf('/') + 1)) },
+    },
+  ];
+}
+
+// -------------------------------------------------------------------- main
+
+async function writeReport(results: FigureResult[], started: number, complete: boolean) {
+  const report = {
+    generatedAt: new Date().toISOString(),
+    complete,
+    quick: QUICK,
+    repeats: REPEATS,
+    only: only ?? null,
+    seconds: Math.round((Date.now() - started) / 1000),
+    machine: { node: process.version, cpus: cpus().length, cpuModel: cpus()[0]?.model, loadavg: loadavg().map((x) => +x.toFixed(2)) },
+    sizes: SIZE,
+    figures: results,
+  };
+  const outDir = join(root, 'bench', 'results');
+  await mkdir(outDir, { recursive: true });
+  await writeFile(join(outDir, 'latest.json'), JSON.stringify(report, null, 2) + '\n');
+  return report;
+}
+
+async function main(): Promise<void> {
+  const started = Date.now();
+  const results: FigureResult[] = [];
+  const dir = await mkdtemp(join(tmpdir(), 'postroom-bench-'));
+  let sandbox: Sandbox | undefined;
+  const needsStack = FIGURES.some((f) => f !== 'coldstart' && selected(f));
+  try {
+    if (needsStack) {
+      progress(`starting the local stack in ${dir}…`);
+      sandbox = await startBenchStack(dir, [MB.ingest, MB.idleSmall, MB.idleLarge, MB.big, MB.warm, ...MB.kv, ...MB.scale]);
+    }
+    const ctx = sandbox ? makeCtx(sandbox, dir) : undefined;
+    const plan: Array<[Figure, () => Promise<FigureResult[]>]> = [
+      ['coldstart', () => figureColdStart()],
+      ['tokens', () => figureTokens(ctx!)],
+      ['idle', () => figureIdle(ctx!)],
+      ['memory', () => figureMemory(ctx!)],
+      ['ingest', () => figureIngest(ctx!)],
+      ['scale', () => figureScale(ctx!)],
+    ];
+    const stop = () => {
+      progress('interrupted: stopping the local stack');
+      void (sandbox?.stop() ?? Promise.resolve()).finally(() => process.exit(130));
+    };
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+    for (const [fig, run] of plan) {
+      if (!selected(fig)) continue;
+      const t0 = Date.now();
+      try {
+        const rs = await run();
+        for (const r of rs) r.details.figureSeconds = Math.round((Date.now() - t0) / 1000);
+        results.push(...rs);
+      } catch (e) {
+        progress(`${fig} FAILED: ${(e as Error).stack ?? e}`);
+        results.push({ figure: fig, title: fig, target: '', headline: `error: ${(e as Error).message}`, pass: false, details: {}, error: String((e as Error).stack ?? e) });
+      }
+      // Written after every figure, so a long run stopped half-way keeps what it measured.
+      await writeReport(results, started, false);
+    }
+  } finally {
+    await sandbox?.stop();
+    await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+  }
+
+  const report = await writeReport(results, started, true);
+  const outDir = join(root, 'bench', 'results');
+
+
+  const lines = [`Postroom benchmarks${QUICK ? ' (--quick)' : ''}: ${report.seconds} s, median of ${REPEATS}, ${report.machine.cpus} CPUs, node ${process.version}`];
+  for (const r of results) {
+    lines.push(`${r.pass === true ? 'PASS' : r.pass === false ? 'MISS' : '    '}  ${r.title}`);
+    lines.push(`      ${r.headline}   [target ${r.target}]`);
+    if (r.figure === 'ingest') {
+      const d = r.details as Record<string, any>;
+      lines.push(`      Postroom ${statLine(d.postroomMsgPerS, 'msg/s')}; raw protocol ${statLine(d.rawProtocolMsgPerS, 'msg/s')}; raw storage ${statLine(d.rawStorageMsgPerS, 'msg/s')} (by concurrency ${JSON.stringify(d.rawStorageByConcurrency)})`);
+      lines.push(`      storage requests per message: ${d.storageRoundTrips?.perMessage} ${JSON.stringify(d.storageRoundTrips?.kinds)}`);
+      if (d.cpuProfile) {
+        lines.push(`      CPU profile top 5 self time (IMAP counted run, ${d.cpuProfile.runMsgPerS} msg/s under --cpu-prof):`);
+        for (const t of d.cpuProfile.top) lines.push(`        ${String(t.pct).padStart(5)}%  ${t.selfMs} ms  ${t.fn}`);
+      }
+    }
+  }
+  lines.push(`report: ${relative(root, join(outDir, 'latest.json'))}`);
+  process.stdout.write(lines.join('\n') + '\n');
+}
+
+main().catch((e) => {
+  process.stderr.write(`bench failed: ${(e as Error).stack ?? e}\n`);
+  process.exit(1);
+});
