@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from 'jose';
-import { SMTPServer, type SMTPServerSession } from 'smtp-server';
+import { SMTPServer } from 'smtp-server';
 import { silentLogger, type Logger } from '../shared/logger.js';
 
 /** An app that may authenticate as (send from) `mailbox`: the sandbox's New-ServicePrincipal + grant. */
@@ -172,7 +172,7 @@ export async function startSmtpServer(o: SmtpServerOptions): Promise<SmtpSandbox
   const peak = new Map<string, number>();
   const sessionUsers = new Map<string, SessionUser>();
   // Each fault answers the next `times` arrivals at its stage (AUTH happens once per connection).
-  const faultFor = (_session: SMTPServerSession, stage: SmtpFault['stage']): Required<SmtpFault> | undefined => {
+  const faultFor = (stage: SmtpFault['stage']): Required<SmtpFault> | undefined => {
     const next = faults.find((x) => x.times > 0 && x.stage === stage);
     if (next) next.times -= 1;
     return next;
@@ -203,7 +203,7 @@ export async function startSmtpServer(o: SmtpServerOptions): Promise<SmtpSandbox
     onAuth(auth, session, cb) {
       const user = (auth.username ?? '').toLowerCase();
       attempts.set(user, (attempts.get(user) ?? 0) + 1);
-      const f = faultFor(session, 'auth');
+      const f = faultFor('auth');
       if (f) return cb(replyError(f.code, f.message));
       const refuse = (why: string) => {
         logger.debug('smtp sandbox: authentication refused', { user, why });
@@ -231,7 +231,7 @@ export async function startSmtpServer(o: SmtpServerOptions): Promise<SmtpSandbox
       );
     },
     onMailFrom(address, session, cb) {
-      const f = faultFor(session, 'mail');
+      const f = faultFor('mail');
       if (f) return cb(replyError(f.code, f.message));
       const user = session.user as SessionUser;
       if (!mayFrom(user, address.address.toLowerCase())) {
@@ -244,7 +244,7 @@ export async function startSmtpServer(o: SmtpServerOptions): Promise<SmtpSandbox
       stream.on('data', (c: Buffer) => chunks.push(c));
       stream.on('error', (e) => cb(e));
       stream.on('end', () => {
-        const f = faultFor(session, 'data');
+        const f = faultFor('data');
         if (f) return cb(replyError(f.code, f.message));
         const user = session.user as SessionUser;
         const raw = Buffer.concat(chunks);
