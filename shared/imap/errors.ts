@@ -1,12 +1,5 @@
 import { PostroomError } from '../errors.js';
-
-/** Exchange's "Request is throttled. Suggested Backoff Time: N milliseconds" (reported). */
-export function throttleDelay(text: string): number | undefined {
-  const m = /throttled.*?Backoff Time:\s*(\d+)/i.exec(text);
-  return m ? Number(m[1]) : undefined;
-}
-
-const NET_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE']);
+import { exchangeBackoffMs, isConnectError, isTlsError } from '../net-errors.js';
 
 /**
  * Maps an imapflow (or socket) error to a coded PostroomError whose message
@@ -26,7 +19,7 @@ export function mapImapError(e: unknown, subject: string): PostroomError {
   };
   const text = [typeof err.response === 'string' ? err.response : '', err.responseText ?? '', err.reason ?? '', err.message ?? ''].filter(Boolean).join(' | ');
   const opts = { subject, responseText: text.slice(0, 500), serverResponseCode: err.serverResponseCode ?? err.code, cause: e };
-  const delay = throttleDelay(text);
+  const delay = exchangeBackoffMs(text);
   if (delay !== undefined) return new PostroomError('Throttled', `the server asked to back off ${delay} ms`, { ...opts, retryAfterMs: delay });
   if (/AccessTokenExpired/i.test(text)) return new PostroomError('SessionExpired', 'the server said AccessTokenExpired', opts);
   if (/not connected/i.test(text)) return new PostroomError('MailboxNotConnected', `the server said "${text.slice(0, 200)}"`, opts);
@@ -35,8 +28,8 @@ export function mapImapError(e: unknown, subject: string): PostroomError {
   }
   if (/NONEXISTENT|Mailbox doesn't exist|not exist|no such (mailbox|folder)/i.test(text)) return new PostroomError('FolderNotFound', text.slice(0, 200), opts);
   const code = err.code ?? '';
-  if (NET_CODES.has(code) || /ECONNREFUSED|ENOTFOUND|getaddrinfo/.test(text)) return new PostroomError('ConnectionFailed', `${code || 'network error'}: ${(err.message ?? '').slice(0, 200)}`, opts);
-  if (/CERT|SSL|TLS|self[- ]signed|certificate/i.test(`${code} ${text}`)) return new PostroomError('TlsFailed', `${code}: ${(err.message ?? '').slice(0, 200)}`, opts);
+  if (isConnectError(err) || /ECONNREFUSED|ENOTFOUND|getaddrinfo/.test(text)) return new PostroomError('ConnectionFailed', `${code || 'network error'}: ${(err.message ?? '').slice(0, 200)}`, opts);
+  if (isTlsError(err)) return new PostroomError('TlsFailed', `${code}: ${(err.message ?? '').slice(0, 200)}`, opts);
   if (/timeout/i.test(`${code} ${text}`)) return new PostroomError('Timeout', text.slice(0, 200), opts);
   if (code === 'NoConnection' || /Connection not available|closed/i.test(text)) return new PostroomError('ConnectionFailed', `the connection closed: ${text.slice(0, 200)}`, opts);
   if (/Command failed/.test(text)) return new PostroomError('CommandFailed', text.slice(0, 200), opts);

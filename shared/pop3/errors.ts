@@ -1,9 +1,10 @@
 import { PostroomError, redact } from '../errors.js';
+import { exchangeBackoffMs, isTlsError } from '../net-errors.js';
+
+export { isTlsError } from '../net-errors.js';
 
 /** RFC 2449 §8 response codes (and RFC 3206's SYS/TEMP, SYS/PERM, AUTH) lead the text in brackets. */
 const RESP_CODE_RE = /^\[([A-Za-z0-9][A-Za-z0-9/-]*)\]\s*/;
-// Exchange Online (reported): "Request is throttled. Suggested Backoff Time: 12000 milliseconds".
-const THROTTLED_RE = /Request is throttled\.?\s*Suggested Backoff Time:\s*(\d+)\s*milli/i;
 const EXPIRED_RE = /AccessTokenExpired/i;
 // Exchange: authenticated, but the app has no FullAccess on the mailbox named in user=.
 const NOT_CONNECTED_RE = /authenticated but not connected/i;
@@ -26,9 +27,9 @@ export function errorFromReply(text: string, ctx: ReplyErrorContext): PostroomEr
   const responseText = redact(text);
   const serverResponseCode = responseCodeOf(text);
   const base = { subject: ctx.subject, responseText, serverResponseCode };
-  const throttled = THROTTLED_RE.exec(text);
-  if (throttled) {
-    return new PostroomError('Throttled', `${ctx.command}: ${responseText}`, { ...base, retryAfterMs: Number(throttled[1]) });
+  const backoff = exchangeBackoffMs(text);
+  if (backoff !== undefined) {
+    return new PostroomError('Throttled', `${ctx.command}: ${responseText}`, { ...base, retryAfterMs: backoff });
   }
   if (EXPIRED_RE.test(text)) return new PostroomError('SessionExpired', `${ctx.command}: ${responseText}`, base);
   if (NOT_CONNECTED_RE.test(text)) return new PostroomError('MailboxNotConnected', `${ctx.command}: ${responseText}`, base);
@@ -40,22 +41,6 @@ export function errorFromReply(text: string, ctx: ReplyErrorContext): PostroomEr
   }
   const retryable = serverResponseCode === 'SYS/PERM' ? false : undefined;
   return new PostroomError('CommandFailed', `${ctx.command}: ${responseText}`, { ...base, retryable });
-}
-
-const CONNECT_CODES = new Set([
-  'ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNRESET',
-  'EPIPE', 'ETIMEDOUT', 'ECONNABORTED', 'EHOSTDOWN', 'ENETDOWN', 'EADDRNOTAVAIL',
-]);
-
-/** Whether a socket error comes from TLS (handshake, certificate, protocol version). */
-export function isTlsError(e: { code?: unknown; message?: unknown }): boolean {
-  const code = typeof e.code === 'string' ? e.code : '';
-  if (CONNECT_CODES.has(code)) return false;
-  return (
-    /^ERR_(SSL|TLS)_/.test(code) ||
-    /CERT|^UNABLE_TO_|^SELF_SIGNED|^HOSTNAME_MISMATCH|^DEPTH_ZERO/.test(code) ||
-    /SSL routines|certificate|TLS/i.test(String(e.message ?? ''))
-  );
 }
 
 /** Maps a socket-level error to `TlsFailed` or `ConnectionFailed`, keeping it as the cause. */
