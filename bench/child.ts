@@ -7,6 +7,7 @@
  *   the jobs queue when told to.
  */
 import { readFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { loadConfig } from '../shared/config/index.js';
 import { createLogger, type Logger } from '../shared/logger.js';
 import { createRuntime, type Runtime } from '../shared/runtime.js';
@@ -14,13 +15,15 @@ import { pollMailbox } from '../shared/poll/poll-mailbox.js';
 import { startLocalHost } from '../sandbox/host.js';
 
 export type ChildRequest =
-  | { mode: 'poll'; env: Record<string, string>; mailboxIndex: number; warmMailboxIndex?: number; resetKey: string; sampleMemory?: boolean }
+  | { mode: 'poll'; env: Record<string, string>; mailboxIndex: number; warmMailboxIndex?: number; resetKey: string; sampleMemory?: boolean; cpuProfilePath?: string }
   | { mode: 'worker'; env: Record<string, string> };
 
 export interface PollReply {
   ok: boolean;
   delivered: number;
   durationMs: number;
+  /** CPU time (user + system) of this process during the poll. */
+  cpuMs: number;
   error?: string;
   warnings: string[];
   memory?: { idleRss: number; peakRss: number; hwmBefore: number; hwmAfter: number; samples: number };
@@ -43,6 +46,22 @@ function vmHwm(): number {
   }
 }
 
+async function startProfiler(): Promise<{ stop(): Promise<unknown> }> {
+  const { Session } = await import('node:inspector/promises');
+  const session = new Session();
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.setSamplingInterval', { interval: 500 });
+  await session.post('Profiler.start');
+  return {
+    async stop() {
+      const { profile } = await session.post('Profiler.stop');
+      session.disconnect();
+      return profile;
+    },
+  };
+}
+
 function runtimeFrom(env: Record<string, string>, log: Logger): Runtime {
   return createRuntime({ config: loadConfig(env), logger: log });
 }
@@ -58,7 +77,8 @@ async function poll(req: Extract<ChildRequest, { mode: 'poll' }>): Promise<PollR
     // Loads every module and opens every client once, so that "idle" is a process ready to poll.
     const warm = rt.config.mailboxes[req.warmMailboxIndex]!;
     await rt.state.delete(warm.id, req.resetKey);
-    await pollMailbox(rt, warm);
+    const w = await pollMailbox(rt, warm);
+    if (w.outcome !== 'ok') throw new Error(`warm-up poll of ${warm.address} failed: ${w.error?.message ?? w.outcome}`);
   }
   // Modules loaded, token cached, clients and containers ready: a warm Functions instance.
   await Promise.all([
@@ -91,16 +111,21 @@ async function poll(req: Extract<ChildRequest, { mode: 'poll' }>): Promise<PollR
       if (r > peak) peak = r;
     }, 20);
   }
+  // The profile covers the timed poll only: start-up and the warm-up poll are not in it.
+  const profiler = req.cpuProfilePath ? await startProfiler() : undefined;
   const t0 = performance.now();
+  const cpu0 = process.cpuUsage();
   const res = await pollMailbox(rt, mailbox);
   const durationMs = performance.now() - t0;
+  const cpu = process.cpuUsage(cpu0);
+  if (profiler) await writeFile(req.cpuProfilePath!, JSON.stringify(await profiler.stop()));
   if (timer) clearInterval(timer);
   if (memory) {
     memory.peakRss = Math.max(peak, process.memoryUsage.rss());
     memory.hwmAfter = vmHwm();
     memory.samples = samples;
   }
-  return { ok: res.outcome === 'ok', delivered: res.delivered.length, durationMs, error: res.error?.message, warnings: log.lines, memory };
+  return { ok: res.outcome === 'ok', delivered: res.delivered.length, durationMs, cpuMs: (cpu.user + cpu.system) / 1000, error: res.error?.message, warnings: log.lines, memory };
 }
 
 async function worker(req: Extract<ChildRequest, { mode: 'worker' }>): Promise<void> {
@@ -141,7 +166,7 @@ process.once('message', (req: ChildRequest) => {
   if (req.mode === 'poll') {
     poll(req).then(
       (r) => process.send!(r, () => process.exit(0)),
-      (e) => process.send!({ ok: false, delivered: 0, durationMs: 0, error: String((e as Error)?.stack ?? e), warnings: [] }, () => process.exit(1)),
+      (e) => process.send!({ ok: false, delivered: 0, durationMs: 0, cpuMs: 0, error: String((e as Error)?.stack ?? e), warnings: [] }, () => process.exit(1)),
     );
   } else {
     worker(req).catch((e) => {

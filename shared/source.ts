@@ -48,8 +48,10 @@ export interface SourceMessage {
   /** IMAP INTERNALDATE, when known. */
   readonly receivedAt?: Date;
   /**
-   * The raw RFC 5322 message as a byte stream. Call once; the stream must be
-   * consumed (or destroyed) before the next message's `open()` is called.
+   * The raw RFC 5322 message as a byte stream. Call once, and consume or
+   * destroy the stream. Several messages may be opened at once (the
+   * pipeline delivers up to `concurrency` in parallel); a source whose
+   * connection carries one transfer at a time queues the opens itself.
    */
   open(options?: { signal?: AbortSignal }): Promise<Readable>;
 }

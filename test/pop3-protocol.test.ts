@@ -446,6 +446,33 @@ describe('Pop3Client over TLS', () => {
     assert.deepEqual(s.errors, []);
   });
 
+  test('a command issued while a RETR body streams waits for its end, then runs', async () => {
+    const messages = [
+      { uid: 'AAA1', body: 'Subject: one\r\n\r\n' + 'x'.repeat(200_000) + '\r\n' },
+      { uid: 'BBB2', body: 'Subject: two\r\n\r\nbody\r\n' },
+    ];
+    const s = await server(maildropScript({ messages, accept: () => true }));
+    const client = await Pop3Client.connect(opts(s.port));
+    await client.authXoauth2(MS_USER, MS_TOKEN);
+    const first = await client.retr(1);
+    let secondDone = false;
+    const second = client.retr(2).then(async (body) => {
+      secondDone = true;
+      const parts: Buffer[] = [];
+      for await (const c of body) parts.push(c as Buffer);
+      return Buffer.concat(parts).toString();
+    });
+    await new Promise((r) => setTimeout(r, 30));
+    assert.equal(secondDone, false, 'RETR 2 must wait while RETR 1 is unread');
+    assert.ok(!s.connections[0]!.received.includes('RETR 2'), 'RETR 2 not sent during the first body');
+    const parts: Buffer[] = [];
+    for await (const c of first) parts.push(c as Buffer);
+    assert.equal(Buffer.concat(parts).toString(), messages[0]!.body);
+    assert.equal(await second, messages[1]!.body);
+    await client.quit();
+    assert.deepEqual(s.errors, []);
+  });
+
   test('a silent server -> Timeout, and the client is closed afterwards', async () => {
     const s = await server(async (c) => {
       await c.write('+OK\r\n');
@@ -512,12 +539,13 @@ describe('Pop3Client over TLS', () => {
     assert.equal(client.usable, false);
   });
 
-  test('destroying a RETR stream midway closes the connection; a command during an open RETR is a TypeError', async () => {
+  test('destroying a RETR stream midway closes the connection; a command waiting behind it fails with ConnectionFailed', async () => {
     const s = await server(stallingRetr('Subject: x\r\n'));
     const client = await Pop3Client.connect(opts(s.port));
     const body = await client.retr(1);
-    await assert.rejects(client.noop(), TypeError);
+    const waiting = client.noop();
     body.destroy();
+    await assert.rejects(waiting, (e) => isPostroomError(e, 'ConnectionFailed'));
     await new Promise((r) => setImmediate(r));
     assert.equal(client.usable, false);
     await assert.rejects(client.noop(), (e) => isPostroomError(e, 'ConnectionFailed'));

@@ -5,7 +5,8 @@ import { acquireMailboxLease } from '../lease/index.js';
 import type { Logger } from '../logger.js';
 import type { Runtime, SourceHooks } from '../runtime.js';
 import { deliverMessage, type Delivered } from '../sink/index.js';
-import type { MailSession, SourceMessage } from '../source.js';
+import type { MailSession } from '../source.js';
+import { pipelineBatches } from './pipeline.js';
 import { recordStatus, type MailboxStatus } from './status.js';
 
 export interface PollMailboxOptions {
@@ -58,21 +59,20 @@ export async function pollMailbox(runtime: Runtime, mailbox: MailboxConfig, opti
   try {
     const [container, queue] = await Promise.all([storage.container(config.storage.blobContainer), storage.queue(config.storage.outputQueue)]);
     const source = await runtime.source(mailbox, log, options.hooks);
-    // POP3 streams RETR on its one connection: messages must be read one at a time.
-    const concurrency = mailbox.protocol === 'pop3' ? 1 : config.poll.concurrency;
     for (let attempt = 0; ; attempt++) {
       let session: MailSession | undefined;
       try {
         session = await source.open({ signal });
-        for await (const batch of session.batches({ signal })) {
-          const done = await mapPool(batch, concurrency, (m: SourceMessage) =>
-            deliverMessage(m, { mailbox, session: session!, container, queue, now: runtime.now, logger: log, signal }),
-          );
-          await options.beforeAcknowledge?.(done);
-          signal.throwIfAborted();
-          await session.acknowledge(batch, { signal });
-          delivered.push(...done);
-        }
+        const open = session;
+        await pipelineBatches(open, config.poll.concurrency, signal, (m) =>
+          deliverMessage(m, { mailbox, session: open, container, queue, now: runtime.now, logger: log, signal }),
+          async (batch, done) => {
+            await options.beforeAcknowledge?.(done);
+            signal.throwIfAborted();
+            await open.acknowledge(batch, { signal });
+            delivered.push(...done);
+          },
+        );
         await session.close();
         break;
       } catch (e) {
@@ -116,24 +116,4 @@ function asPostroomError(e: unknown, mailbox: MailboxConfig): PostroomError {
     return new PostroomError('Aborted', 'the poll was aborted', { subject: mailbox.id, cause: e });
   }
   return new PostroomError('ProtocolError', `unexpected: ${(e as Error)?.message ?? String(e)}`, { subject: mailbox.id, cause: e });
-}
-
-/** Runs `fn` over items with at most `limit` in flight, keeping order. */
-async function mapPool<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  let failed: unknown;
-  const worker = async () => {
-    while (next < items.length && failed === undefined) {
-      const i = next++;
-      try {
-        out[i] = await fn(items[i]!);
-      } catch (e) {
-        failed ??= e;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  if (failed !== undefined) throw failed;
-  return out;
 }

@@ -14,8 +14,9 @@ import { Pop3Connection, type Pop3CommandOptions, type Pop3ConnectOptions } from
 
 /**
  * A strict, streaming POP3 client (RFC 1939, 2449 CAPA, 2595 STLS, 5034 AUTH
- * with XOAUTH2). Commands run one at a time (later calls wait their turn);
- * a RETR stream must be consumed or destroyed before the next command.
+ * with XOAUTH2). Commands run one at a time (later calls wait their turn,
+ * a RETR stream's turn lasting until its body has been read or destroyed:
+ * don't await another command while holding an unread body).
  * Transport errors, timeouts and aborts close the connection: connect again.
  *
  * @example

@@ -241,7 +241,9 @@ export class Pop3Connection {
 
   /** Runs `fn` holding the command lock; `signal` aborts the connection. */
   private async locked<T>(opts: Pop3CommandOptions, what: string, fn: () => Promise<T>, keepUntil?: (release: () => void) => boolean): Promise<T> {
-    this.assertUsable();
+    // A command issued while a RETR body streams waits for the lock (the body's end), so
+    // several messages can be opened at once; only a dead connection fails at once.
+    this.assertOpen();
     const signal = opts.signal;
     if (signal?.aborted) throw aborted(signal, this.subject, `${what} aborted`);
     let release!: () => void;
@@ -448,6 +450,10 @@ export class Pop3Connection {
 
   private assertUsable(): void {
     if (this.streaming) throw new TypeError('a RETR stream is still open: consume or destroy it before the next command');
+    this.assertOpen();
+  }
+
+  private assertOpen(): void {
     if (this.failure) {
       throw new PostroomError('ConnectionFailed', 'the connection is closed', { subject: this.subject, cause: this.failure });
     }
