@@ -15,7 +15,7 @@ import { pollMailbox } from '../shared/poll/poll-mailbox.js';
 import { startLocalHost } from '../sandbox/host.js';
 
 export type ChildRequest =
-  | { mode: 'poll'; env: Record<string, string>; mailboxIndex: number; warmMailboxIndex?: number; resetKey: string; sampleMemory?: boolean; cpuProfilePath?: string }
+  | { mode: 'poll'; env: Record<string, string>; mailboxIndex: number; warmMailboxIndex?: number; warmOutput?: string; resetKey: string; sampleMemory?: boolean; cpuProfilePath?: string }
   | { mode: 'worker'; env: Record<string, string> };
 
 export interface PollReply {
@@ -74,10 +74,12 @@ async function poll(req: Extract<ChildRequest, { mode: 'poll' }>): Promise<PollR
   const mailbox = rt.config.mailboxes[req.mailboxIndex]!;
   await rt.state.delete(mailbox.id, req.resetKey);
   if (req.warmMailboxIndex !== undefined) {
-    // Loads every module and opens every client once, so that "idle" is a process ready to poll.
-    const warm = rt.config.mailboxes[req.warmMailboxIndex]!;
-    await rt.state.delete(warm.id, req.resetKey);
-    const w = await pollMailbox(rt, warm);
+    // Loads every module and opens every client once, so that "idle" is a process ready to poll;
+    // with `warmOutput`, into other outputs, so that the timed poll starts on empty ones.
+    const warmRt = req.warmOutput ? runtimeFrom({ ...req.env, POSTROOM_OUTPUT_QUEUE: req.warmOutput, POSTROOM_BLOB_CONTAINER: req.warmOutput }, log) : rt;
+    const warm = warmRt.config.mailboxes[req.warmMailboxIndex]!;
+    await warmRt.state.delete(warm.id, req.resetKey);
+    const w = await pollMailbox(warmRt, warm);
     if (w.outcome !== 'ok') throw new Error(`warm-up poll of ${warm.address} failed: ${w.error?.message ?? w.outcome}`);
   }
   // Modules loaded, token cached, clients and containers ready: a warm Functions instance.
@@ -152,6 +154,14 @@ async function worker(req: Extract<ChildRequest, { mode: 'worker' }>): Promise<v
     if (m.cmd === 'tick') {
       await host.tick();
       process.send!({ ticked: true });
+    } else if (m.cmd === 'warm') {
+      // A worker that has polled before (JIT warm), as a long-running Functions instance is.
+      const w = m as unknown as { env: Record<string, string>; resetKey: string };
+      const warmRt = runtimeFrom(w.env, log);
+      const mb = warmRt.config.mailboxes[0]!;
+      await warmRt.state.delete(mb.id, w.resetKey);
+      const r = await pollMailbox(warmRt, mb);
+      process.send!(r.outcome === 'ok' ? { warmed: true, delivered: r.delivered.length } : { error: `warm-up failed: ${r.error?.message ?? r.outcome}` });
     } else if (m.cmd === 'drain') {
       const t0 = performance.now();
       await host.drain();

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { QueueClient } from '@azure/storage-queue';
+import type { DequeuedMessageItem, QueueClient } from '@azure/storage-queue';
 import type { Logger } from '../shared/logger.js';
 import { setRuntime, type Runtime } from '../shared/runtime.js';
 
@@ -20,7 +20,10 @@ export interface LocalHostOptions {
   /** Seconds before a failed message is offered again (the host uses host.json's visibilityTimeout). */
   retryVisibilitySeconds?: number;
   pollIntervalMs?: number;
+  /** Messages fetched at once per queue (host.json `queues.batchSize`; default 4, as ours). */
   batchSize?: number;
+  /** A new batch is fetched when this many or fewer are still running (host.json `newBatchThreshold`; default 2). */
+  newBatchThreshold?: number;
   /** Called after each queue message was handled (or failed). */
   onHandled?: (event: { queue: string; ok: boolean; dequeueCount: number; poisoned: boolean; error?: unknown; body: unknown }) => void;
 }
@@ -33,6 +36,7 @@ export interface LocalHost {
   stop(): Promise<void>;
 }
 
+type ReceivedMessage = DequeuedMessageItem;
 type QueueHandler = (body: unknown, context: import('@azure/functions').InvocationContext) => Promise<unknown>;
 
 async function importQuietly<T>(load: () => Promise<T>): Promise<T> {
@@ -87,37 +91,58 @@ export async function startLocalHost(o: LocalHostOptions): Promise<LocalHost> {
     ...extra.map((e) => ({ name: e.queue, fn: e.name, handler: e.handler })),
   ];
 
-  const processOnce = async (q: { name: string; fn: string; handler: QueueHandler }, client: QueueClient): Promise<number> => {
-    const { receivedMessageItems } = await client.receiveMessages({ numberOfMessages: o.batchSize ?? 4, visibilityTimeout: 300 });
-    await Promise.all(
-      receivedMessageItems.map(async (m) => {
-        let body: unknown = m.messageText;
-        try {
-          const text = Buffer.from(m.messageText, 'base64').toString('utf8');
-          body = JSON.parse(text);
-        } catch {
-          /* not base64 JSON: hand over the text, as the host does */
-        }
-        try {
-          await q.handler(body, context(q.fn, m.dequeueCount));
-          await client.deleteMessage(m.messageId, m.popReceipt);
-          o.onHandled?.({ queue: q.name, ok: true, dequeueCount: m.dequeueCount, poisoned: false, body });
-        } catch (e) {
-          const poisoned = m.dequeueCount >= max;
-          if (poisoned) {
-            const poison = (await o.runtime.storage.queue(`${q.name}-poison`)) as QueueClient;
-            await poison.sendMessage(m.messageText);
-            await client.deleteMessage(m.messageId, m.popReceipt);
-            log.error(`${q.fn}: message moved to ${q.name}-poison after ${m.dequeueCount} tries: ${(e as Error).message}`);
-          } else {
-            await client.updateMessage(m.messageId, m.popReceipt, undefined, retryVis);
-            log.warn(`${q.fn}: try ${m.dequeueCount} failed, will retry: ${(e as Error).message}`);
-          }
-          o.onHandled?.({ queue: q.name, ok: false, dequeueCount: m.dequeueCount, poisoned, error: e, body });
-        }
-      }),
-    );
-    return receivedMessageItems.length;
+  const handle = async (q: { name: string; fn: string; handler: QueueHandler }, client: QueueClient, m: ReceivedMessage) => {
+    let body: unknown = m.messageText;
+    try {
+      const text = Buffer.from(m.messageText, 'base64').toString('utf8');
+      body = JSON.parse(text);
+    } catch {
+      /* not base64 JSON: hand over the text, as the host does */
+    }
+    try {
+      await q.handler(body, context(q.fn, m.dequeueCount));
+      await client.deleteMessage(m.messageId, m.popReceipt);
+      o.onHandled?.({ queue: q.name, ok: true, dequeueCount: m.dequeueCount, poisoned: false, body });
+    } catch (e) {
+      const poisoned = m.dequeueCount >= max;
+      if (poisoned) {
+        const poison = (await o.runtime.storage.queue(`${q.name}-poison`)) as QueueClient;
+        await poison.sendMessage(m.messageText);
+        await client.deleteMessage(m.messageId, m.popReceipt);
+        log.error(`${q.fn}: message moved to ${q.name}-poison after ${m.dequeueCount} tries: ${(e as Error).message}`);
+      } else {
+        await client.updateMessage(m.messageId, m.popReceipt, undefined, retryVis);
+        log.warn(`${q.fn}: try ${m.dequeueCount} failed, will retry: ${(e as Error).message}`);
+      }
+      o.onHandled?.({ queue: q.name, ok: false, dequeueCount: m.dequeueCount, poisoned, error: e, body });
+    }
+  };
+
+  const batchSize = o.batchSize ?? 4;
+  const threshold = o.newBatchThreshold ?? Math.floor(batchSize / 2);
+  /**
+   * Runs a queue until it is empty, the way the Functions host does: a batch of
+   * `batchSize`, and the next batch as soon as no more than `newBatchThreshold`
+   * are still running (not when the whole batch is done). Returns how many it handled.
+   */
+  const pumpQueue = async (q: { name: string; fn: string; handler: QueueHandler }, client: QueueClient): Promise<number> => {
+    const running = new Set<Promise<void>>();
+    let handled = 0;
+    for (;;) {
+      while (running.size > threshold) await Promise.race(running);
+      const { receivedMessageItems } = await client.receiveMessages({ numberOfMessages: batchSize, visibilityTimeout: 300 });
+      for (const m of receivedMessageItems) {
+        const p: Promise<void> = handle(q, client, m)
+          .catch((e) => log.warn(`${q.fn}: ${(e as Error).message}`))
+          .finally(() => running.delete(p));
+        running.add(p);
+        handled++;
+      }
+      if (receivedMessageItems.length === 0) {
+        if (running.size === 0) return handled;
+        await Promise.race(running);
+      }
+    }
   };
 
   let stopped = false;
@@ -130,8 +155,9 @@ export async function startLocalHost(o: LocalHostOptions): Promise<LocalHost> {
   };
   const clients = await Promise.all(queues.map((q) => o.runtime.storage.queue(q.name)));
   const drain = async () => {
+    // Handling one queue can fill another (a poll enqueues notifications): until all are empty.
     for (;;) {
-      const counts = await Promise.all(queues.map((q, i) => processOnce(q, clients[i]!)));
+      const counts = await Promise.all(queues.map((q, i) => pumpQueue(q, clients[i]!)));
       if (counts.every((c) => c === 0)) return;
     }
   };
@@ -139,7 +165,7 @@ export async function startLocalHost(o: LocalHostOptions): Promise<LocalHost> {
   const loop = (async () => {
     while (!stopped) {
       try {
-        await Promise.all(queues.map((q, i) => processOnce(q, clients[i]!)));
+        await Promise.all(queues.map((q, i) => pumpQueue(q, clients[i]!)));
       } catch (e) {
         log.warn(`queue polling failed: ${(e as Error).message}`);
       }
