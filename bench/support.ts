@@ -228,7 +228,7 @@ function tlsOpen(port: number, ca: string): Promise<TLSSocket> {
  * (so message text can never be taken for the tagged reply). Returns the
  * literal bytes and message count, and the UIDVALIDITY seen.
  */
-export async function rawImapFetchAll(o: { port: number; ca: string; user: string; token: string; folder?: string; fetch?: boolean }): Promise<{ messages: number; bytes: number; uidValidity: string; uidNext: number }> {
+export async function rawImapFetchAll(o: { port: number; ca: string; user: string; token: string; folder?: string; fetch?: boolean; readWrite?: boolean }): Promise<{ messages: number; bytes: number; uidValidity: string; uidNext: number }> {
   const sock = await tlsOpen(o.port, o.ca);
   let pending = Buffer.alloc(0);
   let skip = 0;
@@ -287,7 +287,7 @@ export async function rawImapFetchAll(o: { port: number; ca: string; user: strin
       check();
     });
     await cmd(`AUTHENTICATE XOAUTH2 ${xoauth2(o.user, o.token)}`);
-    await cmd(`EXAMINE "${o.folder ?? 'INBOX'}"`);
+    await cmd(`${o.readWrite ? 'SELECT' : 'EXAMINE'} "${o.folder ?? 'INBOX'}"`);
     const uv = untagged.map((l) => /UIDVALIDITY (\d+)/.exec(l)?.[1]).find(Boolean) ?? '';
     const un = Number(untagged.map((l) => /UIDNEXT (\d+)/.exec(l)?.[1]).find(Boolean) ?? 0);
     messages = 0;

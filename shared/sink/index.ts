@@ -1,13 +1,13 @@
 import { createHash } from 'node:crypto';
-import { PassThrough, Transform, type Readable } from 'node:stream';
+import { PassThrough, Readable, Transform } from 'node:stream';
 import type { ContainerClient } from '@azure/storage-blob';
 import type { QueueClient } from '@azure/storage-queue';
 import type { MailboxConfig } from '../config/index.js';
 import { PostroomError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import { parseMessage, type ParsedAddress, type ParsedHeaders } from '../parse/index.js';
+import { parseMessage, type AttachmentInfo, type ParsedAddress, type ParsedHeaders, type ParsedMessage } from '../parse/index.js';
 import type { SourceMessage } from '../source.js';
-import { writeBlob } from './blob-upload.js';
+import { SINGLE_PUT_LIMIT, writeBlob } from './blob-upload.js';
 import { idempotencyKey, MESSAGE_SCHEMA, safeBlobSegment } from './names.js';
 
 export { idempotencyKey, safeBlobSegment, MESSAGE_SCHEMA } from './names.js';
@@ -95,36 +95,69 @@ export async function deliverMessage(message: SourceMessage, ctx: DeliveryContex
     throw new PostroomError('SinkFailed', `${what}: ${(e as Error)?.message ?? e}`, { subject, cause: e });
   };
 
-  const raw = await message.open({ signal: ctx.signal });
-  const hash = createHash('sha256');
-  const hasher = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      hash.update(chunk);
-      cb(null, chunk);
-    },
-  });
-  const toBlob = new PassThrough();
-  const toParser = new PassThrough();
-  raw.on('error', (e) => hasher.destroy(e));
-  hasher.on('error', (e) => {
-    toBlob.destroy(e);
-    toParser.destroy(e);
-  });
-  raw.pipe(hasher);
-  hasher.pipe(toBlob);
-  hasher.pipe(toParser);
+  const opened = await message.open({ signal: ctx.signal });
+  // Most messages are small: read up to the single-Put limit first. When the message ends
+  // within it (the usual case), it is hashed, uploaded and parsed from that one buffer,
+  // without the stream fan-out a large message needs.
+  const it = opened[Symbol.asyncIterator]() as AsyncIterator<Buffer | string>;
+  const head: Buffer[] = [];
+  let headBytes = 0;
+  let whole: Buffer | undefined;
+  try {
+    while (headBytes <= SINGLE_PUT_LIMIT) {
+      const r = await it.next();
+      if (r.done) {
+        whole = Buffer.concat(head, headBytes);
+        break;
+      }
+      const chunk = typeof r.value === 'string' ? Buffer.from(r.value) : r.value;
+      head.push(chunk);
+      headBytes += chunk.length;
+    }
+  } catch (e) {
+    fail('reading the message failed', e);
+  }
 
   const attachments: AttachmentRef[] = [];
-  const rawUpload = writeBlob(container, `${prefix}/message.eml`, toBlob, 'message/rfc822');
-  rawUpload.catch(() => toParser.resume());
-  const parsing = parseMessage(toParser, {
-    signal: ctx.signal,
-    async onAttachment(info, content: Readable) {
-      const name = `${prefix}/attachments/${String(info.index).padStart(3, '0')}-${safeBlobSegment(info.filename)}`;
-      const size = await writeBlob(container, name, content, safeContentType(info.contentType));
-      attachments.push({ filename: info.filename, contentType: info.contentType, contentId: info.contentId, disposition: info.disposition, size, blob: name });
-    },
-  });
+  const onAttachment = async (info: AttachmentInfo, content: Readable) => {
+    const name = `${prefix}/attachments/${String(info.index).padStart(3, '0')}-${safeBlobSegment(info.filename)}`;
+    const size = await writeBlob(container, name, content, safeContentType(info.contentType));
+    attachments.push({ filename: info.filename, contentType: info.contentType, contentId: info.contentId, disposition: info.disposition, size, blob: name });
+  };
+  const hash = createHash('sha256');
+  let rawUpload: Promise<number>;
+  let parsing: Promise<ParsedMessage>;
+  if (whole) {
+    hash.update(whole);
+    rawUpload = writeBlob(container, `${prefix}/message.eml`, whole, 'message/rfc822');
+    parsing = parseMessage(Readable.from([whole]), { signal: ctx.signal, onAttachment });
+  } else {
+    const raw = Readable.from(
+      (async function* () {
+        yield* head.splice(0);
+        yield* { [Symbol.asyncIterator]: () => it };
+      })(),
+    );
+    const hasher = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        hash.update(chunk);
+        cb(null, chunk);
+      },
+    });
+    const toBlob = new PassThrough();
+    const toParser = new PassThrough();
+    raw.on('error', (e) => hasher.destroy(e));
+    hasher.on('error', (e) => {
+      toBlob.destroy(e);
+      toParser.destroy(e);
+    });
+    raw.pipe(hasher);
+    hasher.pipe(toBlob);
+    hasher.pipe(toParser);
+    rawUpload = writeBlob(container, `${prefix}/message.eml`, toBlob, 'message/rfc822');
+    rawUpload.catch(() => toParser.resume());
+    parsing = parseMessage(toParser, { signal: ctx.signal, onAttachment });
+  }
   const [rawResult, parsedResult] = await Promise.allSettled([rawUpload, parsing]);
   if (rawResult.status === 'rejected') fail('raw message upload failed', rawResult.reason);
   if (parsedResult.status === 'rejected') fail('attachment upload failed', parsedResult.reason);
