@@ -164,8 +164,10 @@ async function worker(req: Extract<ChildRequest, { mode: 'worker' }>): Promise<v
       process.send!(r.outcome === 'ok' ? { warmed: true, delivered: r.delivered.length } : { error: `warm-up failed: ${r.error?.message ?? r.outcome}` });
     } else if (m.cmd === 'drain') {
       const t0 = performance.now();
+      const cpu0 = process.cpuUsage();
       await host.drain();
-      process.send!({ drained: true, ms: performance.now() - t0, handled, failed, warnings: log.lines });
+      const cpu = process.cpuUsage(cpu0);
+      process.send!({ drained: true, ms: performance.now() - t0, cpuMs: (cpu.user + cpu.system) / 1000, handled, failed, warnings: log.lines });
     } else if (m.cmd === 'exit') {
       process.exit(0);
     }

@@ -6,6 +6,7 @@
  *   node dist/bench/run.js [--quick] [--only=ingest,idle,memory,tokens,scale,coldstart] [--repeats=N]
  */
 import { fork, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
@@ -654,10 +655,20 @@ async function receiveAll(conn: string, queue: string): Promise<string[]> {
   return keys;
 }
 
+/** Jiffies of all CPUs from /proc/stat: how busy the whole machine was over an interval. */
+function machineCpu(): { idle: number; total: number } {
+  try {
+    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+    return { idle: (f[3] ?? 0) + (f[4] ?? 0), total: f.reduce((a, b) => a + b, 0) };
+  } catch {
+    return { idle: 0, total: 0 };
+  }
+}
+
 /** Messages each scale-out worker polls before the clock starts. */
 const SCALE_WARM = 600;
 
-async function scaleRun(ctx: Ctx, workers: number): Promise<{ seconds: number; messages: number; unique: number; duplicates: number; lost: number; failedJobs: number; handled: number; warnings: string[] }> {
+async function scaleRun(ctx: Ctx, workers: number): Promise<{ seconds: number; messages: number; unique: number; duplicates: number; lost: number; failedJobs: number; handled: number; workerCpuMicrosPerMsg: number; machineBusy: number; warnings: string[] }> {
   const out = freshName('scale');
   const jobs = freshName('jobs');
   const env = ctx.env(
@@ -694,6 +705,7 @@ async function scaleRun(ctx: Ctx, workers: number): Promise<{ seconds: number; m
       await warmed;
     }
     const t0 = performance.now();
+    const machine0 = machineCpu();
     const ticked = next(children[0]!, 'ticked');
     children[0]!.send({ cmd: 'tick' });
     await ticked;
@@ -708,6 +720,7 @@ async function scaleRun(ctx: Ctx, workers: number): Promise<{ seconds: number; m
       await sleep(100);
     }
     const seconds = (performance.now() - t0) / 1000;
+    const machine1 = machineCpu();
     const keys = await receiveAll(ctx.conn, out);
     const unique = new Set(keys).size;
     return {
@@ -718,6 +731,8 @@ async function scaleRun(ctx: Ctx, workers: number): Promise<{ seconds: number; m
       lost: Math.max(0, expected - unique),
       failedJobs: done.reduce((a, d) => a + Number(d.failed), 0),
       handled: done.reduce((a, d) => a + Number(d.handled), 0),
+      workerCpuMicrosPerMsg: Math.round((done.reduce((a, d) => a + Number(d.cpuMs), 0) * 1000) / expected),
+      machineBusy: +(1 - (machine1.idle - machine0.idle) / Math.max(1, machine1.total - machine0.total)).toFixed(2),
       warnings: done.flatMap((d) => d.warnings as string[]).slice(0, 10),
     };
   } finally {
@@ -746,6 +761,10 @@ async function figureScale(ctx: Ctx): Promise<FigureResult[]> {
   const one = stats(runs[1]!.map((x) => expected / x.seconds));
   const four = stats(runs[4]!.map((x) => expected / x.seconds));
   const speedup = four.median / one.median;
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
+  const busy = (w: number) => median(runs[w]!.map((x) => x.machineBusy));
+  const cpuPer = (w: number) => median(runs[w]!.map((x) => x.workerCpuMicrosPerMsg));
+  const pct = (x: number) => `${Math.round(x * 100)}%`;
   const dup = [...runs[1]!, ...runs[4]!].reduce((a, x) => a + x.duplicates, 0);
   const lost = [...runs[1]!, ...runs[4]!].reduce((a, x) => a + x.lost, 0);
   return [
@@ -753,7 +772,9 @@ async function figureScale(ctx: Ctx): Promise<FigureResult[]> {
       figure: 'scale',
       title: `5. Scale-out, ${SIZE.scaleMailboxes} mailboxes × ${SIZE.scaleMessages} messages, 1 vs 4 workers`,
       target: '≥ 1.8× with 4 workers, 0 duplicates, 0 losses',
-      headline: `${speedup.toFixed(2)}× (1: ${fmt(one.median)} msg/s, 4: ${fmt(four.median)} msg/s); ${dup} duplicate(s), ${lost} lost`,
+      headline:
+        `${speedup.toFixed(2)}× (1: ${fmt(one.median)} msg/s, 4: ${fmt(four.median)} msg/s); ${dup} duplicate(s), ${lost} lost; ` +
+        `machine CPU busy ${pct(busy(1))} with 1 worker, ${pct(busy(4))} with 4; worker CPU ${fmt(cpuPer(1))} vs ${fmt(cpuPer(4))} µs/msg`,
       pass: speedup >= 1.8 && dup === 0 && lost === 0,
       details: {
         cpus: cpus().length,

@@ -1,5 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { startStack, MAILBOXES, type Stack } from './support/stack.js';
 import { startFaultProxy, EXCHANGE, type FaultProxy } from './support/fault-proxy.js';
 import { pollMailbox } from '../shared/poll/poll-mailbox.js';
@@ -70,6 +71,26 @@ describe("Exchange Online's reply texts and faults (scripted proxy in front of D
     assert.ok(rt.log.lines.some((l) => /reconnecting/.test(l) && /SessionExpired/.test(l)));
     const keys = (await stack.queueMessages('out-x-bye')).map((m) => m.idempotencyKey);
     assert.equal(new Set(keys).size, 6);
+  });
+
+  test('the session dies in the middle of a large message\'s partial fetches → reconnect; the message arrives whole, once', async () => {
+    const box = MAILBOXES.proxyDrop;
+    const BIG = 3 * 1024 * 1024;
+    await stack.sandbox.dovecot.deliver(box, M.plainMessage({ subject: 'small before' }));
+    await stack.sandbox.dovecot.deliver(box, M.largeAttachmentStream(BIG, { subject: 'big one' }));
+    const rt = await stack.runtime([viaProxy(box)], { env: { POSTROOM_OUTPUT_QUEUE: 'out-x-drop' } });
+    // The second partial FETCH of the large message (offset > 0) gets Exchange's BYE and the connection closes.
+    proxy.next({ commands: [{ match: /^\S+ UID FETCH .*BODY\.PEEK\[\]<[1-9]\d*\./i, nth: 1, reply: [EXCHANGE.imapTokenExpired], close: true }] });
+    const r = await pollMailbox(rt, rt.config.mailboxes[0]!);
+    assert.equal(r.outcome, 'ok', r.error?.message);
+    assert.ok(rt.log.lines.some((l) => /reconnecting/.test(l) && /SessionExpired/.test(l)), 'the drop was seen as the session ending, not a sink failure');
+    const msgs = await stack.queueMessages('out-x-drop');
+    assert.equal(new Set(msgs.map((m) => m.idempotencyKey)).size, 2);
+    const big = msgs.find((m) => m.headers.subject === 'big one')!;
+    assert.equal(big.attachments.length, 1);
+    assert.equal(big.attachments[0].size, BIG);
+    const bytes = await stack.blobBytes(big.container, big.attachments[0].blob);
+    assert.equal(createHash('sha256').update(bytes).digest('hex'), M.largeAttachmentSha256(BIG));
   });
 
   test('"Request is throttled. Suggested Backoff Time: N milliseconds" → waits N ms and carries on', async () => {

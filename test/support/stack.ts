@@ -49,6 +49,7 @@ export const MAILBOXES = {
   popdel: 'pop-delete@contoso.test',
   popcrash: 'pop-crash@contoso.test',
   proxy: 'proxy@contoso.test',
+  proxyDrop: 'proxy-drop@contoso.test',
   poison: 'poison@contoso.test',
 };
 
