@@ -99,24 +99,13 @@ export async function deliverMessage(message: SourceMessage, ctx: DeliveryContex
   // Most messages are small: read up to the single-Put limit first. When the message ends
   // within it (the usual case), it is hashed, uploaded and parsed from that one buffer,
   // without the stream fan-out a large message needs.
-  const it = opened[Symbol.asyncIterator]() as AsyncIterator<Buffer | string>;
-  const head: Buffer[] = [];
-  let headBytes = 0;
-  let whole: Buffer | undefined;
+  let head: { chunks: Buffer[]; bytes: number; ended: boolean };
   try {
-    while (headBytes <= SINGLE_PUT_LIMIT) {
-      const r = await it.next();
-      if (r.done) {
-        whole = Buffer.concat(head, headBytes);
-        break;
-      }
-      const chunk = typeof r.value === 'string' ? Buffer.from(r.value) : r.value;
-      head.push(chunk);
-      headBytes += chunk.length;
-    }
+    head = await readHead(opened, SINGLE_PUT_LIMIT);
   } catch (e) {
-    fail('reading the message failed', e);
+    return fail('reading the message failed', e);
   }
+  const whole = head.ended ? Buffer.concat(head.chunks, head.bytes) : undefined;
 
   const attachments: AttachmentRef[] = [];
   const onAttachment = async (info: AttachmentInfo, content: Readable) => {
@@ -132,12 +121,11 @@ export async function deliverMessage(message: SourceMessage, ctx: DeliveryContex
     rawUpload = writeBlob(container, `${prefix}/message.eml`, whole, 'message/rfc822');
     parsing = parseMessage(Readable.from([whole]), { signal: ctx.signal, onAttachment });
   } else {
-    const raw = Readable.from(
-      (async function* () {
-        yield* head.splice(0);
-        yield* { [Symbol.asyncIterator]: () => it };
-      })(),
-    );
+    const raw = new PassThrough();
+    for (const c of head.chunks.splice(0)) raw.write(c);
+    opened.on('error', (e) => raw.destroy(e));
+    raw.on('close', () => opened.destroy());
+    opened.pipe(raw);
     const hasher = new Transform({
       transform(chunk: Buffer, _enc, cb) {
         hash.update(chunk);
@@ -220,6 +208,46 @@ export async function deliverMessage(message: SourceMessage, ctx: DeliveryContex
     parseError: parsed.parseError,
     blobPrefix: prefix,
   };
+}
+
+/**
+ * Reads chunks as they come ('data' events hand on the source's own chunks; async
+ * iteration would concatenate whatever is buffered into one large Buffer) until more
+ * than `limit` bytes or the end, then leaves the stream paused.
+ */
+function readHead(src: Readable, limit: number): Promise<{ chunks: Buffer[]; bytes: number; ended: boolean }> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let bytes = 0;
+    const done = (ended: boolean) => {
+      src.off('data', onData);
+      src.off('end', onEnd);
+      src.off('error', onError);
+      resolve({ chunks, bytes, ended });
+    };
+    const onData = (c: Buffer | string) => {
+      const b = typeof c === 'string' ? Buffer.from(c) : c;
+      chunks.push(b);
+      bytes += b.length;
+      if (bytes > limit) {
+        src.pause();
+        done(false);
+      }
+    };
+    const onEnd = () => {
+      // Everything is read: a late error from the source (a socket closing) changes nothing.
+      src.on('error', () => undefined);
+      done(true);
+    };
+    const onError = (e: Error) => {
+      src.off('data', onData);
+      src.off('end', onEnd);
+      reject(e);
+    };
+    src.on('data', onData);
+    src.once('end', onEnd);
+    src.once('error', onError);
+  });
 }
 
 // Content types come from the message: keep only a well-formed type/subtype.
