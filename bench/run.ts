@@ -403,7 +403,10 @@ interface CpuProfile {
   timeDeltas: number[];
 }
 
-function topSelfTime(p: CpuProfile, n: number): Array<{ fn: string; selfMs: number; pct: number }> {
+type CallFrame = CpuProfile['nodes'][number]['callFrame'];
+
+/** Self time (idle excluded) summed by `keyOf` of each sample's frame, the top `n`, in µs. */
+function selfTimeBy(p: CpuProfile, n: number, keyOf: (f: CallFrame) => string): Array<{ key: string; us: number; pct: number }> {
   const byId = new Map(p.nodes.map((x) => [x.id, x]));
   const self = new Map<string, number>();
   let total = 0;
@@ -412,41 +415,33 @@ function topSelfTime(p: CpuProfile, n: number): Array<{ fn: string; selfMs: numb
     const dt = p.timeDeltas[i] ?? 0;
     if (!node || node.callFrame.functionName === '(idle)') continue;
     total += dt;
-    const url = node.callFrame.url.replace(/^file:\/\//, '');
-    const where = url ? `${url.includes('node_modules') ? url.slice(url.lastIndexOf('node_modules/') + 13) : relative(root, url) || url}:${node.callFrame.lineNumber + 1}` : '';
-    const key = `${node.callFrame.functionName || '(anonymous)'}${where ? ' ' + where : ''}`;
+    const key = keyOf(node.callFrame);
     self.set(key, (self.get(key) ?? 0) + dt);
   }
   return [...self]
     .sort((a, b) => b[1] - a[1])
     .slice(0, n)
-    .map(([fn, us]) => ({ fn, selfMs: Math.round(us / 1000), pct: +((100 * us) / total).toFixed(1) }));
+    .map(([key, us]) => ({ key, us, pct: +((100 * us) / total).toFixed(1) }));
+}
+
+function topSelfTime(p: CpuProfile, n: number): Array<{ fn: string; selfMs: number; pct: number }> {
+  return selfTimeBy(p, n, (f) => {
+    const url = f.url.replace(/^file:\/\//, '');
+    const where = url ? `${url.includes('node_modules') ? url.slice(url.lastIndexOf('node_modules/') + 13) : relative(root, url) || url}:${f.lineNumber + 1}` : '';
+    return `${f.functionName || '(anonymous)'}${where ? ' ' + where : ''}`;
+  }).map(({ key, us, pct }) => ({ fn: key, selfMs: Math.round(us / 1000), pct }));
 }
 
 /** Self time by package (node_modules package, Node internals, ours, native), the top `n`. */
 function selfTimeByPackage(p: CpuProfile, n: number): Array<{ pkg: string; pct: number }> {
-  const byId = new Map(p.nodes.map((x) => [x.id, x]));
-  const self = new Map<string, number>();
-  let total = 0;
-  for (let i = 0; i < p.samples.length; i++) {
-    const node = byId.get(p.samples[i]!);
-    const dt = p.timeDeltas[i] ?? 0;
-    if (!node || node.callFrame.functionName === '(idle)') continue;
-    total += dt;
-    const url = node.callFrame.url;
-    let pkg: string;
-    if (!url) pkg = '(native/GC)';
-    else if (url.includes('node_modules/')) {
+  return selfTimeBy(p, n, ({ url }) => {
+    if (!url) return '(native/GC)';
+    if (url.includes('node_modules/')) {
       const rest = url.slice(url.lastIndexOf('node_modules/') + 13).split('/');
-      pkg = rest[0]!.startsWith('@') ? `${rest[0]}/${rest[1]}` : rest[0]!;
-    } else if (url.startsWith('node:')) pkg = 'node';
-    else pkg = 'postroom';
-    self.set(pkg, (self.get(pkg) ?? 0) + dt);
-  }
-  return [...self]
-    .sort((a, b) => b[1] - a[1])
-    .slice(0, n)
-    .map(([pkg, us]) => ({ pkg, pct: +((100 * us) / total).toFixed(1) }));
+      return rest[0]!.startsWith('@') ? `${rest[0]}/${rest[1]}` : rest[0]!;
+    }
+    return url.startsWith('node:') ? 'node' : 'postroom';
+  }).map(({ key, pct }) => ({ pkg: key, pct }));
 }
 
 // ---------------------------------------------------- figure 2: idle poll cost
