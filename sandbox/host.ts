@@ -36,7 +36,6 @@ export interface LocalHost {
   stop(): Promise<void>;
 }
 
-type ReceivedMessage = DequeuedMessageItem;
 type QueueHandler = (body: unknown, context: import('@azure/functions').InvocationContext) => Promise<unknown>;
 
 async function importQuietly<T>(load: () => Promise<T>): Promise<T> {
@@ -91,7 +90,7 @@ export async function startLocalHost(o: LocalHostOptions): Promise<LocalHost> {
     ...extra.map((e) => ({ name: e.queue, fn: e.name, handler: e.handler })),
   ];
 
-  const handle = async (q: { name: string; fn: string; handler: QueueHandler }, client: QueueClient, m: ReceivedMessage) => {
+  const handle = async (q: { name: string; fn: string; handler: QueueHandler }, client: QueueClient, m: DequeuedMessageItem) => {
     let body: unknown = m.messageText;
     try {
       const text = Buffer.from(m.messageText, 'base64').toString('utf8');

@@ -1,4 +1,4 @@
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { isPostroomError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { MailSession, MailSource, SourceMessage } from '../source.js';
@@ -28,9 +28,6 @@ export interface Pop3SourceOptions {
   connectTimeoutMs?: number;
   commandTimeoutMs?: number;
 }
-
-/** Messages up to this LIST size are read whole by `open()`; larger ones stream. */
-const BUFFER_LIMIT = 1024 * 1024;
 
 interface Entry {
   readonly msg: number;
@@ -138,27 +135,11 @@ export function createPop3Source(o: Pop3SourceOptions): MailSource {
         async open(opts = {}): Promise<Readable> {
           if (opened) throw new TypeError(`message ${e.uid} was already opened`);
           opened = true;
-          // One connection carries one RETR at a time (the client's command lock).
-          // A small message is read whole, so the lock passes on at once and its
-          // upload overlaps the next RETR; a large one streams, holding the lock.
-          const body = await client.retr(e.msg, { signal: opts.signal });
-          if (e.size === undefined || e.size > BUFFER_LIMIT) return body;
-          const it = body[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
-          const head: Buffer[] = [];
-          let bytes = 0;
-          while (bytes <= BUFFER_LIMIT) {
-            const r = await it.next();
-            if (r.done) return Readable.from([Buffer.concat(head, bytes)]);
-            head.push(r.value);
-            bytes += r.value.length;
-          }
-          // LIST understated the size: stream the rest rather than buffer without bound.
-          return Readable.from(
-            (async function* () {
-              yield* head.splice(0);
-              yield* { [Symbol.asyncIterator]: () => it };
-            })(),
-          );
+          // One connection carries one RETR at a time (the client's command lock, held
+          // until the body ends): concurrent opens queue there. The sink reads a message up
+          // to 1 MiB whole as soon as it is open, so the lock passes on and its upload
+          // overlaps the next RETR.
+          return client.retr(e.msg, { signal: opts.signal });
         },
       };
     };

@@ -121,11 +121,6 @@ export async function deliverMessage(message: SourceMessage, ctx: DeliveryContex
     rawUpload = writeBlob(container, `${prefix}/message.eml`, whole, 'message/rfc822');
     parsing = parseMessage(Readable.from([whole]), { signal: ctx.signal, onAttachment });
   } else {
-    const raw = new PassThrough();
-    for (const c of head.chunks.splice(0)) raw.write(c);
-    opened.on('error', (e) => raw.destroy(e));
-    raw.on('close', () => opened.destroy());
-    opened.pipe(raw);
     const hasher = new Transform({
       transform(chunk: Buffer, _enc, cb) {
         hash.update(chunk);
@@ -134,12 +129,15 @@ export async function deliverMessage(message: SourceMessage, ctx: DeliveryContex
     });
     const toBlob = new PassThrough();
     const toParser = new PassThrough();
-    raw.on('error', (e) => hasher.destroy(e));
+    opened.on('error', (e) => hasher.destroy(e));
+    // A sink that gives up must stop the source (and, for POP3, free its connection).
+    hasher.on('close', () => opened.destroy());
     hasher.on('error', (e) => {
       toBlob.destroy(e);
       toParser.destroy(e);
     });
-    raw.pipe(hasher);
+    for (const c of head.chunks) hasher.write(c);
+    opened.pipe(hasher);
     hasher.pipe(toBlob);
     hasher.pipe(toParser);
     rawUpload = writeBlob(container, `${prefix}/message.eml`, toBlob, 'message/rfc822');
