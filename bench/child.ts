@@ -66,6 +66,20 @@ function runtimeFrom(env: Record<string, string>, log: Logger): Runtime {
   return createRuntime({ config: loadConfig(env), logger: log });
 }
 
+/** Polls `mailbox` from its start (checkpoint reset); resolves to the messages delivered. */
+async function warmUp(rt: Runtime, mailbox: Runtime['config']['mailboxes'][number], resetKey: string): Promise<number> {
+  await rt.state.delete(mailbox.id, resetKey);
+  const r = await pollMailbox(rt, mailbox);
+  if (r.outcome !== 'ok') throw new Error(`warm-up poll of ${mailbox.address} failed: ${r.error?.message ?? r.outcome}`);
+  return r.delivered.length;
+}
+
+/** CPU time (user + system) of this process since `since`, in ms. */
+function cpuMsSince(since: NodeJS.CpuUsage): number {
+  const cpu = process.cpuUsage(since);
+  return (cpu.user + cpu.system) / 1000;
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function poll(req: Extract<ChildRequest, { mode: 'poll' }>): Promise<PollReply> {
@@ -77,10 +91,7 @@ async function poll(req: Extract<ChildRequest, { mode: 'poll' }>): Promise<PollR
     // Loads every module and opens every client once, so that "idle" is a process ready to poll;
     // with `warmOutput`, into other outputs, so that the timed poll starts on empty ones.
     const warmRt = req.warmOutput ? runtimeFrom({ ...req.env, POSTROOM_OUTPUT_QUEUE: req.warmOutput, POSTROOM_BLOB_CONTAINER: req.warmOutput }, log) : rt;
-    const warm = warmRt.config.mailboxes[req.warmMailboxIndex]!;
-    await warmRt.state.delete(warm.id, req.resetKey);
-    const w = await pollMailbox(warmRt, warm);
-    if (w.outcome !== 'ok') throw new Error(`warm-up poll of ${warm.address} failed: ${w.error?.message ?? w.outcome}`);
+    await warmUp(warmRt, warmRt.config.mailboxes[req.warmMailboxIndex]!, req.resetKey);
   }
   // Modules loaded, token cached, clients and containers ready: a warm Functions instance.
   await Promise.all([
@@ -119,7 +130,7 @@ async function poll(req: Extract<ChildRequest, { mode: 'poll' }>): Promise<PollR
   const cpu0 = process.cpuUsage();
   const res = await pollMailbox(rt, mailbox);
   const durationMs = performance.now() - t0;
-  const cpu = process.cpuUsage(cpu0);
+  const cpuMs = cpuMsSince(cpu0);
   if (profiler) await writeFile(req.cpuProfilePath!, JSON.stringify(await profiler.stop()));
   if (timer) clearInterval(timer);
   if (memory) {
@@ -127,7 +138,7 @@ async function poll(req: Extract<ChildRequest, { mode: 'poll' }>): Promise<PollR
     memory.hwmAfter = vmHwm();
     memory.samples = samples;
   }
-  return { ok: res.outcome === 'ok', delivered: res.delivered.length, durationMs, cpuMs: (cpu.user + cpu.system) / 1000, error: res.error?.message, warnings: log.lines, memory };
+  return { ok: res.outcome === 'ok', delivered: res.delivered.length, durationMs, cpuMs, error: res.error?.message, warnings: log.lines, memory };
 }
 
 async function worker(req: Extract<ChildRequest, { mode: 'worker' }>): Promise<void> {
@@ -158,16 +169,16 @@ async function worker(req: Extract<ChildRequest, { mode: 'worker' }>): Promise<v
       // A worker that has polled before (JIT warm), as a long-running Functions instance is.
       const w = m as unknown as { env: Record<string, string>; resetKey: string };
       const warmRt = runtimeFrom(w.env, log);
-      const mb = warmRt.config.mailboxes[0]!;
-      await warmRt.state.delete(mb.id, w.resetKey);
-      const r = await pollMailbox(warmRt, mb);
-      process.send!(r.outcome === 'ok' ? { warmed: true, delivered: r.delivered.length } : { error: `warm-up failed: ${r.error?.message ?? r.outcome}` });
+      try {
+        process.send!({ warmed: true, delivered: await warmUp(warmRt, warmRt.config.mailboxes[0]!, w.resetKey) });
+      } catch (e) {
+        process.send!({ error: (e as Error).message });
+      }
     } else if (m.cmd === 'drain') {
       const t0 = performance.now();
       const cpu0 = process.cpuUsage();
       await host.drain();
-      const cpu = process.cpuUsage(cpu0);
-      process.send!({ drained: true, ms: performance.now() - t0, cpuMs: (cpu.user + cpu.system) / 1000, handled, failed, warnings: log.lines });
+      process.send!({ drained: true, ms: performance.now() - t0, cpuMs: cpuMsSince(cpu0), handled, failed, warnings: log.lines });
     } else if (m.cmd === 'exit') {
       process.exit(0);
     }
