@@ -356,6 +356,42 @@ describe('sandbox Dovecot: app-only XOAUTH2 like Exchange Online', () => {
     assert.equal(after1.exists, 2);
     assert.equal((await dovecot.listMessages(mailbox)).length, 2);
   });
+
+  it('storeAsSdbox serves the same messages from sdbox, takes new deliveries and keeps other mailboxes in Maildir', async () => {
+    const mailbox = 'sdbox@contoso.test';
+    const other = 'still-maildir@contoso.test';
+    await dovecot.grant(APP, mailbox);
+    await dovecot.grant(APP, other);
+    const msgs = [plainMessage({ subject: 'one' }), multipartWithAttachments()];
+    for (const m of msgs) await dovecot.deliver(mailbox, m);
+    await dovecot.deliver(other, plainMessage({ subject: 'other' }));
+    await dovecot.storeAsSdbox(mailbox);
+    const late = plainMessage({ subject: 'after the move' });
+    await dovecot.deliver(mailbox, late);
+    await assert.rejects(dovecot.listMessages(mailbox), TypeError);
+
+    const client = imapflow(dovecot.imapPort, mailbox, await token());
+    await client.connect();
+    try {
+      const lock = await client.getMailboxLock('INBOX');
+      try {
+        const got: Buffer[] = [];
+        for await (const m of client.fetch('1:*', { uid: true, source: true })) got.push(m.source!);
+        assert.equal(got.length, 3);
+        [...msgs, late].forEach((m, i) => assert.ok(got[i]!.equals(m), `message ${i + 1} differs`));
+      } finally {
+        lock.release();
+      }
+    } finally {
+      await client.logout();
+    }
+    // Dovecot really serves it from sdbox: the Maildir is gone, one u.<uid> file per message.
+    const home = join(dir, 'dovecot', 'mail', mailbox);
+    assert.equal((await readFile(join(home, 'Maildir', 'dovecot-uidlist'), 'utf8').catch((e) => e.code)), 'ENOENT');
+    const files = (await run('find', [join(home, 'sdbox'), '-name', 'u.*', '-type', 'f'])).stdout.trim().split('\n');
+    assert.equal(files.length, 3);
+    assert.equal((await dovecot.listMessages(other)).length, 1);
+  });
 });
 
 describe('sample messages', () => {
