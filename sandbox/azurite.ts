@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { request } from 'node:http';
+import { readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { freePort } from './ports.js';
@@ -32,6 +33,8 @@ export interface Azurite {
    * (Azurite's blob metadata makes each write slower as a container fills).
    */
   restart(): Promise<void>;
+  /** The process's CPU time so far (user + system, ms; Linux /proc), for benchmarks. */
+  cpuMs(): number;
   stop(): Promise<void>;
 }
 
@@ -137,6 +140,11 @@ async function startOnce(o: AzuriteOptions, ports: { blob: number; queue: number
     blobPort: ports.blob,
     queuePort: ports.queue,
     tablePort: ports.table,
+    cpuMs() {
+      // /proc/<pid>/stat: fields 14 and 15 (utime, stime) in clock ticks (USER_HZ = 100 on Linux).
+      const f = readFileSync(`/proc/${child.pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
+      return (Number(f[11]) + Number(f[12])) * 10;
+    },
     stop() {
       stopping ??= kill(child).finally(() => process.off('exit', onParentExit));
       return stopping;
@@ -170,6 +178,7 @@ export async function startAzurite(o: AzuriteOptions): Promise<Azurite> {
           await current.stop();
           current = await startOnce(o, ports);
         },
+        cpuMs: () => current.cpuMs(),
         stop: () => current.stop(),
       };
     } catch (e) {

@@ -59,6 +59,20 @@ describe('sandbox Azurite', () => {
     assert.ok((await readdir(join(dir, 'data'))).some((f) => f.startsWith('__azurite_db_')));
   });
 
+  it("reports its own process's CPU time, which grows as it serves requests", async () => {
+    const queue = QueueServiceClient.fromConnectionString(azurite.connectionString).getQueueClient('sandbox-cpu');
+    await queue.create();
+    const before = azurite.cpuMs();
+    assert.ok(before > 0, 'start-up alone costs CPU');
+    const t0 = performance.now();
+    let n = 0;
+    // Enough requests for at least one clock tick (10 ms) of Azurite's CPU, however fast the machine.
+    while (azurite.cpuMs() === before && performance.now() - t0 < 20_000) {
+      await queue.sendMessage(`m${n++}`);
+    }
+    assert.ok(azurite.cpuMs() > before, `no CPU counted after ${n} requests`);
+  });
+
   it('closes its ports on stop (and stop is idempotent)', async () => {
     const a = await startAzurite({ dir: join(dir, 'mem'), inMemory: true });
     assert.equal(await isPortOpen(a.queuePort), true);
