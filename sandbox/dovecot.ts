@@ -417,12 +417,13 @@ export async function startDovecot(o: DovecotOptions): Promise<Dovecot> {
   };
 
   const grants = new Map<string, { appId: string; mailbox: string }>();
-  const writeGrants = async () => {
-    const body = [...grants.values()].map((g) => `${g.appId} ${g.mailbox}\n`).join('');
-    const tmp = `${grantsFile}.${randomBytes(4).toString('hex')}`;
+  // Atomic: a login never reads half a file.
+  const replaceFile = async (file: string, body: string) => {
+    const tmp = `${file}.${randomBytes(4).toString('hex')}`;
     await writeFile(tmp, body, { mode: 0o644 });
-    await rename(tmp, grantsFile); // atomic: a login never reads half a file
+    await rename(tmp, file);
   };
+  const writeGrants = () => replaceFile(grantsFile, [...grants.values()].map((g) => `${g.appId} ${g.mailbox}\n`).join(''));
   for (const g of o.grants) {
     const appId = checkAppId(g.appId);
     const mailbox = normMailbox(g.mailbox);
@@ -432,13 +433,8 @@ export async function startDovecot(o: DovecotOptions): Promise<Dovecot> {
   await writeGrants();
   const userdbFile = join(dir, 'userdb');
   const sdboxUsers = new Set<string>();
-  const writeUserdb = async () => {
-    // passwd-file: user:password:uid:gid:gecos:home:shell:extra fields
-    const body = [...sdboxUsers].map((u) => `${u}::${ids.uid}:${ids.gid}::${join(mailRoot, u)}::\n`).join('');
-    const tmp = `${userdbFile}.${randomBytes(4).toString('hex')}`;
-    await writeFile(tmp, body, { mode: 0o644 });
-    await rename(tmp, userdbFile);
-  };
+  // passwd-file: user:password:uid:gid:gecos:home:shell:extra fields
+  const writeUserdb = () => replaceFile(userdbFile, [...sdboxUsers].map((u) => `${u}::${ids.uid}:${ids.gid}::${join(mailRoot, u)}::\n`).join(''));
   await writeUserdb();
   await writeFile(join(dir, 'auth.lua'), luaScript(grantsFile), { mode: 0o644 });
 
@@ -535,7 +531,8 @@ export async function startDovecot(o: DovecotOptions): Promise<Dovecot> {
     logFile,
 
     async deliver(mailbox, raw, folder = 'INBOX') {
-      if (sdboxUsers.has(normMailbox(mailbox))) return doveadmSave(normMailbox(mailbox), raw, folder);
+      const user = normMailbox(mailbox);
+      if (sdboxUsers.has(user)) return doveadmSave(user, raw, folder);
       const fdir = await ensureFolder(mailbox, folder);
       const now = process.hrtime.bigint();
       const sec = Math.floor(Date.now() / 1000);

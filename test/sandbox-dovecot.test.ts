@@ -155,6 +155,18 @@ function imapflow(port: number, user: string, accessToken: string): ImapFlow {
   return new ImapFlow({ host: '127.0.0.1', port, secure: true, tls: { ca, servername: 'localhost' }, auth: { user, accessToken }, logger: false });
 }
 
+/** Every INBOX message's raw bytes, in UID order, read under the INBOX lock. */
+async function inboxSources(client: ImapFlow): Promise<Buffer[]> {
+  const lock = await client.getMailboxLock('INBOX');
+  try {
+    const got: Buffer[] = [];
+    for await (const m of client.fetch('1:*', { uid: true, source: true })) got.push(m.source!);
+    return got;
+  } finally {
+    lock.release();
+  }
+}
+
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'postroom-dovecot-test-'));
   await makeCerts(dir);
@@ -304,12 +316,11 @@ describe('sandbox Dovecot: app-only XOAUTH2 like Exchange Online', () => {
     const client = imapflow(dovecot.imapPort, mailbox, await token());
     await client.connect();
     try {
+      const got = await inboxSources(client);
+      assert.equal(got.length, msgs.length);
+      got.forEach((g, i) => assert.ok(g.equals(msgs[i]!), `message ${i + 1} differs`));
       const lock = await client.getMailboxLock('INBOX');
       try {
-        const got: Buffer[] = [];
-        for await (const m of client.fetch('1:*', { uid: true, source: true })) got.push(m.source!);
-        assert.equal(got.length, msgs.length);
-        got.forEach((g, i) => assert.ok(g.equals(msgs[i]!), `message ${i + 1} differs`));
         await client.messageFlagsAdd('1', ['\\Seen']);
       } finally {
         lock.release();
@@ -373,15 +384,9 @@ describe('sandbox Dovecot: app-only XOAUTH2 like Exchange Online', () => {
     const client = imapflow(dovecot.imapPort, mailbox, await token());
     await client.connect();
     try {
-      const lock = await client.getMailboxLock('INBOX');
-      try {
-        const got: Buffer[] = [];
-        for await (const m of client.fetch('1:*', { uid: true, source: true })) got.push(m.source!);
-        assert.equal(got.length, 3);
-        [...msgs, late].forEach((m, i) => assert.ok(got[i]!.equals(m), `message ${i + 1} differs`));
-      } finally {
-        lock.release();
-      }
+      const got = await inboxSources(client);
+      assert.equal(got.length, 3);
+      [...msgs, late].forEach((m, i) => assert.ok(got[i]!.equals(m), `message ${i + 1} differs`));
     } finally {
       await client.logout();
     }
