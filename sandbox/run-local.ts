@@ -10,7 +10,7 @@ import { loadConfig } from '../shared/config/index.js';
 import { isPostroomError } from '../shared/errors.js';
 import { consoleLogger } from '../shared/logger.js';
 import { createRuntime } from '../shared/runtime.js';
-import { readStatus } from '../shared/poll/status.js';
+import { readStatus } from '../shared/status/index.js';
 import { parsePollJob } from '../shared/poll/jobs.js';
 import { startLocalHost } from './host.js';
 import { startAzurite, type Azurite } from './azurite.js';

@@ -1,32 +1,47 @@
 import type { TokenCredential } from '@azure/core-auth';
 import type { AppConfig, MailboxConfig, PostroomConfig } from './config/index.js';
-import { configWarnings, loadConfig } from './config/index.js';
+import { loadConfig } from './config/index.js';
 import { createAppTokenProvider, type TokenProvider } from './auth/token-provider.js';
+import { protocolTokenGetter } from './auth/protocol-token.js';
 import { createSecretProvider } from './secrets/index.js';
 import { createStorageClients, type StorageClients } from './storage.js';
 import { createTableStateStore } from './checkpoint/table-state.js';
 import { consoleLogger, type Logger } from './logger.js';
 import type { StateStore } from './state.js';
-import type { MailSource } from './source.js';
-import { createImapSource } from './imap/source.js';
-import { requireRole } from './auth/jwt.js';
-import { PROTOCOL_ROLES } from './config/index.js';
+import type { CreateSource, MailSource } from './source.js';
+import type { SmtpSender, SmtpSenderOptions } from './notify/smtp.js';
+import { trustedCas } from './tls.js';
 
-/** Everything one process needs, built lazily once: config, clients, providers. */
+/**
+ * Everything one process needs, built lazily once: config, clients, token
+ * providers, and the SMTP sender pool. Use cases take the parts they need.
+ */
 export interface Runtime {
+  /** Validated, frozen settings. */
   readonly config: PostroomConfig;
   readonly logger: Logger;
+  /** The clock (injected in tests). */
   readonly now: () => Date;
   readonly storage: StorageClients;
+  /** Checkpoints, delivered-id sets, poll status, alert state. */
   readonly state: StateStore;
+  /** The app's token provider (one per app per process). */
   tokens(app: AppConfig): TokenProvider;
+  /** The mailbox's source, picked by protocol; the token getter is checked for the protocol's role. */
   source(mailbox: MailboxConfig, logger?: Logger, hooks?: SourceHooks): Promise<MailSource>;
+  /** The pooled sender for `from` over the app's SMTP endpoint (one per app and sender per process). */
+  smtpSender(app: AppConfig, from: string, options?: SmtpSenderOptions): Promise<SmtpSender>;
+  /** Closes pooled connections (SMTP); the Functions host calls it on `appTerminate`. */
+  close(): void;
 }
 
+/** Observation hooks of a source (benchmarks). */
 export interface SourceHooks {
+  /** Called with every protocol command sent. */
   onCommand?: (command: string) => void;
 }
 
+/** Options of {@link createRuntime}. */
 export interface CreateRuntimeOptions {
   config: PostroomConfig;
   logger?: Logger;
@@ -37,23 +52,40 @@ export interface CreateRuntimeOptions {
   secretClientOptions?: Record<string, unknown>;
 }
 
+/** Each protocol folder's entry, loaded when its first mailbox is polled. */
+const SOURCES: Readonly<Record<MailboxConfig['protocol'], () => Promise<CreateSource>>> = Object.freeze({
+  imap: async () => (await import('./imap/index.js')).createSource,
+  pop3: async () => (await import('./pop3/index.js')).createSource,
+});
+
+/**
+ * Builds a runtime from validated settings.
+ *
+ * @example
+ * ```ts
+ * const runtime = createRuntime({ config: loadConfig(process.env) });
+ * const result = await pollMailbox(runtime, runtime.config.mailboxes[0]);
+ * ```
+ */
 export function createRuntime(o: CreateRuntimeOptions): Runtime {
   const { config } = o;
   const logger = o.logger ?? consoleLogger({ level: config.logLevel, prefix: 'postroom' });
-  for (const w of configWarnings(config)) logger.warn(w);
+  for (const w of config.warnings) logger.warn(w);
   const storage = createStorageClients(config.storage);
-  const state = createTableStateStore(() => storage.table(config.storage.stateTable));
   const providers = new Map<string, TokenProvider>();
   const tokens = (app: AppConfig): TokenProvider => {
     let p = providers.get(app.name);
     if (!p) {
-      const clientOptions = o.secretClientOptions ?? (config.ca ? { tlsOptions: { ca: config.ca } } : undefined);
+      const ca = trustedCas(config.ca);
+      const clientOptions = o.secretClientOptions ?? (ca ? { tlsOptions: { ca } } : undefined);
       const secrets = createSecretProvider(app.secret, { logger, credential: o.credential, clientOptions });
       p = createAppTokenProvider(app, { secrets, logger, ca: config.ca });
       providers.set(app.name, p);
     }
     return p;
   };
+  const senders = createSenderPool(config, tokens, logger);
+  const state = createTableStateStore(() => storage.table(config.storage.stateTable));
   return {
     config,
     logger,
@@ -62,35 +94,10 @@ export function createRuntime(o: CreateRuntimeOptions): Runtime {
     state,
     tokens,
     async source(mailbox, log = logger, hooks = {}) {
-      const provider = tokens(mailbox.app);
-      const getToken = async ({ renew }: { renew: boolean }) => (await provider.getToken({ renew })).token;
-      if (mailbox.protocol === 'pop3') {
-        const { createPop3Source } = await import('./pop3/source.js');
-        const subject = `mailbox ${mailbox.address} via ${mailbox.host}:${mailbox.port}`;
-        const popToken = async (opts: { renew: boolean }) => {
-          const token = await getToken(opts);
-          requireRole(token, PROTOCOL_ROLES.pop3, subject);
-          return token;
-        };
-        return createPop3Source({
-          mailbox: mailbox.address,
-          host: mailbox.host,
-          port: mailbox.port,
-          tls: mailbox.tls,
-          ca: config.ca,
-          postAction: mailbox.postAction.kind === 'delete' ? 'delete' : 'none',
-          getToken: popToken,
-          maxMessageBytes: mailbox.maxMessageBytes,
-          state,
-          stateKey: { partition: mailbox.id, key: 'pop3-uidls' },
-          batchSize: config.poll.batchSize,
-          logger: log,
-          connectTimeoutMs: config.poll.connectTimeoutMs,
-        });
-      }
-      return createImapSource({
-        mailbox,
-        getToken,
+      const createSource = await SOURCES[mailbox.protocol]();
+      const subject = `mailbox ${mailbox.address} via ${mailbox.host}:${mailbox.port}`;
+      return createSource(mailbox, {
+        getToken: protocolTokenGetter(tokens(mailbox.app).getToken, mailbox.protocol, subject),
         state,
         logger: log,
         ca: config.ca,
@@ -99,6 +106,35 @@ export function createRuntime(o: CreateRuntimeOptions): Runtime {
         connectTimeoutMs: config.poll.connectTimeoutMs,
         onCommand: hooks.onCommand,
       });
+    },
+    smtpSender: senders.get,
+    close: senders.close,
+  };
+}
+
+/** One pooled SMTP sender per (app, sender, endpoint): Exchange counts connections per mailbox. */
+function createSenderPool(config: PostroomConfig, tokens: (app: AppConfig) => TokenProvider, logger: Logger) {
+  const pool = new Map<string, Promise<SmtpSender>>();
+  return {
+    get(app: AppConfig, from: string, options: SmtpSenderOptions = {}): Promise<SmtpSender> {
+      const { host, port } = app.endpoints.smtp;
+      const key = `${app.name}|${from.toLowerCase()}|${host}:${port}`;
+      // The promise is stored, so that concurrent first sends share one pool.
+      let sender = pool.get(key);
+      if (!sender) {
+        const subject = `${from} via SMTP ${host}:${port}`;
+        const getToken = protocolTokenGetter(tokens(app).getToken, 'smtp', subject);
+        sender = import('./notify/smtp.js').then((m) =>
+          m.createSmtpSender({ endpoint: { host, port }, from, getToken, ca: config.ca, connectTimeoutMs: config.poll.connectTimeoutMs, logger }, options),
+        );
+        sender.catch(() => pool.delete(key));
+        pool.set(key, sender);
+      }
+      return sender;
+    },
+    close(): void {
+      for (const s of pool.values()) void s.then((x) => x.close(), () => undefined);
+      pool.clear();
     },
   };
 }
@@ -117,4 +153,9 @@ export function getRuntime(): Runtime {
 /** Replaces the process runtime (local host, tests). */
 export function setRuntime(r: Runtime | undefined): void {
   processRuntime = r;
+}
+
+/** Closes the process runtime's pooled connections, if one was built (host shutdown). */
+export function closeRuntime(): void {
+  processRuntime?.close();
 }

@@ -1,4 +1,8 @@
 import type { Readable } from 'node:stream';
+import type { TokenGetter } from './auth/token.js';
+import type { MailboxConfig } from './config/index.js';
+import type { Logger } from './logger.js';
+import type { StateStore } from './state.js';
 
 /**
  * The seam between the pipeline and a mail protocol. IMAP and POP3 both
@@ -55,3 +59,25 @@ export interface SourceMessage {
    */
   open(options?: { signal?: AbortSignal }): Promise<Readable>;
 }
+
+/** What every protocol's `createSource` is given besides the mailbox (built by the runtime). */
+export interface SourceDeps {
+  /** The app's token getter, already checked for the protocol's role. */
+  readonly getToken: TokenGetter;
+  /** Checkpoints and delivered-id sets. */
+  readonly state: StateStore;
+  readonly logger: Logger;
+  /** Extra CA (PEM) added to the default trust; undefined: the default trust only. */
+  readonly ca?: string;
+  /** Messages per batch. */
+  readonly batchSize: number;
+  /** At most this many messages per poll; the rest wait for the next poll. */
+  readonly maxMessages: number;
+  /** Timeout for TCP connect, TLS handshake and greeting. */
+  readonly connectTimeoutMs: number;
+  /** Counts every protocol command sent (benchmarks: idle-poll cost). */
+  readonly onCommand?: (command: string) => void;
+}
+
+/** The one factory shape each protocol folder's entry exports (`imap/index.ts`, `pop3/index.ts`). */
+export type CreateSource = (mailbox: MailboxConfig, deps: SourceDeps) => MailSource;

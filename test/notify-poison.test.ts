@@ -2,7 +2,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { startLocalHost } from '../sandbox/host.js';
 import { setRuntime } from '../shared/runtime.js';
-import { recordStatus } from '../shared/poll/status.js';
+import { recordStatus } from '../shared/status/index.js';
 import { notifyAfterPoll, parseNotificationJob } from '../shared/notify/index.js';
 import type { Runtime } from '../shared/runtime.js';
 import { APP_NOGRANT, MAILBOX, OPS, startNotifyStack, type NotifyStack } from './support/notify-stack.js';
@@ -14,7 +14,7 @@ async function enqueueDigest(runtime: Runtime): Promise<string> {
   const mailbox = runtime.config.mailboxes[0]!;
   const status = await recordStatus(runtime.state, mailbox, runtime.now(), { ok: true, delivered: 1, durationMs: 1 });
   const delivered = [{ idempotencyKey: 'k1', size: 10, subject: 'Hello', from: [], attachments: 0, parseError: null, blobPrefix: 'p/k1' }];
-  const [job] = await notifyAfterPoll(runtime, mailbox, { mailbox: mailbox.id, outcome: 'ok', delivered, status, durationMs: 1 });
+  const [job] = await notifyAfterPoll(runtime, mailbox, { outcome: 'ok', delivered, status, durationMs: 1 });
   return job!.id;
 }
 

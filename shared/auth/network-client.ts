@@ -1,5 +1,4 @@
 import { request as httpsRequest } from 'node:https';
-import { rootCertificates } from 'node:tls';
 import {
   ClientAuthError,
   ClientAuthErrorCodes,
@@ -7,10 +6,11 @@ import {
   type NetworkRequestOptions,
   type NetworkResponse,
 } from '@azure/msal-node';
+import { trustedCas } from '../tls.js';
 
 export interface NetworkClientOptions {
   /**
-   * Extra CA certificate(s) (PEM) to trust besides Node's built-in roots, e.g.
+   * Extra CA certificate(s) (PEM) to trust besides Node's default trust, e.g.
    * a private CA in front of the login host or a local sandbox CA.
    */
   ca?: string | Buffer;
@@ -25,8 +25,7 @@ export interface NetworkClientOptions {
  * setting. Pass it as `system.networkClient`.
  */
 export function createNetworkClient(options: NetworkClientOptions = {}): INetworkModule {
-  // `ca` replaces Node's trust store, so keep the public roots for the real login host.
-  const ca = options.ca === undefined ? undefined : [...rootCertificates, options.ca.toString()];
+  const ca = trustedCas(options.ca);
   const defaultTimeout = options.timeoutMs ?? 30_000;
 
   const send = <T>(method: 'GET' | 'POST', url: string, req: NetworkRequestOptions | undefined, timeout?: number) =>

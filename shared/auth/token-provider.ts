@@ -1,62 +1,33 @@
 import type { ConfidentialClientApplication } from '@azure/msal-node';
 import type { AppConfig } from '../config/index.js';
-import { PostroomError, type PostroomErrorCode } from '../errors.js';
+import { PostroomError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { decodeClaims } from './jwt.js';
+import type { AccessToken, GetTokenOptions, TokenGetter } from './token.js';
+import { mapTokenError } from './token-errors.js';
 
-export interface AccessToken {
-  readonly token: string;
-  readonly expiresOn: Date;
-}
-
-export interface GetTokenOptions {
-  /** Ask the login host for a new token, bypassing the cache (after a mail server refused the cached one). */
-  renew?: boolean;
-  signal?: AbortSignal;
-}
+export type { AccessToken, GetTokenOptions, TokenGetter } from './token.js';
+export { mapTokenError } from './token-errors.js';
 
 /** Token provider in nodemailer's manner: one per app, with a `renew` flag. */
 export interface TokenProvider {
-  getToken(options?: GetTokenOptions): Promise<AccessToken>;
+  /** Cached by msal (renewed 5 minutes before expiry); `renew` forces a new one. */
+  readonly getToken: TokenGetter;
 }
 
+/** Where an app's client secret comes from (Key Vault, or a plain sandbox value). */
 export interface SecretProvider {
   /** `renew` re-reads the secret from its source (after Entra rejected the cached one). */
   getSecret(options?: { renew?: boolean; signal?: AbortSignal }): Promise<string>;
 }
 
+/** Options of {@link createAppTokenProvider}. */
 export interface AppTokenProviderOptions {
+  /** The app's client secret. */
   secrets: SecretProvider;
   logger: Logger;
-  /** Extra CA (PEM) for a private login host; production keeps normal verification. */
+  /** Extra CA (PEM) for a private login host, added to the default trust. */
   ca?: string;
-}
-
-const AADSTS: Record<string, PostroomErrorCode> = {
-  '7000215': 'InvalidClientSecret',
-  '7000222': 'ClientSecretExpired',
-  '700016': 'AppNotFound',
-  '500011': 'ResourceNotFound',
-};
-
-/** Maps an msal-node error (or a raw AADSTS text) to a coded PostroomError. */
-export function mapTokenError(e: unknown, subject: string): PostroomError {
-  if (e instanceof PostroomError) return e;
-  const err = e as { errorCode?: string; errorMessage?: string; message?: string; subError?: string };
-  const text = `${err.errorMessage ?? ''} ${err.message ?? ''}`;
-  const m = /AADSTS(\d+)/.exec(text);
-  const firstLine = (text.trim().split(/\r?\n/)[0] ?? '').slice(0, 300);
-  if (m && AADSTS[m[1]!]) {
-    return new PostroomError(AADSTS[m[1]!]!, firstLine, { subject, serverResponseCode: `AADSTS${m[1]}`, responseText: firstLine, cause: e });
-  }
-  const network = /network|ECONN|ENOTFOUND|ETIMEDOUT|certificate|endpoints_resolution/i.test(`${err.errorCode ?? ''} ${text}`);
-  return new PostroomError('TokenRequestFailed', `${err.errorCode ?? 'error'}: ${firstLine}`, {
-    subject,
-    serverResponseCode: m ? `AADSTS${m[1]}` : err.errorCode,
-    responseText: firstLine,
-    retryable: network,
-    cause: e,
-  });
 }
 
 interface CcaEntry {

@@ -1,100 +1,16 @@
 import { readFileSync } from 'node:fs';
-import { createHash } from 'node:crypto';
+import { Cron } from 'croner';
 import type { z } from 'zod';
 import { PostroomError } from '../errors.js';
-import { CLOUDS, DEFAULT_PORTS, type CloudName, type CloudPreset } from './clouds.js';
-import { AppsSchema, MailboxesSchema, type AppSettings, type MailboxSettings } from './schema.js';
+import { CLOUDS, DEFAULT_PORTS, type CloudPreset } from './clouds.js';
+import { parseMailboxes } from './mailboxes.js';
+import { AppsSchema, type AppSettings } from './schema.js';
+import type { AppConfig, HostPort, PollSettings, PostroomConfig, SecretSource, StorageConfig } from './types.js';
 
 export { CLOUDS, DEFAULT_PORTS, PROTOCOL_ROLES } from './clouds.js';
 export type { CloudName } from './clouds.js';
 export { settingsJsonSchemas } from './schema.js';
-
-export type SecretSource =
-  | { readonly kind: 'keyvault'; readonly vaultUrl: string; readonly name: string; readonly version?: string }
-  | { readonly kind: 'plain'; readonly value: string };
-
-export interface AppConfig {
-  readonly name: string;
-  readonly cloud: CloudName;
-  readonly tenantId: string;
-  readonly clientId: string;
-  readonly secret: SecretSource;
-  /** Login host, e.g. https://login.microsoftonline.com (or an override). */
-  readonly authorityHost: string;
-  /** `${authorityHost}/${tenantId}` */
-  readonly authority: string;
-  /** Exchange resource; tokens are asked for `${resource}/.default`. */
-  readonly resource: string;
-  readonly scope: string;
-  readonly endpoints: { readonly imap: HostPort; readonly pop3: HostPort; readonly smtp: HostPort };
-}
-
-export interface HostPort { readonly host: string; readonly port: number }
-
-export type PostAction =
-  | { readonly kind: 'none' }
-  | { readonly kind: 'seen' }
-  | { readonly kind: 'delete' }
-  | { readonly kind: 'move'; readonly folder: string };
-
-export interface NotifyConfig {
-  readonly to: readonly string[];
-  readonly from: string;
-  readonly digest: boolean;
-  readonly perMessage: boolean;
-  readonly failureThreshold: number;
-  /** Put before every notification subject (header-safe: no control characters). */
-  readonly subjectPrefix: string;
-}
-
-export interface MailboxConfig {
-  /** Stable id: `${protocol}:${address}/${folder}` (address lower-cased). */
-  readonly id: string;
-  /** A short hash of `id`, safe in blob names and table keys. */
-  readonly key: string;
-  readonly address: string;
-  readonly app: AppConfig;
-  readonly protocol: 'imap' | 'pop3';
-  readonly host: string;
-  readonly port: number;
-  readonly tls: 'implicit' | 'starttls';
-  readonly folder: string;
-  readonly postAction: PostAction;
-  readonly since?: Date;
-  readonly maxMessageBytes?: number;
-  readonly notify?: NotifyConfig;
-}
-
-export interface StorageConfig {
-  /** A connection string, or undefined when an identity-based account is named. */
-  readonly connectionString?: string;
-  readonly accountName?: string;
-  readonly jobsQueue: string;
-  readonly outputQueue: string;
-  readonly notifyQueue: string;
-  readonly blobContainer: string;
-  readonly leaseContainer: string;
-  readonly stateTable: string;
-}
-
-export interface PostroomConfig {
-  readonly schedule: string;
-  readonly sandbox: boolean;
-  /** Contents of the CA file named by POSTROOM_CA_FILE: added to TLS trust for every client. */
-  readonly ca?: string;
-  readonly caFile?: string;
-  readonly storage: StorageConfig;
-  readonly apps: readonly AppConfig[];
-  readonly mailboxes: readonly MailboxConfig[];
-  readonly poll: {
-    readonly batchSize: number;
-    readonly concurrency: number;
-    readonly maxMessagesPerPoll: number;
-    readonly leaseSeconds: number;
-    readonly connectTimeoutMs: number;
-  };
-  readonly logLevel: 'debug' | 'info' | 'warn' | 'error';
-}
+export type { AppConfig, HostPort, MailboxConfig, NotifyConfig, PollSettings, PostAction, PostroomConfig, SecretSource, StorageConfig } from './types.js';
 
 /** Settings Postroom reads; all prefixed POSTROOM_ (AZURE_* belong to DefaultAzureCredential). */
 export const SETTINGS = Object.freeze([
@@ -123,7 +39,6 @@ type Env = Readonly<Record<string, string | undefined>>;
 
 const QUEUE_RE = /^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$/;
 const TABLE_RE = /^[A-Za-z][A-Za-z0-9]{2,62}$/;
-const NCRONTAB_RE = /^\s*(\S+\s+){5}\S+\s*$/;
 
 /**
  * Reads, validates and freezes Postroom's settings. Every problem found is
@@ -138,34 +53,75 @@ const NCRONTAB_RE = /^\s*(\S+\s+){5}\S+\s*$/;
 export function loadConfig(env: Env = process.env): PostroomConfig {
   const problems: string[] = [];
   const warnings: string[] = [];
-
-  const schedule = env.POSTROOM_SCHEDULE?.trim() || '0 */5 * * * *';
-  if (!NCRONTAB_RE.test(schedule)) problems.push(`POSTROOM_SCHEDULE: "${schedule}" is not a six-field NCRONTAB expression (e.g. "0 */5 * * * *")`);
-
   const sandbox = /^(1|true|yes)$/i.test(env.POSTROOM_SANDBOX ?? '');
+  const schedule = parseSchedule(env, problems);
+  const storage = parseStorage(env, problems);
+  const { ca, caFile } = readCaFile(env, problems);
+  const apps = parseApps(env, sandbox, problems, warnings);
+  const mailboxes = parseMailboxes(readJson('POSTROOM_MAILBOXES', env.POSTROOM_MAILBOXES, problems), apps, problems);
+  const logLevel = parseLogLevel(env, problems);
+  const poll = parsePoll(env, problems);
+  if (problems.length) {
+    throw new PostroomError('ConfigInvalid', `${problems.length} problem(s):\n- ${problems.join('\n- ')}`, { subject: 'Postroom settings' });
+  }
+  return deepFreeze({ schedule, sandbox, ca, caFile, storage, apps: [...apps.values()], mailboxes, poll, logLevel, warnings });
+}
 
+/** The NCRONTAB of the timer: six fields (seconds first), each within its range. */
+function parseSchedule(env: Env, problems: string[]): string {
+  const schedule = env.POSTROOM_SCHEDULE?.trim() || '0 */5 * * * *';
+  const why = schedule.split(/\s+/).length !== 6 ? 'it needs six fields, seconds first' : cronError(schedule);
+  if (why) problems.push(`POSTROOM_SCHEDULE: "${schedule}" is not a valid NCRONTAB expression (${why}; e.g. "0 */5 * * * *")`);
+  return schedule;
+}
+
+function cronError(pattern: string): string | undefined {
+  try {
+    new Cron(pattern, { paused: true }).stop();
+    return undefined;
+  } catch (e) {
+    return (e as Error).message;
+  }
+}
+
+/** The log level; the one place `POSTROOM_LOG_LEVEL` is read. */
+export function parseLogLevel(env: Env, problems: string[] = []): PostroomConfig['logLevel'] {
+  const level = env.POSTROOM_LOG_LEVEL?.trim().toLowerCase() || 'info';
+  if (level === 'debug' || level === 'info' || level === 'warn' || level === 'error') return level;
+  problems.push(`POSTROOM_LOG_LEVEL: "${level}" is not one of debug, info, warn, error`);
+  return 'info';
+}
+
+function parsePoll(env: Env, problems: string[]): PollSettings {
   const int = (name: string, def: number, min: number, max: number): number => {
     const raw = env[name];
     if (raw === undefined || raw === '') return def;
     const n = Number(raw);
-    if (!Number.isInteger(n) || n < min || n > max) {
-      problems.push(`${name}: "${raw}" must be a whole number from ${min} to ${max}`);
-      return def;
-    }
-    return n;
+    if (Number.isInteger(n) && n >= min && n <= max) return n;
+    problems.push(`${name}: "${raw}" must be a whole number from ${min} to ${max}`);
+    return def;
   };
+  return {
+    batchSize: int('POSTROOM_BATCH_SIZE', 50, 1, 1000),
+    concurrency: int('POSTROOM_CONCURRENCY', 16, 1, 64),
+    maxMessagesPerPoll: int('POSTROOM_MAX_MESSAGES_PER_POLL', 5000, 1, 1_000_000),
+    leaseSeconds: int('POSTROOM_LEASE_SECONDS', 60, 15, 60),
+    connectTimeoutMs: int('POSTROOM_CONNECT_TIMEOUT_MS', 15000, 100, 120000),
+  };
+}
+
+function parseStorage(env: Env, problems: string[]): StorageConfig {
   const name = (setting: string, def: string, re: RegExp, what: string): string => {
     const v = env[setting]?.trim() || def;
     if (!re.test(v)) problems.push(`${setting}: "${v}" is not a valid ${what} name`);
     return v;
   };
-
   const connectionString = env.POSTROOM_STORAGE?.trim() || undefined;
   const accountName = env.POSTROOM_STORAGE__accountName?.trim() || undefined;
   if (!connectionString && !accountName) {
     problems.push('POSTROOM_STORAGE: missing (a storage connection string, or set POSTROOM_STORAGE__accountName for identity-based access)');
   }
-  const storage: StorageConfig = {
+  return {
     connectionString,
     accountName,
     jobsQueue: name('POSTROOM_JOBS_QUEUE', 'postroom-jobs', QUEUE_RE, 'queue'),
@@ -175,122 +131,52 @@ export function loadConfig(env: Env = process.env): PostroomConfig {
     leaseContainer: name('POSTROOM_LEASE_CONTAINER', 'postroom-leases', QUEUE_RE, 'blob container'),
     stateTable: name('POSTROOM_STATE_TABLE', 'postroomstate', TABLE_RE, 'table'),
   };
+}
 
-  let ca: string | undefined;
+function readCaFile(env: Env, problems: string[]): { ca?: string; caFile?: string } {
   const caFile = env.POSTROOM_CA_FILE?.trim() || undefined;
-  if (caFile) {
-    try {
-      ca = readFileSync(caFile, 'utf8');
-      if (!ca.includes('-----BEGIN CERTIFICATE-----')) problems.push(`POSTROOM_CA_FILE: ${caFile} holds no PEM certificate`);
-    } catch (e) {
-      problems.push(`POSTROOM_CA_FILE: cannot read ${caFile} (${(e as NodeJS.ErrnoException).code ?? 'error'})`);
-    }
+  if (!caFile) return {};
+  try {
+    const ca = readFileSync(caFile, 'utf8');
+    if (!ca.includes('-----BEGIN CERTIFICATE-----')) problems.push(`POSTROOM_CA_FILE: ${caFile} holds no PEM certificate`);
+    return { ca, caFile };
+  } catch (e) {
+    problems.push(`POSTROOM_CA_FILE: cannot read ${caFile} (${(e as NodeJS.ErrnoException).code ?? 'error'})`);
+    return { caFile };
   }
+}
 
+function parseApps(env: Env, sandbox: boolean, problems: string[], warnings: string[]): Map<string, AppConfig> {
   const apps = parseJson('POSTROOM_APPS', env.POSTROOM_APPS, AppsSchema, problems) ?? [];
-  const mailboxesRaw = parseJson('POSTROOM_MAILBOXES', env.POSTROOM_MAILBOXES, MailboxesSchema, problems) ?? [];
-
-  const appConfigs = new Map<string, AppConfig>();
+  const out = new Map<string, AppConfig>();
   apps.forEach((a, i) => {
-    if (appConfigs.has(a.name)) problems.push(`POSTROOM_APPS[${i}].name: "${a.name}" is used twice`);
+    if (out.has(a.name)) problems.push(`POSTROOM_APPS[${i}].name: "${a.name}" is used twice`);
     if ('value' in a.secret && !sandbox) {
       problems.push(`POSTROOM_APPS[${i}].secret: a plain secret value is accepted only for the local sandbox (POSTROOM_SANDBOX=true); use { "vaultUrl", "name" }`);
     } else if ('value' in a.secret) {
       warnings.push(`app "${a.name}" uses a plain secret value from the settings (sandbox only)`);
     }
-    appConfigs.set(a.name, resolveApp(a, i, problems));
+    out.set(a.name, resolveApp(a, i, problems));
   });
-
-  const ids = new Set<string>();
-  const mailboxes: MailboxConfig[] = [];
-  mailboxesRaw.forEach((m, i) => {
-    const at = `POSTROOM_MAILBOXES[${i}]`;
-    let app: AppConfig | undefined;
-    if (m.app !== undefined) {
-      app = appConfigs.get(m.app);
-      if (!app) problems.push(`${at}.app: no app named "${m.app}" in POSTROOM_APPS (have: ${[...appConfigs.keys()].join(', ') || 'none'})`);
-    } else if (appConfigs.size === 1) {
-      app = [...appConfigs.values()][0];
-    } else if (appConfigs.size > 1) {
-      problems.push(`${at}.app: required when POSTROOM_APPS has more than one app`);
-    }
-    const postAction = parsePostAction(m.postAction);
-    if (m.protocol === 'pop3') {
-      if (m.folder !== 'INBOX') problems.push(`${at}.folder: POP3 sees the Inbox only; remove "folder" or use imap`);
-      if (postAction.kind === 'seen' || postAction.kind === 'move') problems.push(`${at}.postAction: POP3 supports only 'none' or 'delete'`);
-    }
-    if (postAction.kind === 'move' && postAction.folder === m.folder) problems.push(`${at}.postAction: moving to the polled folder itself would loop`);
-    if (!app) return;
-    const endpoint = app.endpoints[m.protocol];
-    const id = `${m.protocol}:${m.address.toLowerCase()}/${m.folder}`;
-    if (ids.has(id)) problems.push(`${at}: ${id} is configured twice`);
-    ids.add(id);
-    mailboxes.push(
-      Object.freeze({
-        id,
-        key: createHash('sha256').update(id).digest('hex').slice(0, 24),
-        address: m.address,
-        app,
-        protocol: m.protocol,
-        host: m.host ?? endpoint.host,
-        port: m.port ?? (m.host ? DEFAULT_PORTS[m.protocol] : endpoint.port),
-        tls: m.tls,
-        folder: m.folder,
-        postAction,
-        since: m.since ? new Date(m.since) : undefined,
-        maxMessageBytes: m.maxMessageBytes,
-        notify: m.notify
-          ? Object.freeze({ ...m.notify, to: Object.freeze([...m.notify.to]), from: m.notify.from ?? m.address })
-          : undefined,
-      }),
-    );
-  });
-
-  const logLevel = (env.POSTROOM_LOG_LEVEL?.trim() || 'info') as PostroomConfig['logLevel'];
-  if (!['debug', 'info', 'warn', 'error'].includes(logLevel)) problems.push(`POSTROOM_LOG_LEVEL: "${logLevel}" is not one of debug, info, warn, error`);
-
-  const poll = {
-    batchSize: int('POSTROOM_BATCH_SIZE', 50, 1, 1000),
-    concurrency: int('POSTROOM_CONCURRENCY', 16, 1, 64),
-    maxMessagesPerPoll: int('POSTROOM_MAX_MESSAGES_PER_POLL', 5000, 1, 1_000_000),
-    leaseSeconds: int('POSTROOM_LEASE_SECONDS', 60, 15, 60),
-    connectTimeoutMs: int('POSTROOM_CONNECT_TIMEOUT_MS', 15000, 100, 120000),
-  };
-
-  if (problems.length) {
-    throw new PostroomError('ConfigInvalid', `${problems.length} problem(s):\n- ${problems.join('\n- ')}`, { subject: 'Postroom settings' });
-  }
-  return deepFreeze({
-    schedule,
-    sandbox,
-    ca,
-    caFile,
-    storage,
-    apps: [...appConfigs.values()],
-    mailboxes,
-    poll,
-    logLevel,
-    warnings,
-  }) as PostroomConfig;
+  return out;
 }
 
-/** Warnings gathered while loading (e.g. a plain sandbox secret). */
-export function configWarnings(config: PostroomConfig): readonly string[] {
-  return (config as PostroomConfig & { warnings?: string[] }).warnings ?? [];
-}
-
-function parseJson<T extends z.ZodType>(setting: string, raw: string | undefined, schema: T, problems: string[]): z.infer<T> | undefined {
+function readJson(setting: string, raw: string | undefined, problems: string[]): unknown {
   if (raw === undefined || raw.trim() === '') {
     problems.push(`${setting}: missing (a JSON array; see docs/settings.md)`);
     return undefined;
   }
-  let data: unknown;
   try {
-    data = JSON.parse(raw);
+    return JSON.parse(raw);
   } catch (e) {
     problems.push(`${setting}: not valid JSON (${(e as Error).message})`);
     return undefined;
   }
+}
+
+function parseJson<T extends z.ZodType>(setting: string, raw: string | undefined, schema: T, problems: string[]): z.infer<T> | undefined {
+  const data = readJson(setting, raw, problems);
+  if (data === undefined) return undefined;
   const result = schema.safeParse(data);
   if (!result.success) {
     for (const issue of result.error.issues) {
@@ -333,11 +219,6 @@ function resolveApp(a: AppSettings, i: number, problems: string[]): AppConfig {
       smtp: ep(a.smtpHost, preset.smtpHost, DEFAULT_PORTS.smtp, 'smtpHost'),
     },
   };
-}
-
-function parsePostAction(v: string): PostAction {
-  if (v.startsWith('move:')) return { kind: 'move', folder: v.slice(5) };
-  return { kind: v as 'none' | 'seen' | 'delete' };
 }
 
 function deepFreeze<T>(o: T): T {

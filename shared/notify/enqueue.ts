@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto';
+import type { QueueClient } from '@azure/storage-queue';
 import type { MailboxConfig } from '../config/index.js';
 import { isPostroomError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import type { Runtime } from '../runtime.js';
-import type { PollResult } from '../poll/poll-mailbox.js';
-import type { StateValue } from '../state.js';
-import { readStatus } from '../poll/status.js';
-import { clip, encodeNotificationJob, fitDigest, NOTIFICATION_SCHEMA, type NotificationJob, type NotifiedMessage } from './job.js';
+import type { StateStore, StateValue } from '../state.js';
+import { readStatus } from '../status/index.js';
+import { encodeNotificationJob } from './job.js';
+import { clip, fitDigest, NOTIFICATION_SCHEMA, type NotificationJob, type NotifiedMessage } from './job.js';
 
 /** StateStore key (partition = mailbox id) of the alert de-duplication state. */
 export const NOTIFY_STATE_KEY = 'notify-state';
@@ -20,13 +20,45 @@ export interface NotifyState extends StateValue {
   alertedFailures: number;
 }
 
-export async function readNotifyState(runtime: Runtime, mailbox: MailboxConfig): Promise<NotifyState | undefined> {
-  const v = (await runtime.state.get<NotifyState>(mailbox.id, NOTIFY_STATE_KEY))?.value;
+/** What notifications need from the process (a `Runtime` is one). */
+export interface NotifyDeps {
+  readonly state: StateStore;
+  readonly now: () => Date;
+  readonly logger: Logger;
+  readonly storage: { queue(name: string): Promise<QueueClient> };
+  readonly config: { readonly storage: { readonly notifyQueue: string } };
+}
+
+/** One ingested message, as notifications list it (the sink's `Delivered` is one). */
+export interface IngestedMessage {
+  readonly subject: string | null;
+  readonly from: ReadonlyArray<{ readonly name?: string | null; readonly address?: string | null }>;
+  readonly size: number;
+  readonly attachments: number;
+  readonly idempotencyKey: string;
+  readonly blobPrefix: string;
+  readonly parseError: string | null;
+}
+
+/** What a finished poll tells notifications (the poll's `PollResult` is one). */
+export interface PollOutcome {
+  readonly outcome: 'ok' | 'failed' | 'leased';
+  readonly delivered: readonly IngestedMessage[];
+  readonly durationMs: number;
+  /** The failure, with its admin fix. */
+  readonly error?: { readonly code: string; readonly message: string; readonly fix: string };
+  /** The mailbox's status as recorded after this poll, when it could be. */
+  readonly status?: { readonly consecutiveFailures: number; readonly lastSuccessAt: string | null };
+}
+
+/** The alert de-duplication state of `mailbox`, if any. */
+export async function readNotifyState(deps: Pick<NotifyDeps, 'state'>, mailbox: MailboxConfig): Promise<NotifyState | undefined> {
+  const v = (await deps.state.get<NotifyState>(mailbox.id, NOTIFY_STATE_KEY))?.value;
   // Table storage drops null properties: read them back as null.
   return v && { alertedCode: v.alertedCode ?? null, alertedAt: v.alertedAt ?? null, alertedFailures: v.alertedFailures ?? 0 };
 }
 
-function notified(d: PollResult['delivered'][number]): NotifiedMessage {
+function notified(d: IngestedMessage): NotifiedMessage {
   const f = d.from[0];
   const from = f ? (f.name ? `${f.name} <${f.address ?? ''}>` : (f.address ?? null)) : null;
   return {
@@ -59,88 +91,96 @@ function notified(d: PollResult['delivered'][number]): NotifiedMessage {
  * await notifyAfterPoll(runtime, mailbox, result, { logger });
  * ```
  */
-export async function notifyAfterPoll(runtime: Runtime, mailbox: MailboxConfig, result: PollResult, options: { logger?: Logger } = {}): Promise<NotificationJob[]> {
+export async function notifyAfterPoll(deps: NotifyDeps, mailbox: MailboxConfig, result: PollOutcome, options: { logger?: Logger } = {}): Promise<NotificationJob[]> {
   const notify = mailbox.notify;
   if (!notify || result.outcome === 'leased') return [];
-  const log = options.logger ?? runtime.logger;
-  const now = runtime.now().toISOString();
-  const base = () => ({ schema: NOTIFICATION_SCHEMA, id: randomUUID(), mailboxId: mailbox.id, mailbox: mailbox.address, createdAt: now }) as const;
-  const jobs: NotificationJob[] = [];
-
-  if (notify.digest && result.delivered.length) {
-    jobs.push(
-      fitDigest({
-        ...base(),
-        kind: 'digest',
-        data: {
-          count: result.delivered.length,
-          totalBytes: result.delivered.reduce((a, d) => a + d.size, 0),
-          messages: result.delivered.map(notified),
-          omitted: 0,
-          outcome: result.outcome,
-          durationMs: result.durationMs,
-        },
-      }),
-    );
-  }
-  if (notify.perMessage) {
-    for (const d of result.delivered.slice(0, PER_MESSAGE_MAX)) jobs.push({ ...base(), kind: 'message', data: notified(d) });
-    if (result.delivered.length > PER_MESSAGE_MAX) {
-      log.warn(`per-message notices capped at ${PER_MESSAGE_MAX} for this poll`, { mailbox: mailbox.id, delivered: result.delivered.length });
-    }
-  }
-
-  const rec = await runtime.state.get<NotifyState>(mailbox.id, NOTIFY_STATE_KEY);
-  let next: NotifyState | undefined;
-  let alert: NotificationJob | undefined;
-  if (result.outcome === 'failed' && result.error) {
-    const code = result.error.code;
-    const failures = result.status?.consecutiveFailures ?? (await readStatus(runtime.state, mailbox))?.consecutiveFailures ?? 0;
-    if (failures >= notify.failureThreshold && rec?.value.alertedCode !== code) {
-      next = { alertedCode: code, alertedAt: now, alertedFailures: failures };
-      alert = {
-        ...base(),
-        kind: 'failure',
-        data: {
-          code,
-          message: clip(result.error.message, 2000)!,
-          fix: result.error.fix,
-          consecutiveFailures: failures,
-          lastSuccessAt: result.status?.lastSuccessAt ?? null,
-        },
-      };
-    } else if (failures >= notify.failureThreshold) {
-      log.debug('failure already alerted; not alerting again until recovery', { mailbox: mailbox.id, code });
-    }
-  } else if (result.outcome === 'ok' && rec?.value.alertedCode) {
-    next = { alertedCode: null, alertedAt: null, alertedFailures: 0 };
-    alert = { ...base(), kind: 'recovered', data: { code: rec.value.alertedCode, alertedAt: rec.value.alertedAt, delivered: result.delivered.length } };
-  }
-
+  const log = options.logger ?? deps.logger;
+  const base = jobBase(mailbox, deps.now().toISOString());
+  const jobs = ingestJobs(notify, result, base, log, mailbox);
+  const rec = await deps.state.get<NotifyState>(mailbox.id, NOTIFY_STATE_KEY);
+  const change = await alertChange(deps, mailbox, result, rec?.value, base, log);
   let claimed: string | undefined;
-  if (next && alert) {
+  if (change) {
     try {
-      claimed = await runtime.state.put(mailbox.id, NOTIFY_STATE_KEY, next, rec?.etag ?? null);
-      jobs.push(alert);
+      claimed = await deps.state.put(mailbox.id, NOTIFY_STATE_KEY, change.next, rec?.etag ?? null);
+      jobs.push(change.alert);
     } catch (e) {
       if (!isPostroomError(e, 'CheckpointConflict')) throw e;
-      log.info('another writer recorded this alert first; not sending it twice', { mailbox: mailbox.id, kind: alert.kind });
+      log.info('another writer recorded this alert first; not sending it twice', { mailbox: mailbox.id, kind: change.alert.kind });
     }
   }
   if (!jobs.length) return jobs;
-
-  const queue = await runtime.storage.queue(runtime.config.storage.notifyQueue);
   try {
+    const queue = await deps.storage.queue(deps.config.storage.notifyQueue);
     await Promise.all(jobs.map((j) => queue.sendMessage(encodeNotificationJob(j))));
   } catch (e) {
     // The alert was recorded but not enqueued: undo it, so that the next failing poll alerts again.
     if (claimed !== undefined) {
-      await runtime.state
-        .put(mailbox.id, NOTIFY_STATE_KEY, rec?.value ?? { alertedCode: null, alertedAt: null, alertedFailures: 0 }, claimed)
-        .catch((e2: unknown) => log.warn('alert state could not be reverted', { mailbox: mailbox.id, error: e2 as Error }));
+      const previous = rec?.value ?? { alertedCode: null, alertedAt: null, alertedFailures: 0 };
+      await deps.state.put(mailbox.id, NOTIFY_STATE_KEY, previous, claimed).catch((e2: unknown) => log.warn('alert state could not be reverted', { mailbox: mailbox.id, error: e2 as Error }));
     }
     throw e;
   }
   log.info(`enqueued ${jobs.length} notification(s)`, { mailbox: mailbox.id, kinds: jobs.map((j) => j.kind).join(',') });
   return jobs;
+}
+
+type JobBase = () => Pick<NotificationJob, 'schema' | 'id' | 'mailboxId' | 'mailbox' | 'createdAt'>;
+
+function jobBase(mailbox: MailboxConfig, now: string): JobBase {
+  return () => ({ schema: NOTIFICATION_SCHEMA, id: randomUUID(), mailboxId: mailbox.id, mailbox: mailbox.address, createdAt: now });
+}
+
+/** The digest and per-message notices for what the poll ingested. */
+function ingestJobs(notify: NonNullable<MailboxConfig['notify']>, result: PollOutcome, base: JobBase, log: Logger, mailbox: MailboxConfig): NotificationJob[] {
+  const jobs: NotificationJob[] = [];
+  const { delivered } = result;
+  if (notify.digest && delivered.length) {
+    const data = {
+      count: delivered.length,
+      totalBytes: delivered.reduce((a, d) => a + d.size, 0),
+      messages: delivered.map(notified),
+      omitted: 0,
+      outcome: result.outcome,
+      durationMs: result.durationMs,
+    };
+    jobs.push(fitDigest({ ...base(), kind: 'digest', data }));
+  }
+  if (notify.perMessage) {
+    for (const d of delivered.slice(0, PER_MESSAGE_MAX)) jobs.push({ ...base(), kind: 'message', data: notified(d) });
+    if (delivered.length > PER_MESSAGE_MAX) {
+      log.warn(`per-message notices capped at ${PER_MESSAGE_MAX} for this poll`, { mailbox: mailbox.id, delivered: delivered.length });
+    }
+  }
+  return jobs;
+}
+
+/**
+ * A failure alert once `failureThreshold` polls in a row failed (once per
+ * failure kind until recovery), or a "recovered" notice: with the state to record first.
+ */
+async function alertChange(
+  deps: NotifyDeps,
+  mailbox: MailboxConfig,
+  result: PollOutcome,
+  prev: NotifyState | undefined,
+  base: JobBase,
+  log: Logger,
+): Promise<{ next: NotifyState; alert: NotificationJob } | undefined> {
+  const threshold = mailbox.notify!.failureThreshold;
+  if (result.outcome === 'ok' && prev?.alertedCode) {
+    const data = { code: prev.alertedCode, alertedAt: prev.alertedAt, delivered: result.delivered.length };
+    return { next: { alertedCode: null, alertedAt: null, alertedFailures: 0 }, alert: { ...base(), kind: 'recovered', data } };
+  }
+  if (result.outcome !== 'failed' || !result.error) return undefined;
+  const { code } = result.error;
+  const failures = result.status?.consecutiveFailures ?? (await readStatus(deps.state, mailbox))?.consecutiveFailures ?? 0;
+  if (failures < threshold) return undefined;
+  if (prev?.alertedCode === code) {
+    log.debug('failure already alerted; not alerting again until recovery', { mailbox: mailbox.id, code });
+    return undefined;
+  }
+  const job = base();
+  const data = { code, message: clip(result.error.message, 2000)!, fix: result.error.fix, consecutiveFailures: failures, lastSuccessAt: result.status?.lastSuccessAt ?? null };
+  return { next: { alertedCode: code, alertedAt: job.createdAt, alertedFailures: failures }, alert: { ...job, kind: 'failure', data } };
 }

@@ -1,8 +1,10 @@
-import { decodeQueueJson } from '../queue-json.js';
+import { z } from 'zod';
+import { decodeQueueJson, encodeQueueJson, MAX_QUEUE_JSON_BYTES } from '../queue-json.js';
+
 export const NOTIFICATION_SCHEMA = 'postroom.notification.v1';
 
-/** Azure queue messages are at most 64 KiB; base64 leaves 48 KiB of JSON. */
-export const MAX_NOTIFICATION_JSON_BYTES = 49_152;
+/** A notification job is one queue message: the queue codec's limit. */
+export const MAX_NOTIFICATION_JSON_BYTES = MAX_QUEUE_JSON_BYTES;
 /** Untrusted text (subjects, names) is cut to this many characters in a job. */
 const MAX_TEXT = 300;
 
@@ -70,9 +72,7 @@ export function clip(text: string | null | undefined, max = MAX_TEXT): string | 
 
 /** Base64 JSON for the queue. Throws a TypeError if the job would not fit (callers trim first). */
 export function encodeNotificationJob(job: NotificationJob): string {
-  const json = JSON.stringify(job);
-  if (Buffer.byteLength(json, 'utf8') > MAX_NOTIFICATION_JSON_BYTES) throw new TypeError(`notification job ${job.id} is over ${MAX_NOTIFICATION_JSON_BYTES} bytes`);
-  return Buffer.from(json, 'utf8').toString('base64');
+  return encodeQueueJson(job, `notification job ${job.id}`);
 }
 
 /**
@@ -94,20 +94,21 @@ export function fitDigest(job: NotificationJob & { kind: 'digest' }): Notificati
   return out;
 }
 
-/** Reads a job as the queue trigger hands it over (decoded object, JSON text, or base64 JSON). */
+/** The envelope every notification job must have; `data` is the kind's own (written by `notifyAfterPoll`). */
+const NotificationJobSchema = z
+  .object({
+    schema: z.literal(NOTIFICATION_SCHEMA),
+    id: z.string().min(1),
+    mailboxId: z.string().min(1),
+    mailbox: z.string(),
+    createdAt: z.string(),
+    kind: z.enum(['digest', 'message', 'failure', 'recovered']),
+    data: z.record(z.string(), z.unknown()),
+    deferrals: z.number().int().min(0).optional(),
+  })
+  .loose();
+
+/** Reads a job as the queue trigger hands it over (decoded object, JSON text, or base64 JSON); `TypeError` if it is none. */
 export function parseNotificationJob(raw: unknown): NotificationJob {
-  const v = decodeQueueJson(raw, 'notification job');
-  const job = v as Partial<NotificationJob>;
-  if (
-    !job ||
-    job.schema !== NOTIFICATION_SCHEMA ||
-    typeof job.mailboxId !== 'string' ||
-    typeof job.id !== 'string' ||
-    !['digest', 'message', 'failure', 'recovered'].includes(String(job.kind)) ||
-    typeof job.data !== 'object' ||
-    job.data === null
-  ) {
-    throw new TypeError(`notification job is not a ${NOTIFICATION_SCHEMA}`);
-  }
-  return job as NotificationJob;
+  return decodeQueueJson(raw, NotificationJobSchema, NOTIFICATION_SCHEMA) as unknown as NotificationJob;
 }

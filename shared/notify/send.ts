@@ -1,12 +1,30 @@
+import type { QueueClient } from '@azure/storage-queue';
+import type { AppConfig, MailboxConfig } from '../config/index.js';
 import type { Logger } from '../logger.js';
-import type { Runtime } from '../runtime.js';
 import { encodeNotificationJob, parseNotificationJob, type NotificationJob } from './job.js';
 import { renderNotification } from './render.js';
-import { getSmtpSender, mapSmtpError, type SendResult, type SmtpSenderOptions } from './smtp.js';
+import type { SendResult, SmtpSender, SmtpSenderOptions } from './smtp.js';
+import { mapSmtpError } from './smtp-errors.js';
 
+/** What sending needs from the process (a `Runtime` is one). */
+export interface SendDeps {
+  readonly config: { readonly mailboxes: readonly MailboxConfig[]; readonly storage: { readonly notifyQueue: string; readonly blobContainer: string } };
+  readonly logger: Logger;
+  readonly storage: { queue(name: string): Promise<QueueClient> };
+  smtpSender(app: AppConfig, from: string, options?: SmtpSenderOptions): Promise<SmtpSender>;
+}
+
+/** How a notification job ended: sent, or put back on the queue to wait out a server back-off. */
+export type NotificationOutcome =
+  | (SendResult & { readonly deferred: false; readonly job: NotificationJob })
+  | { readonly deferred: true; readonly job: NotificationJob; readonly delaySeconds: number };
+
+/** Options of {@link handleNotificationJob}. */
 export interface SendNotificationOptions {
   logger?: Logger;
+  /** The queue's dequeue count of this job (for the log). */
   dequeueCount?: number;
+  /** Abandons the send (the pooled connection stays usable). */
   signal?: AbortSignal;
   /** Applies when this runtime's sender for the mailbox is first made. */
   smtp?: SmtpSenderOptions;
@@ -29,22 +47,18 @@ const MAX_DEFER_SECONDS = 600;
  * on any failure so that the queue retries and finally poisons the job;
  * `432 4.3.2` comes back retryable with `retryAfterMs`.
  */
-export async function handleNotificationJob(
-  runtime: Runtime,
-  raw: unknown,
-  options: SendNotificationOptions = {},
-): Promise<(SendResult & { job: NotificationJob }) | undefined> {
-  const log = options.logger ?? runtime.logger;
+export async function handleNotificationJob(deps: SendDeps, raw: unknown, options: SendNotificationOptions = {}): Promise<NotificationOutcome | undefined> {
+  const log = options.logger ?? deps.logger;
   const job = parseNotificationJob(raw);
-  const mailbox = runtime.config.mailboxes.find((m) => m.id === job.mailboxId);
+  const mailbox = deps.config.mailboxes.find((m) => m.id === job.mailboxId);
   if (!mailbox?.notify) {
     log.warn('notification names a mailbox without notify settings; dropping it', { mailboxId: job.mailboxId, kind: job.kind, id: job.id });
     return undefined;
   }
   const { notify } = mailbox;
-  const rendered = renderNotification(job, { subjectPrefix: notify.subjectPrefix, container: runtime.config.storage.blobContainer });
+  const rendered = renderNotification(job, { subjectPrefix: notify.subjectPrefix, container: deps.config.storage.blobContainer });
   try {
-    const sender = await getSmtpSender(runtime, mailbox.app, notify.from, options.smtp);
+    const sender = await deps.smtpSender(mailbox.app, notify.from, options.smtp);
     const result = await sender.send(
       {
         to: notify.to,
@@ -52,27 +66,17 @@ export async function handleNotificationJob(
         text: rendered.text,
         html: rendered.html,
         messageId: `${job.id}@postroom.invalid`,
-        headers: {
-          // RFC 3834: automatic mail; Exchange: no out-of-office replies to it.
-          'Auto-Submitted': 'auto-generated',
-          'X-Auto-Response-Suppress': 'All',
-          'X-Postroom-Notification': job.kind,
-        },
+        // RFC 3834: automatic mail; Exchange: no out-of-office replies to it.
+        headers: { 'Auto-Submitted': 'auto-generated', 'X-Auto-Response-Suppress': 'All', 'X-Postroom-Notification': job.kind },
       },
       { signal: options.signal, logger: log },
     );
     log.info(`notification sent: ${job.kind}`, { mailbox: mailbox.id, id: job.id, to: notify.to.length, tries: result.tries });
-    return { ...result, job };
+    return { ...result, deferred: false, job };
   } catch (e) {
     const err = mapSmtpError(e, `${notify.from} (notifications of ${mailbox.id})`);
     const deferrals = job.deferrals ?? 0;
-    if (options.requeue && err.code === 'SmtpConcurrencyLimit' && deferrals < MAX_DEFERRALS) {
-      const seconds = Math.min(MAX_DEFER_SECONDS, Math.max(1, Math.ceil((err.retryAfterMs ?? 60_000) / 1000)));
-      const queue = await runtime.storage.queue(runtime.config.storage.notifyQueue);
-      await queue.sendMessage(encodeNotificationJob({ ...job, deferrals: deferrals + 1 }), { visibilityTimeout: seconds });
-      log.warn(`notification ${job.kind} deferred ${seconds} s: ${err.code}`, { mailbox: mailbox.id, id: job.id, deferrals: deferrals + 1 });
-      return { deferred: true, job } as unknown as SendResult & { job: NotificationJob };
-    }
+    if (options.requeue && err.code === 'SmtpConcurrencyLimit' && deferrals < MAX_DEFERRALS) return defer(deps, job, err.retryAfterMs, log);
     log.error(`notification ${job.kind} could not be sent: ${err.message}`, {
       mailbox: mailbox.id,
       id: job.id,
@@ -83,4 +87,14 @@ export async function handleNotificationJob(
     });
     throw err;
   }
+}
+
+/** Puts the job back on the notify queue, invisible for the server's back-off. */
+async function defer(deps: SendDeps, job: NotificationJob, retryAfterMs: number | undefined, log: Logger): Promise<NotificationOutcome> {
+  const delaySeconds = Math.min(MAX_DEFER_SECONDS, Math.max(1, Math.ceil((retryAfterMs ?? 60_000) / 1000)));
+  const deferrals = (job.deferrals ?? 0) + 1;
+  const queue = await deps.storage.queue(deps.config.storage.notifyQueue);
+  await queue.sendMessage(encodeNotificationJob({ ...job, deferrals }), { visibilityTimeout: delaySeconds });
+  log.warn(`notification ${job.kind} deferred ${delaySeconds} s: SmtpConcurrencyLimit`, { mailboxId: job.mailboxId, id: job.id, deferrals });
+  return { deferred: true, job, delaySeconds };
 }

@@ -1,3 +1,4 @@
+import { z } from 'zod';
 import { PostroomError } from '../errors.js';
 import { decodeQueueJson, encodeQueueJson } from '../queue-json.js';
 import type { Logger } from '../logger.js';
@@ -8,11 +9,18 @@ import { notifyAfterPoll } from '../notify/enqueue.js';
 export const JOB_SCHEMA = 'postroom.job.v1';
 
 /** One poll job on the jobs queue: which mailbox, and when it was scheduled. */
-export interface PollJob {
-  schema: typeof JOB_SCHEMA;
-  mailboxId: string;
-  scheduledAt: string;
-}
+const PollJobSchema = z
+  .object({
+    schema: z.literal(JOB_SCHEMA),
+    /** The mailbox's `id` (`protocol:address/folder`). */
+    mailboxId: z.string().min(1),
+    /** When the timer enqueued it (ISO 8601). */
+    scheduledAt: z.string(),
+  })
+  .loose();
+
+/** One poll job on the jobs queue: which mailbox, and when it was scheduled. */
+export type PollJob = z.infer<typeof PollJobSchema>;
 
 /**
  * Fan-out: one poll job per configured mailbox onto the jobs queue, so the
@@ -31,10 +39,7 @@ export async function enqueuePollJobs(runtime: Runtime, options: { logger?: Logg
 
 /** Reads a job as the queue trigger hands it over (already decoded object, JSON text, or base64 JSON). */
 export function parsePollJob(raw: unknown): PollJob {
-  const v = decodeQueueJson(raw, 'poll job');
-  const job = v as Partial<PollJob>;
-  if (!job || job.schema !== JOB_SCHEMA || typeof job.mailboxId !== 'string') throw new TypeError(`poll job is not a ${JOB_SCHEMA}`);
-  return job as PollJob;
+  return decodeQueueJson(raw, PollJobSchema, JOB_SCHEMA);
 }
 
 /**

@@ -7,7 +7,7 @@ import type { Runtime, SourceHooks } from '../runtime.js';
 import { deliverMessage, type Delivered } from '../sink/index.js';
 import type { MailSession } from '../source.js';
 import { pipelineBatches } from './pipeline.js';
-import { recordStatus, type MailboxStatus } from './status.js';
+import { recordStatus, type MailboxStatus } from '../status/index.js';
 
 export interface PollMailboxOptions {
   signal?: AbortSignal;
@@ -110,8 +110,14 @@ export async function pollMailbox(runtime: Runtime, mailbox: MailboxConfig, opti
   return { mailbox: mailbox.id, outcome: error ? 'failed' : 'ok', delivered, error, status, durationMs };
 }
 
+/**
+ * A library's or the platform's error, as the poll reports it. A `TypeError`
+ * (or any other programming error) is a bug: it is rethrown as it is, never
+ * dressed up as a retryable failure of the mailbox (jose's rule).
+ */
 function asPostroomError(e: unknown, mailbox: MailboxConfig): PostroomError {
   if (e instanceof PostroomError) return e;
+  if (e instanceof TypeError || e instanceof RangeError || e instanceof ReferenceError || e instanceof SyntaxError) throw e;
   if ((e as Error)?.name === 'AbortError' || (e instanceof DOMException && e.name === 'AbortError')) {
     return new PostroomError('Aborted', 'the poll was aborted', { subject: mailbox.id, cause: e });
   }

@@ -1,5 +1,5 @@
 import type { Runtime } from '../runtime.js';
-import { readStatus, type MailboxStatus } from './status.js';
+import { readStatus, type MailboxStatus } from '../status/index.js';
 
 export interface StatusReport {
   generatedAt: string;

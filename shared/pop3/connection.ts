@@ -12,8 +12,8 @@ export interface Pop3ConnectOptions {
   port: number;
   /** `implicit`: TLS from the first byte (port 995). `starttls`: plain, then STLS (RFC 2595). */
   tls: 'implicit' | 'starttls';
-  /** PEM CA certificate(s) to trust instead of the system store (the contents of a CA file). */
-  ca?: string | Buffer;
+  /** The CA certificates to trust; they replace Node's default (Postroom passes the default plus its extra CA: shared/tls.ts). */
+  ca?: string | Buffer | readonly string[];
   /** SNI and certificate name; defaults to `host` when it is a name. */
   servername?: string;
   /** Lowest TLS version; Exchange Online requires TLS 1.2 or later. */
@@ -128,7 +128,7 @@ export class Pop3Connection {
       servername: o.servername ?? (isIP(o.host) ? undefined : o.host),
       minVersion: o.minVersion ?? 'TLSv1.2',
       rejectUnauthorized: true,
-      ...(o.ca !== undefined ? { ca: o.ca } : {}),
+      ...(o.ca !== undefined ? { ca: typeof o.ca === 'string' || Buffer.isBuffer(o.ca) ? o.ca : [...o.ca] } : {}),
     };
     const log = o.logger ?? silentLogger;
     const socket: Socket | TLSSocket =

@@ -1,7 +1,9 @@
 import type { Readable } from 'node:stream';
 import { isPostroomError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import type { MailSession, MailSource, SourceMessage } from '../source.js';
+import type { MailboxConfig } from '../config/index.js';
+import type { CreateSource, MailSession, MailSource, SourceDeps, SourceMessage } from '../source.js';
+import { trustedCas } from '../tls.js';
 import type { StateStore, StateValue } from '../state.js';
 import { Pop3Client } from './client.js';
 import { packUidlHashes, pruneUidlHashes, uidlHash, unpackUidlHashes } from './uidl-set.js';
@@ -12,8 +14,8 @@ export interface Pop3SourceOptions {
   host: string;
   port: number;
   tls: 'implicit' | 'starttls';
-  /** PEM CA certificate(s) to trust instead of the system store. */
-  ca?: string | Buffer;
+  /** The CA certificates to trust (PEM); undefined: Node's default trust. `createSource` passes the default trust plus the extra CA. */
+  ca?: string | Buffer | readonly string[];
   /** `none`: remember delivered UIDLs; `delete`: DELE delivered messages (committed at QUIT). */
   postAction: 'none' | 'delete';
   /** Token provider; `renew: true` must bypass any cache. */
@@ -55,133 +57,160 @@ function checkOptions(o: Pop3SourceOptions): void {
  */
 export function createPop3Source(o: Pop3SourceOptions): MailSource {
   checkOptions(o);
-  const log = o.logger;
-  const batchSize = o.batchSize ?? 100;
-  const { partition, key } = o.stateKey;
-
-  async function connect(signal: AbortSignal | undefined): Promise<Pop3Client> {
-    for (let attempt = 0; ; attempt++) {
-      const client = await Pop3Client.connect({
-        host: o.host,
-        port: o.port,
-        tls: o.tls,
-        ca: o.ca,
-        mailbox: o.mailbox,
-        logger: log,
-        signal,
-        connectTimeoutMs: o.connectTimeoutMs,
-        commandTimeoutMs: o.commandTimeoutMs,
-      });
-      try {
-        const token = await o.getToken({ renew: attempt > 0 });
-        await client.authXoauth2(o.mailbox, token, { signal });
-        return client;
-      } catch (e) {
-        client.destroy();
-        // A cached token may have been revoked or have expired early: one retry with a fresh one.
-        if (attempt === 0 && (isPostroomError(e, 'AuthenticationFailed') || isPostroomError(e, 'SessionExpired'))) {
-          log.warn('pop3 authentication failed; retrying once with a renewed token', { mailbox: o.mailbox, error: e });
-          continue;
-        }
-        throw e;
-      }
-    }
-  }
-
   return {
     protocol: 'pop3',
     async open(options = {}): Promise<MailSession> {
-      const signal = options.signal;
-      const client = await connect(signal);
-      let delivered: Set<bigint>;
-      let etag: string | null;
-      let entries: Entry[];
+      const client = await connect(o, options.signal);
       try {
-        const record = await o.state.get<StateValue>(partition, key);
-        delivered = record ? unpackUidlHashes(record.value) : new Set();
-        etag = record?.etag ?? null;
-        const uids = await client.uidl({ signal });
-        const sizes = new Map((await client.list({ signal })).map((e) => [e.msg, e.size]));
-        entries = uids
-          .map((u) => ({ msg: u.msg, uid: u.uid, size: sizes.get(u.msg), hash: uidlHash(u.uid) }))
-          .sort((a, b) => a.msg - b.msg);
+        const maildrop = await readMaildrop(o, client, options.signal);
+        return createSession(o, client, maildrop);
       } catch (e) {
         client.destroy();
         throw e;
       }
-      return createSession(client, entries, delivered, etag);
     },
   };
+}
 
-  function createSession(client: Pop3Client, entries: Entry[], delivered: Set<bigint>, etag: string | null): MailSession {
-    const onServer = new Set(entries.map((e) => e.hash));
-    const byId = new Map(entries.map((e) => [e.uid, e]));
-    const pending: Entry[] = [];
-    for (const e of entries) {
-      if (delivered.has(e.hash)) continue;
-      if (o.maxMessageBytes !== undefined && e.size !== undefined && e.size > o.maxMessageBytes) {
-        log.warn('pop3 message larger than maxMessageBytes skipped', { mailbox: o.mailbox, uidl: e.uid, size: e.size, limit: o.maxMessageBytes });
+/**
+ * The POP3 adapter behind the `MailSource` seam: the mailbox settings become
+ * the POP3 source's own options here, in the protocol's folder.
+ */
+export const createSource: CreateSource = (mailbox: MailboxConfig, deps: SourceDeps): MailSource =>
+  createPop3Source({
+    mailbox: mailbox.address,
+    host: mailbox.host,
+    port: mailbox.port,
+    tls: mailbox.tls,
+    ca: trustedCas(deps.ca),
+    postAction: mailbox.postAction.kind === 'delete' ? 'delete' : 'none',
+    getToken: async (opts) => (await deps.getToken(opts)).token,
+    maxMessageBytes: mailbox.maxMessageBytes,
+    state: deps.state,
+    stateKey: { partition: mailbox.id, key: 'pop3-uidls' },
+    batchSize: deps.batchSize,
+    logger: deps.logger,
+    connectTimeoutMs: deps.connectTimeoutMs,
+  });
+
+async function connect(o: Pop3SourceOptions, signal: AbortSignal | undefined): Promise<Pop3Client> {
+  for (let attempt = 0; ; attempt++) {
+    const client = await Pop3Client.connect({
+      host: o.host,
+      port: o.port,
+      tls: o.tls,
+      ca: o.ca,
+      mailbox: o.mailbox,
+      logger: o.logger,
+      signal,
+      connectTimeoutMs: o.connectTimeoutMs,
+      commandTimeoutMs: o.commandTimeoutMs,
+    });
+    try {
+      const token = await o.getToken({ renew: attempt > 0 });
+      await client.authXoauth2(o.mailbox, token, { signal });
+      return client;
+    } catch (e) {
+      client.destroy();
+      // A cached token may have been revoked or have expired early: one retry with a fresh one.
+      if (attempt === 0 && (isPostroomError(e, 'AuthenticationFailed') || isPostroomError(e, 'SessionExpired'))) {
+        o.logger.warn('pop3 authentication failed; retrying once with a renewed token', { mailbox: o.mailbox, error: e });
         continue;
       }
-      pending.push(e);
+      throw e;
     }
-    log.info('pop3 session opened', { mailbox: o.mailbox, messages: entries.length, pending: pending.length });
-
-    const toMessage = (e: Entry): SourceMessage => {
-      let opened = false;
-      return {
-        id: e.uid,
-        ...(e.size !== undefined ? { size: e.size } : {}),
-        async open(opts = {}): Promise<Readable> {
-          if (opened) throw new TypeError(`message ${e.uid} was already opened`);
-          opened = true;
-          // One connection carries one RETR at a time (the client's command lock, held
-          // until the body ends): concurrent opens queue there. The sink reads a message up
-          // to 1 MiB whole as soon as it is open, so the lock passes on and its upload
-          // overlaps the next RETR.
-          return client.retr(e.msg, { signal: opts.signal });
-        },
-      };
-    };
-
-    let deleted = 0;
-    return {
-      folder: 'INBOX',
-      validity: 'pop3',
-      async *batches(opts = {}) {
-        for (let i = 0; i < pending.length; i += batchSize) {
-          opts.signal?.throwIfAborted();
-          yield pending.slice(i, i + batchSize).map(toMessage);
-        }
-      },
-      async acknowledge(messages, opts = {}) {
-        const acked: Entry[] = [];
-        for (const m of messages) {
-          const e = byId.get(m.id);
-          if (!e) throw new TypeError(`message ${m.id} is not from this session`);
-          acked.push(e);
-        }
-        if (acked.length === 0) return;
-        if (o.postAction === 'delete') {
-          for (const e of acked) {
-            await client.dele(e.msg, { signal: opts.signal });
-            deleted++;
-          }
-          return;
-        }
-        const next = pruneUidlHashes(delivered, onServer);
-        for (const e of acked) next.add(e.hash);
-        etag = await o.state.put(partition, key, packUidlHashes(next), etag);
-        delivered = next;
-      },
-      async close() {
-        // Without DELEs to commit a dead connection loses nothing; with them, QUIT must say so.
-        if (!client.usable && deleted === 0) return;
-        await client.quit();
-      },
-      abort() {
-        client.destroy();
-      },
-    };
   }
+}
+
+/** What a session starts from: the maildrop's entries and the delivered-UIDL set saved by earlier polls. */
+interface Maildrop {
+  entries: Entry[];
+  delivered: Set<bigint>;
+  etag: string | null;
+}
+
+async function readMaildrop(o: Pop3SourceOptions, client: Pop3Client, signal: AbortSignal | undefined): Promise<Maildrop> {
+  const record = await o.state.get<StateValue>(o.stateKey.partition, o.stateKey.key);
+  const uids = await client.uidl({ signal });
+  const sizes = new Map((await client.list({ signal })).map((e) => [e.msg, e.size]));
+  const entries = uids.map((u) => ({ msg: u.msg, uid: u.uid, size: sizes.get(u.msg), hash: uidlHash(u.uid) })).sort((a, b) => a.msg - b.msg);
+  return { entries, delivered: record ? unpackUidlHashes(record.value) : new Set(), etag: record?.etag ?? null };
+}
+
+/** Entries not yet delivered and within `maxMessageBytes` (larger ones are skipped with a warning on every poll). */
+function pendingEntries(o: Pop3SourceOptions, { entries, delivered }: Maildrop): Entry[] {
+  const pending: Entry[] = [];
+  for (const e of entries) {
+    if (delivered.has(e.hash)) continue;
+    if (o.maxMessageBytes !== undefined && e.size !== undefined && e.size > o.maxMessageBytes) {
+      o.logger.warn('pop3 message larger than maxMessageBytes skipped', { mailbox: o.mailbox, uidl: e.uid, size: e.size, limit: o.maxMessageBytes });
+      continue;
+    }
+    pending.push(e);
+  }
+  return pending;
+}
+
+function toMessage(client: Pop3Client, e: Entry): SourceMessage {
+  let opened = false;
+  return {
+    id: e.uid,
+    ...(e.size !== undefined ? { size: e.size } : {}),
+    async open(opts = {}): Promise<Readable> {
+      if (opened) throw new TypeError(`message ${e.uid} was already opened`);
+      opened = true;
+      // One connection carries one RETR at a time (the client's command lock, held
+      // until the body ends): concurrent opens queue there. The sink reads a message up
+      // to 1 MiB whole as soon as it is open, so the lock passes on and its upload
+      // overlaps the next RETR.
+      return client.retr(e.msg, { signal: opts.signal });
+    },
+  };
+}
+
+function createSession(o: Pop3SourceOptions, client: Pop3Client, maildrop: Maildrop): MailSession {
+  const pending = pendingEntries(o, maildrop);
+  const onServer = new Set(maildrop.entries.map((e) => e.hash));
+  const byId = new Map(maildrop.entries.map((e) => [e.uid, e]));
+  const batchSize = o.batchSize ?? 100;
+  let { delivered, etag } = maildrop;
+  let deleted = 0;
+  o.logger.info('pop3 session opened', { mailbox: o.mailbox, messages: maildrop.entries.length, pending: pending.length });
+  return {
+    folder: 'INBOX',
+    validity: 'pop3',
+    async *batches(opts = {}) {
+      for (let i = 0; i < pending.length; i += batchSize) {
+        opts.signal?.throwIfAborted();
+        yield pending.slice(i, i + batchSize).map((e) => toMessage(client, e));
+      }
+    },
+    async acknowledge(messages, opts = {}) {
+      const acked = messages.map((m) => byId.get(m.id) ?? notFromSession(m.id));
+      if (acked.length === 0) return;
+      if (o.postAction === 'delete') {
+        for (const e of acked) {
+          await client.dele(e.msg, { signal: opts.signal });
+          deleted++;
+        }
+        return;
+      }
+      const next = pruneUidlHashes(delivered, onServer);
+      for (const e of acked) next.add(e.hash);
+      etag = await o.state.put(o.stateKey.partition, o.stateKey.key, packUidlHashes(next), etag);
+      delivered = next;
+    },
+    async close() {
+      // Without DELEs to commit a dead connection loses nothing; with them, QUIT must say so.
+      if (!client.usable && deleted === 0) return;
+      await client.quit();
+    },
+    abort() {
+      client.destroy();
+    },
+  };
+}
+
+function notFromSession(id: string): never {
+  throw new TypeError(`message ${id} is not from this session`);
 }

@@ -10,7 +10,6 @@ import { freePort } from '../../sandbox/ports.js';
 import { loadConfig } from '../../shared/config/index.js';
 import { createRuntime, type Runtime } from '../../shared/runtime.js';
 import { memoryLogger, type Logger } from '../../shared/logger.js';
-import { closeSmtpSenders } from '../../shared/notify/smtp.js';
 
 export const TENANT = 'c0ffee00-0000-4000-8000-000000000041';
 export const MAILBOX = 'inbox@contoso.test';
@@ -61,7 +60,7 @@ export async function startNotifyStack(): Promise<NotifyStack> {
     deadPort,
     async runtime(o = {}) {
       // Tests run one after another: an earlier test's pooled connections must not hold the mailbox's 3 slots.
-      for (const r of runtimes) closeSmtpSenders(r);
+      for (const r of runtimes) r.close();
       for (const deadline = Date.now() + 5_000; smtp.activeConnections(MAILBOX) > 0 && Date.now() < deadline; ) {
         await new Promise((r) => setTimeout(r, 10));
       }
@@ -96,7 +95,7 @@ export async function startNotifyStack(): Promise<NotifyStack> {
       return { runtime, logger };
     },
     async stop() {
-      for (const r of runtimes) closeSmtpSenders(r);
+      for (const r of runtimes) r.close();
       await smtp.stop();
       await az.stop();
       await te.stop();

@@ -3,7 +3,7 @@ import type { StateStore } from '../state.js';
 
 export const STATUS_KEY = 'poll-status';
 
-/** Per-mailbox poll status (Table row), for the status function and failure alerts. */
+/** Per-mailbox poll status (Table row): written by the poll, read by notifications and the status report. */
 export interface MailboxStatus extends Record<string, string | number | boolean | Uint8Array | null> {
   mailbox: string;
   protocol: string;

@@ -1,0 +1,128 @@
+import type { CloudName } from './clouds.js';
+
+/** Where an app registration's client secret comes from. */
+export type SecretSource =
+  | { readonly kind: 'keyvault'; readonly vaultUrl: string; readonly name: string; readonly version?: string }
+  | { readonly kind: 'plain'; readonly value: string };
+
+/** A host and TCP port. */
+export interface HostPort {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** One Entra app registration (client credentials) and its cloud's endpoints. */
+export interface AppConfig {
+  /** How mailboxes refer to it. */
+  readonly name: string;
+  readonly cloud: CloudName;
+  /** Directory (tenant) id or verified domain. */
+  readonly tenantId: string;
+  /** Application (client) id. */
+  readonly clientId: string;
+  readonly secret: SecretSource;
+  /** Login host, e.g. https://login.microsoftonline.com (or an override). */
+  readonly authorityHost: string;
+  /** `${authorityHost}/${tenantId}` */
+  readonly authority: string;
+  /** Exchange resource; tokens are asked for `${resource}/.default`. */
+  readonly resource: string;
+  /** `${resource}/.default` */
+  readonly scope: string;
+  /** Mail endpoints of the app's cloud (or overrides). */
+  readonly endpoints: { readonly imap: HostPort; readonly pop3: HostPort; readonly smtp: HostPort };
+}
+
+/** What happens to a message once it is durably delivered. */
+export type PostAction =
+  | { readonly kind: 'none' }
+  | { readonly kind: 'seen' }
+  | { readonly kind: 'delete' }
+  | { readonly kind: 'move'; readonly folder: string };
+
+/** A mailbox's notification settings. */
+export interface NotifyConfig {
+  /** Recipients of digests, notices and alerts. */
+  readonly to: readonly string[];
+  /** The sender mailbox (the app must be allowed to send as it); default the polled mailbox. */
+  readonly from: string;
+  /** A digest after each poll that ingested mail. */
+  readonly digest: boolean;
+  /** One notice per ingested message (at most 25 a poll). */
+  readonly perMessage: boolean;
+  /** Alert after this many failed polls in a row. */
+  readonly failureThreshold: number;
+  /** Put before every notification subject (header-safe: no control characters). */
+  readonly subjectPrefix: string;
+}
+
+/** One mailbox (and folder) to poll. */
+export interface MailboxConfig {
+  /** Stable id: `${protocol}:${address}/${folder}` (address lower-cased, INBOX in capitals). */
+  readonly id: string;
+  /** A short hash of `id`, safe in blob names and table keys. */
+  readonly key: string;
+  /** The mailbox address; goes in XOAUTH2's `user=`. */
+  readonly address: string;
+  /** The app registration that reads it. */
+  readonly app: AppConfig;
+  readonly protocol: 'imap' | 'pop3';
+  readonly host: string;
+  readonly port: number;
+  /** `implicit` TLS (993/995) or STARTTLS. */
+  readonly tls: 'implicit' | 'starttls';
+  /** The folder (POP3: INBOX). */
+  readonly folder: string;
+  readonly postAction: PostAction;
+  /** IMAP: ignore messages received before this date. */
+  readonly since?: Date;
+  /** Messages larger than this are not fetched; they are reported as skipped. */
+  readonly maxMessageBytes?: number;
+  readonly notify?: NotifyConfig;
+}
+
+/** Where Postroom keeps its queues, blobs and tables. */
+export interface StorageConfig {
+  /** A connection string, or undefined when an identity-based account is named. */
+  readonly connectionString?: string;
+  /** The storage account for identity-based access. */
+  readonly accountName?: string;
+  readonly jobsQueue: string;
+  readonly outputQueue: string;
+  readonly notifyQueue: string;
+  readonly blobContainer: string;
+  readonly leaseContainer: string;
+  readonly stateTable: string;
+}
+
+/** How polls are cut and bounded. */
+export interface PollSettings {
+  /** Messages per batch. */
+  readonly batchSize: number;
+  /** Messages in flight (parse + write) at once. */
+  readonly concurrency: number;
+  /** At most this many messages per poll. */
+  readonly maxMessagesPerPoll: number;
+  /** The mailbox lease (15-60 s), renewed while the poll runs. */
+  readonly leaseSeconds: number;
+  /** TCP connect + TLS + greeting timeout. */
+  readonly connectTimeoutMs: number;
+}
+
+/** Postroom's settings: validated once, typed and frozen. */
+export interface PostroomConfig {
+  /** NCRONTAB (six fields) of the timer. */
+  readonly schedule: string;
+  /** Local sandbox: plain secret values allowed. */
+  readonly sandbox: boolean;
+  /** Contents of the CA file named by POSTROOM_CA_FILE: added to TLS trust for every client. */
+  readonly ca?: string;
+  readonly caFile?: string;
+  readonly storage: StorageConfig;
+  readonly apps: readonly AppConfig[];
+  readonly mailboxes: readonly MailboxConfig[];
+  readonly poll: PollSettings;
+  readonly logLevel: 'debug' | 'info' | 'warn' | 'error';
+  /** Things that work but deserve a look (logged once at start, shown by the doctor). */
+  readonly warnings: readonly string[];
+}

@@ -1,0 +1,3 @@
+/** IMAP (imapflow) behind the `MailSource` seam. */
+export { createSource, CHECKPOINT_KEY, type ImapCheckpoint } from './source.js';
+export { mapImapError } from './errors.js';

@@ -1,0 +1,78 @@
+import type { ImapFlow } from 'imapflow';
+import type { MailboxConfig } from '../config/index.js';
+import { isPostroomError, type PostroomError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import type { SourceDeps } from '../source.js';
+import { caOption } from '../tls.js';
+import { mapImapError } from './errors.js';
+
+/** One authenticated IMAP connection to one mailbox, and how to name it in errors. */
+export interface ImapSession {
+  readonly client: ImapFlow;
+  readonly mailbox: MailboxConfig;
+  readonly logger: Logger;
+  /** `mailbox a@b (INBOX) via host:port`: the subject of every error. */
+  readonly subject: string;
+  /** Maps any imapflow/socket error to a coded PostroomError for this mailbox. */
+  fail(e: unknown): PostroomError;
+}
+
+/** The subject line errors name for an IMAP mailbox. */
+export function imapSubject(mailbox: MailboxConfig): string {
+  return `mailbox ${mailbox.address} (${mailbox.folder}) via ${mailbox.host}:${mailbox.port}`;
+}
+
+/**
+ * Connects and authenticates with XOAUTH2. A cached token may have been
+ * revoked or have expired early: one refusal is retried with a fresh token.
+ */
+export async function openImapSession(mailbox: MailboxConfig, deps: SourceDeps): Promise<ImapSession> {
+  const subject = imapSubject(mailbox);
+  let client: ImapFlow;
+  try {
+    client = await connect(mailbox, deps, subject, false);
+  } catch (e) {
+    if (!isPostroomError(e, 'AuthenticationFailed')) throw e;
+    deps.logger.info('IMAP authentication refused; retrying once with a fresh token', { mailbox: mailbox.address });
+    client = await connect(mailbox, deps, subject, true);
+  }
+  return { client, mailbox, logger: deps.logger, subject, fail: (e) => mapImapError(e, subject) };
+}
+
+async function connect(mailbox: MailboxConfig, deps: SourceDeps, subject: string, renew: boolean): Promise<ImapFlow> {
+  const { token } = await deps.getToken({ renew });
+  const { ImapFlow } = await import('imapflow');
+  const client = new ImapFlow({
+    host: mailbox.host,
+    port: mailbox.port,
+    secure: mailbox.tls === 'implicit',
+    doSTARTTLS: mailbox.tls === 'starttls' ? true : undefined,
+    tls: { minVersion: 'TLSv1.2', rejectUnauthorized: true, ...caOption(deps.ca) },
+    auth: { user: mailbox.address, accessToken: token },
+    logger: false,
+    disableAutoIdle: true,
+    connectionTimeout: deps.connectTimeoutMs,
+    greetingTimeout: deps.connectTimeoutMs,
+    socketTimeout: 5 * 60_000,
+    clientInfo: { name: 'Postroom' },
+  } as ConstructorParameters<typeof ImapFlow>[0]);
+  client.on('error', (e: Error) => deps.logger.debug('imap connection error', { mailbox: mailbox.address, error: e }));
+  if (deps.onCommand) countCommands(client, deps.onCommand);
+  try {
+    await client.connect();
+    return client;
+  } catch (e) {
+    client.close();
+    throw mapImapError(e, subject);
+  }
+}
+
+/** imapflow has no command hook; every command goes through its `exec`. */
+function countCommands(client: ImapFlow, onCommand: (command: string) => void): void {
+  const c = client as unknown as { exec: (cmd: string, ...rest: unknown[]) => Promise<unknown> };
+  const exec = c.exec.bind(client);
+  c.exec = (cmd: string, ...rest: unknown[]) => {
+    onCommand(cmd);
+    return exec(cmd, ...rest);
+  };
+}

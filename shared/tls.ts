@@ -1,0 +1,27 @@
+import * as tls from 'node:tls';
+
+/**
+ * The one CA policy of every Postroom TLS client (IMAP, POP3, SMTP, the login
+ * host, Key Vault): an extra CA from `POSTROOM_CA_FILE` is ADDED to the trust
+ * Node would use anyway, never put in its place. A bare `ca` option replaces
+ * Node's store, which would break the real Exchange host behind a private CA
+ * set-up; so the store is spelled out with the extra CA appended.
+ *
+ * @example
+ * ```ts
+ * tlsConnect({ host, port, ...caOption(config.ca) });
+ * ```
+ */
+export function trustedCas(extraCa: string | Buffer | undefined): string[] | undefined {
+  if (extraCa === undefined || extraCa === '') return undefined;
+  // Node 22.15+ can list what it trusts by default (bundled + NODE_EXTRA_CA_CERTS + system when enabled).
+  const getCas = (tls as { getCACertificates?: (type?: string) => string[] }).getCACertificates;
+  const base = typeof getCas === 'function' ? getCas('default') : tls.rootCertificates;
+  return [...base, extraCa.toString()];
+}
+
+/** `{ ca }` for a TLS options object when an extra CA is configured, else `{}`. */
+export function caOption(extraCa: string | Buffer | undefined): { ca?: string[] } {
+  const ca = trustedCas(extraCa);
+  return ca ? { ca } : {};
+}
