@@ -27,6 +27,8 @@ export type PostroomErrorCode =
   | 'LeaseHeld'
   | 'CheckpointConflict'
   | 'SinkFailed'
+  | 'StorageUnavailable'
+  | 'DeadlineReached'
   | 'SmtpAuthDisabled'
   | 'SendAsDenied'
   | 'SmtpConcurrencyLimit'
@@ -111,6 +113,16 @@ export const ERROR_CATALOG: Readonly<Record<PostroomErrorCode, CatalogEntry>> = 
   LeaseHeld: { summary: 'another instance is polling this mailbox', fix: '', retryable: false },
   CheckpointConflict: { summary: 'the checkpoint was changed by another writer', fix: '', retryable: true },
   SinkFailed: { summary: 'the message could not be written to storage', fix: 'Check the storage connection setting and that the account is reachable.', retryable: true },
+  StorageUnavailable: {
+    summary: 'the storage account did not answer',
+    fix: 'Check the POSTROOM_STORAGE settings (connection string, or service URIs and identity), that the account exists and is reachable from the Function App, and that the identity has the Blob, Queue and Table data roles.',
+    retryable: true,
+  },
+  DeadlineReached: {
+    summary: 'the poll stopped at its deadline',
+    fix: 'Nothing is lost: what was written is acknowledged and the next poll goes on from there. If this repeats, raise POSTROOM_POLL_DEADLINE_SECONDS (within the host\'s functionTimeout) or lower POSTROOM_MAX_MESSAGES_PER_POLL.',
+    retryable: false,
+  },
   SmtpAuthDisabled: {
     summary: 'SMTP AUTH is disabled for the tenant or mailbox (535 5.7.139)',
     fix: 'Set-TransportConfig -SmtpClientAuthenticationDisabled $false, or per mailbox Set-CASMailbox <mailbox> -SmtpClientAuthenticationDisabled $false.',

@@ -16,11 +16,13 @@ import type { StateStore } from './state.js';
  * session dropped before QUIT deletes nothing).
  */
 export interface MailSource {
+  /** Which protocol it speaks. */
   readonly protocol: 'imap' | 'pop3';
   /** Connects, authenticates and selects; reads the source's saved state. */
   open(options?: { signal?: AbortSignal }): Promise<MailSession>;
 }
 
+/** One open session on a mailbox folder: what it holds and how to acknowledge it. */
 export interface MailSession {
   /**
    * What scopes the message ids: the folder and its validity
@@ -36,14 +38,26 @@ export interface MailSession {
   /**
    * Called only after every message of `messages` is durably in the sink:
    * advances the saved state, then applies the mailbox's post-action.
+   * The order, so that every post-action happens eventually: record the
+   * messages as delivered with their post-action pending (state store), apply
+   * it (mailbox), clear the pending mark. A session that dies in between
+   * leaves the mark; the next `open()` applies it first.
    */
   acknowledge(messages: readonly SourceMessage[], options?: { signal?: AbortSignal }): Promise<void>;
+  /**
+   * Records `messages` (durably in the sink) as delivered with their
+   * post-action pending, touching only the state store: it works after the
+   * connection is gone, so a dropped session never re-delivers what was
+   * already written. The next session's `open()` applies the post-action.
+   */
+  checkpoint(messages: readonly SourceMessage[]): Promise<void>;
   /** Ends the session normally (IMAP LOGOUT; POP3 QUIT, which commits DELEs). */
   close(): Promise<void>;
   /** Drops the connection, committing nothing further. Never throws. */
   abort(): void;
 }
 
+/** One message a session offers, opened on demand. */
 export interface SourceMessage {
   /** IMAP UID (decimal) or POP3 UIDL. Unique within (folder, validity). */
   readonly id: string;

@@ -93,14 +93,16 @@ describe("Exchange Online's reply texts and faults (scripted proxy in front of D
     assert.equal(createHash('sha256').update(bytes).digest('hex'), M.largeAttachmentSha256(BIG));
   });
 
-  test('"Request is throttled. Suggested Backoff Time: N milliseconds" → waits N ms and carries on', async () => {
+  test('"Request is throttled. Suggested Backoff Time: N milliseconds" → waits N ms once (imapflow waits it; Postroom adds nothing) and carries on', async () => {
     await stack.sandbox.dovecot.deliver(MAILBOXES.proxy, M.plainMessage({ subject: 'throttle' }));
     const rt = await stack.runtime([viaProxy(MAILBOXES.proxy)], { env: { POSTROOM_OUTPUT_QUEUE: 'out-x-thr' } });
     await rt.state.delete(rt.config.mailboxes[0]!.id, CHECKPOINT_KEY);
     proxy.next({ commands: [{ match: /^\S+ (SELECT|EXAMINE) /i, reply: [`{tag} ${EXCHANGE.throttled(300)}`] }] });
+    const t0 = Date.now();
     const r = await pollMailbox(rt, rt.config.mailboxes[0]!);
     assert.equal(r.outcome, 'ok', r.error?.message);
-    assert.ok(rt.log.lines.some((l) => /"code":"Throttled"/.test(l) && /"waitMs":300/.test(l)), rt.log.lines.join('\n'));
+    assert.ok(Date.now() - t0 >= 300, 'the back-off was waited');
+    assert.ok(rt.log.lines.some((l) => /"code":"Throttled"/.test(l) && /back off 300 ms/.test(l) && /"waitMs":0/.test(l)), rt.log.lines.join('\n'));
     assert.equal(r.delivered.length, 7);
   });
 

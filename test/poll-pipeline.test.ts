@@ -20,6 +20,7 @@ function session(n: number, size: number, events: string[]): MailSession {
       }
     },
     async acknowledge() {},
+    async checkpoint() {},
     async close() {},
     abort() {},
   };
@@ -31,11 +32,10 @@ describe('pipelineBatches: read ahead, deliver across batches, acknowledge in or
     const done = new Set<string>();
     let active = 0;
     let maxActive = 0;
-    await pipelineBatches(
-      session(6, 5, events),
-      4,
-      new AbortController().signal,
-      async (m) => {
+    await pipelineBatches(session(6, 5, events), {
+      limit: 4,
+      signal: new AbortController().signal,
+      deliver: async (m) => {
         active++;
         maxActive = Math.max(maxActive, active);
         events.push(`start ${m.id}`);
@@ -45,12 +45,12 @@ describe('pipelineBatches: read ahead, deliver across batches, acknowledge in or
         done.add(m.id);
         return m.id;
       },
-      async (batch, results) => {
+      acknowledge: async (batch, results) => {
         for (const m of batch) assert.ok(done.has(m.id), `acknowledged ${m.id} before it was delivered`);
         assert.deepEqual(results, batch.map((m) => m.id), 'results in batch order');
         events.push(`ack ${batch[0]!.id.split('.')[0]}`);
       },
-    );
+    });
     assert.ok(maxActive <= 4, `at most 4 deliveries at once, saw ${maxActive}`);
     assert.equal(maxActive, 4, 'the pool is kept full');
     const acks = events.filter((e) => e.startsWith('ack'));
@@ -70,11 +70,10 @@ describe('pipelineBatches: read ahead, deliver across batches, acknowledge in or
     let inFlight = 0;
     const boom = new Error('queue write failed');
     await assert.rejects(
-      pipelineBatches(
-        session(8, 4, events),
-        3,
-        new AbortController().signal,
-        async (m) => {
+      pipelineBatches(session(8, 4, events), {
+        limit: 3,
+        signal: new AbortController().signal,
+        deliver: async (m) => {
           inFlight++;
           events.push(`start ${m.id}`);
           try {
@@ -85,10 +84,10 @@ describe('pipelineBatches: read ahead, deliver across batches, acknowledge in or
             inFlight--;
           }
         },
-        async (batch) => {
+        acknowledge: async (batch) => {
           acked.push(batch[0]!.id.split('.')[0]!);
         },
-      ),
+      }),
       (e) => e === boom,
     );
     assert.equal(inFlight, 0, 'every delivery settled before the pipeline gave up');
@@ -105,20 +104,19 @@ describe('pipelineBatches: read ahead, deliver across batches, acknowledge in or
     const nope = new Error('checkpoint conflict');
     let acks = 0;
     await assert.rejects(
-      pipelineBatches(
-        session(5, 3, events),
-        2,
-        new AbortController().signal,
-        async (m) => {
+      pipelineBatches(session(5, 3, events), {
+        limit: 2,
+        signal: new AbortController().signal,
+        deliver: async (m) => {
           inFlight++;
           await tick();
           inFlight--;
           return m.id;
         },
-        async () => {
+        acknowledge: async () => {
           if (++acks === 2) throw nope;
         },
-      ),
+      }),
       (e) => e === nope,
     );
     assert.equal(acks, 2);

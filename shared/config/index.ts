@@ -32,6 +32,7 @@ export const SETTINGS = Object.freeze([
   'POSTROOM_MAX_MESSAGES_PER_POLL',
   'POSTROOM_LEASE_SECONDS',
   'POSTROOM_CONNECT_TIMEOUT_MS',
+  'POSTROOM_POLL_DEADLINE_SECONDS',
   'POSTROOM_LOG_LEVEL',
 ] as const);
 
@@ -107,6 +108,7 @@ function parsePoll(env: Env, problems: string[]): PollSettings {
     maxMessagesPerPoll: int('POSTROOM_MAX_MESSAGES_PER_POLL', 5000, 1, 1_000_000),
     leaseSeconds: int('POSTROOM_LEASE_SECONDS', 60, 15, 60),
     connectTimeoutMs: int('POSTROOM_CONNECT_TIMEOUT_MS', 15000, 100, 120000),
+    deadlineSeconds: int('POSTROOM_POLL_DEADLINE_SECONDS', 240, 5, 3600),
   };
 }
 

@@ -107,6 +107,8 @@ export interface PollSettings {
   readonly leaseSeconds: number;
   /** TCP connect + TLS + greeting timeout. */
   readonly connectTimeoutMs: number;
+  /** After this long a poll reads no new batch, acknowledges what is written and ends (well inside the host's functionTimeout). */
+  readonly deadlineSeconds: number;
 }
 
 /** Postroom's settings: validated once, typed and frozen. */

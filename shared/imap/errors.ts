@@ -16,11 +16,18 @@ export function mapImapError(e: unknown, subject: string): PostroomError {
     serverResponseCode?: string;
     authenticationFailed?: boolean;
     reason?: string;
+    /** imapflow: the server's back-off hint, and how much of it imapflow already waited before rejecting. */
+    throttleReset?: number;
+    throttleWaited?: number;
   };
   const text = [typeof err.response === 'string' ? err.response : '', err.responseText ?? '', err.reason ?? '', err.message ?? ''].filter(Boolean).join(' | ');
   const opts = { subject, responseText: text.slice(0, 500), serverResponseCode: err.serverResponseCode ?? err.code, cause: e };
-  const delay = exchangeBackoffMs(text);
-  if (delay !== undefined) return new PostroomError('Throttled', `the server asked to back off ${delay} ms`, { ...opts, retryAfterMs: delay });
+  const delay = err.throttleReset ?? exchangeBackoffMs(text);
+  if (delay !== undefined) {
+    // imapflow parks the connection for (part of) the hint before it rejects: only the rest is left to wait.
+    const left = Math.max(0, delay - (err.throttleWaited ?? 0));
+    return new PostroomError('Throttled', `the server asked to back off ${delay} ms`, { ...opts, retryAfterMs: left });
+  }
   if (/AccessTokenExpired/i.test(text)) return new PostroomError('SessionExpired', 'the server said AccessTokenExpired', opts);
   if (/not connected/i.test(text)) return new PostroomError('MailboxNotConnected', `the server said "${text.slice(0, 200)}"`, opts);
   if (err.authenticationFailed || /AUTHENTICATE failed|AUTHENTICATIONFAILED|Authentication fail/i.test(text)) {

@@ -5,7 +5,12 @@ import type { ImapSession } from './session.js';
  * Applies the mailbox's post-action to UIDs already delivered and
  * checkpointed. A failure loses nothing: the mailbox just keeps the message.
  */
-export async function applyPostAction(session: ImapSession, uids: readonly number[], state: { moveTargetReady: boolean }): Promise<void> {
+export async function applyPostAction(
+  session: ImapSession,
+  uids: readonly number[],
+  state: { moveTargetReady: boolean },
+  options: { tolerateMissing?: boolean } = {},
+): Promise<void> {
   const { client, mailbox } = session;
   const range = uids.join(',');
   const action = mailbox.postAction;
@@ -24,5 +29,6 @@ export async function applyPostAction(session: ImapSession, uids: readonly numbe
   } catch (e) {
     throw session.fail(e);
   }
-  if (!ok) throw new PostroomError('CommandFailed', `post-action ${action.kind} failed for UIDs ${range}`, { subject: session.subject });
+  if (!ok && options.tolerateMissing) session.logger.info(`post-action ${action.kind}: nothing left to do for UIDs ${range}`, { mailbox: mailbox.id });
+  else if (!ok) throw new PostroomError('CommandFailed', `post-action ${action.kind} failed for UIDs ${range}`, { subject: session.subject });
 }

@@ -1,7 +1,7 @@
 import type { MailboxConfig } from '../config/index.js';
 import type { CreateSource, MailSession, MailSource, SourceDeps } from '../source.js';
 import { imapBatches } from './batches.js';
-import { CHECKPOINT_KEY, readCheckpoint, type ImapCheckpoint } from './checkpoint.js';
+import { CheckpointWriter, readCheckpoint } from './checkpoint.js';
 import { applyPostAction } from './post-action.js';
 import { openImapSession, type ImapSession } from './session.js';
 
@@ -43,25 +43,30 @@ async function selectFolder(session: ImapSession, deps: SourceDeps): Promise<Mai
   const uidValidity = String(box.uidValidity);
   const uidNext = Number(box.uidNext ?? 0);
   const position = await readCheckpoint(deps.state, mailbox, uidValidity, deps.logger);
-  let { lastUid, etag } = position;
+  const checkpoint = new CheckpointWriter(deps.state, mailbox, uidValidity, position);
   const moveState = { moveTargetReady: false };
+  const withPostAction = mailbox.postAction.kind !== 'none';
+  await applyPendingPostActions(session, checkpoint, moveState);
   return {
     folder: mailbox.folder,
     validity: uidValidity,
     resync: position.resync,
     async *batches(bopts = {}) {
       // UIDNEXT from SELECT says whether anything arrived: an idle poll costs no SEARCH.
-      if (uidNext > 0 && uidNext <= lastUid + 1) return;
-      yield* imapBatches(session, lastUid, { batchSize: deps.batchSize, maxMessages: deps.maxMessages, prefetchLimitBytes: PREFETCH_LIMIT_BYTES, signal: bopts.signal });
+      if (uidNext > 0 && uidNext <= checkpoint.lastUid + 1) return;
+      const o = { batchSize: deps.batchSize, maxMessages: deps.maxMessages, prefetchLimitBytes: PREFETCH_LIMIT_BYTES, signal: bopts.signal };
+      yield* imapBatches(session, checkpoint.lastUid, o);
     },
     async acknowledge(messages) {
       if (!messages.length) return;
       const uids = messages.map((m) => Number(m.id));
-      const newLast = Math.max(lastUid, ...uids);
-      const value: ImapCheckpoint = { uidValidity, lastUid: newLast, updatedAt: new Date().toISOString() };
-      etag = await deps.state.put<ImapCheckpoint>(mailbox.id, CHECKPOINT_KEY, value, etag);
-      lastUid = newLast;
+      await checkpoint.delivered(uids, withPostAction);
+      if (!withPostAction) return;
       await applyPostAction(session, uids, moveState);
+      await checkpoint.postActioned(uids);
+    },
+    async checkpoint(messages) {
+      if (messages.length) await checkpoint.delivered(messages.map((m) => Number(m.id)), withPostAction);
     },
     async close() {
       await client.logout().catch(() => client.close());
@@ -74,4 +79,15 @@ async function selectFolder(session: ImapSession, deps: SourceDeps): Promise<Mai
       }
     },
   };
+}
+
+/** Post-actions an earlier session recorded but could not apply (it died after the checkpoint): applied first. */
+async function applyPendingPostActions(session: ImapSession, checkpoint: CheckpointWriter, moveState: { moveTargetReady: boolean }): Promise<void> {
+  const pending = checkpoint.pending;
+  if (!pending.length) return;
+  if (session.mailbox.postAction.kind === 'none') return checkpoint.postActioned(pending);
+  session.logger.info('applying post-actions left pending by an earlier session', { mailbox: session.mailbox.id, count: pending.length });
+  // Some may be gone already (moved or deleted just before that session died): the server skips those UIDs.
+  await applyPostAction(session, pending, moveState, { tolerateMissing: true });
+  await checkpoint.postActioned(pending);
 }

@@ -1,15 +1,17 @@
-import { setMaxListeners } from 'node:events';
 import type { MailboxConfig } from '../config/index.js';
 import { PostroomError } from '../errors.js';
-import { acquireMailboxLease } from '../lease/index.js';
+import { acquireMailboxLease, type MailboxLease } from '../lease/index.js';
 import type { Logger } from '../logger.js';
 import type { Runtime, SourceHooks } from '../runtime.js';
-import { deliverMessage, type Delivered } from '../sink/index.js';
-import type { MailSession } from '../source.js';
-import { pipelineBatches } from './pipeline.js';
+import type { Delivered } from '../sink/index.js';
 import { recordStatus, type MailboxStatus } from '../status/index.js';
+import { startPollClock, type PollClock } from './deadline.js';
+import { asPostroomError } from './poll-errors.js';
+import { runSessions } from './sessions.js';
 
+/** Options of {@link pollMailbox}. */
 export interface PollMailboxOptions {
+  /** Aborts the poll (host shutdown). */
   signal?: AbortSignal;
   logger?: Logger;
   hooks?: SourceHooks;
@@ -17,23 +19,35 @@ export interface PollMailboxOptions {
   beforeAcknowledge?: (delivered: readonly Delivered[]) => Promise<void> | void;
 }
 
+/** How one poll ended. */
 export interface PollResult {
+  /** The mailbox id. */
   mailbox: string;
   /** `leased`: another instance holds the mailbox; nothing was done. */
   outcome: 'ok' | 'failed' | 'leased';
+  /** What was durably delivered and acknowledged, in order. */
   delivered: Delivered[];
   error?: PostroomError;
+  /**
+   * Set when the poll ended early without failing: its deadline, or a server
+   * back-off longer than the time left (`retryAfterMs`). The next poll goes on.
+   */
+  stopped?: PostroomError;
   status?: MailboxStatus;
   durationMs: number;
 }
 
-const MAX_RECONNECTS = 3;
-const MAX_BACKOFF_MS = 30_000;
+/** Lease renewal stops after this long without progress. */
+const STALL_MS = 120_000;
+/** After the deadline, this long for what is in flight to finish. */
+const GRACE_MS = 30_000;
 
 /**
  * One incremental poll of one mailbox, under its lease: fetch -> parse ->
  * blob/queue -> acknowledge, batch by batch. A message is acknowledged
- * (checkpoint, then post-action) only after its queue write succeeded.
+ * (checkpoint, then post-action) only after its queue write succeeded. The
+ * poll ends by its deadline (`POSTROOM_POLL_DEADLINE_SECONDS` + 30 s grace)
+ * whatever the servers do, acknowledging what is durable.
  *
  * @example
  * ```ts
@@ -44,82 +58,66 @@ const MAX_BACKOFF_MS = 30_000;
 export async function pollMailbox(runtime: Runtime, mailbox: MailboxConfig, options: PollMailboxOptions = {}): Promise<PollResult> {
   const started = Date.now();
   const log = options.logger ?? runtime.logger;
-  const { storage, config } = runtime;
-  const leases = await storage.container(config.storage.leaseContainer);
-  const lease = await acquireMailboxLease(leases, mailbox.key, { seconds: config.poll.leaseSeconds, logger: log });
-  if (!lease) {
-    log.info('mailbox is being polled by another instance; skipping', { mailbox: mailbox.id });
-    return { mailbox: mailbox.id, outcome: 'leased', delivered: [], durationMs: Date.now() - started };
-  }
-  const signal = options.signal ? AbortSignal.any([options.signal, lease.signal]) : lease.signal;
-  // Every in-flight storage request listens on it: up to `concurrency` at once, by design.
-  setMaxListeners(Math.max(32, config.poll.concurrency * 4), signal);
+  const clock = startPollClock({
+    deadlineMs: runtime.config.poll.deadlineSeconds * 1000,
+    graceMs: GRACE_MS,
+    stallMs: STALL_MS,
+    signals: options.signal ? [options.signal] : [],
+    subject: mailbox.id,
+    listeners: runtime.config.poll.concurrency * 4,
+  });
   const delivered: Delivered[] = [];
   let error: PostroomError | undefined;
+  let stopped: PostroomError | undefined;
   try {
-    const [container, queue] = await Promise.all([storage.container(config.storage.blobContainer), storage.queue(config.storage.outputQueue)]);
-    const source = await runtime.source(mailbox, log, options.hooks);
-    for (let attempt = 0; ; attempt++) {
-      let session: MailSession | undefined;
-      try {
-        session = await source.open({ signal });
-        const open = session;
-        await pipelineBatches(open, config.poll.concurrency, signal, (m) =>
-          deliverMessage(m, { mailbox, session: open, container, queue, now: runtime.now, logger: log, signal }),
-          async (batch, done) => {
-            await options.beforeAcknowledge?.(done);
-            signal.throwIfAborted();
-            await open.acknowledge(batch, { signal });
-            delivered.push(...done);
-          },
-        );
-        await session.close();
-        break;
-      } catch (e) {
-        session?.abort();
-        const err = asPostroomError(e, mailbox);
-        const reconnectable = err.code === 'SessionExpired' || err.code === 'Throttled' || (err.code === 'ConnectionFailed' && delivered.length > 0);
-        if (!reconnectable || attempt >= MAX_RECONNECTS || signal.aborted) throw err;
-        const wait = err.code === 'Throttled' ? Math.min(err.retryAfterMs ?? 1000, MAX_BACKOFF_MS) : 0;
-        log.warn('mail session ended; reconnecting', { mailbox: mailbox.id, code: err.code, waitMs: wait, attempt: attempt + 1 });
-        if (err.code === 'SessionExpired') await runtime.tokens(mailbox.app).getToken({ renew: true });
-        if (wait) await new Promise((r) => setTimeout(r, wait));
-      }
+    const lease = await takeLease(runtime, mailbox, clock, log);
+    if (!lease) return { mailbox: mailbox.id, outcome: 'leased', delivered, durationMs: Date.now() - started };
+    try {
+      stopped = await runSessions(runtime, mailbox, { clock, lease, log, delivered, hooks: options.hooks, beforeAcknowledge: options.beforeAcknowledge });
+    } finally {
+      await lease.release();
     }
   } catch (e) {
     error = asPostroomError(e, mailbox);
   } finally {
-    await lease.release();
+    clock.dispose();
   }
-  let status: MailboxStatus | undefined;
-  try {
-    status = await recordStatus(
-      runtime.state,
-      mailbox,
-      runtime.now(),
-      error
-        ? { ok: false, delivered: delivered.length, durationMs: Date.now() - started, code: error.code, message: error.message }
-        : { ok: true, delivered: delivered.length, durationMs: Date.now() - started },
-    );
-  } catch (e) {
-    log.warn('poll status could not be recorded', { mailbox: mailbox.id, error: e as Error });
-  }
+  const status = await saveStatus(runtime, mailbox, { delivered: delivered.length, durationMs: Date.now() - started, error, stopped }, log);
   const durationMs = Date.now() - started;
   if (error) log.error(`poll failed: ${error.message}`, { mailbox: mailbox.id, code: error.code, delivered: delivered.length, durationMs });
+  else if (stopped) log.warn(`poll ended early: ${stopped.message}`, { mailbox: mailbox.id, code: stopped.code, delivered: delivered.length, durationMs });
   else log.info('poll done', { mailbox: mailbox.id, delivered: delivered.length, durationMs });
-  return { mailbox: mailbox.id, outcome: error ? 'failed' : 'ok', delivered, error, status, durationMs };
+  return { mailbox: mailbox.id, outcome: error ? 'failed' : 'ok', delivered, error, stopped, status, durationMs };
 }
 
-/**
- * A library's or the platform's error, as the poll reports it. A `TypeError`
- * (or any other programming error) is a bug: it is rethrown as it is, never
- * dressed up as a retryable failure of the mailbox (jose's rule).
- */
-function asPostroomError(e: unknown, mailbox: MailboxConfig): PostroomError {
-  if (e instanceof PostroomError) return e;
-  if (e instanceof TypeError || e instanceof RangeError || e instanceof ReferenceError || e instanceof SyntaxError) throw e;
-  if ((e as Error)?.name === 'AbortError' || (e instanceof DOMException && e.name === 'AbortError')) {
-    return new PostroomError('Aborted', 'the poll was aborted', { subject: mailbox.id, cause: e });
+/** The mailbox's lease, or undefined when another instance holds it. Storage not answering is a coded error. */
+async function takeLease(runtime: Runtime, mailbox: MailboxConfig, clock: PollClock, log: Logger): Promise<(MailboxLease & { signal: AbortSignal }) | undefined> {
+  const { storage, config } = runtime;
+  let lease: MailboxLease | undefined;
+  try {
+    const leases = await storage.container(config.storage.leaseContainer);
+    lease = await acquireMailboxLease(leases, mailbox.key, { seconds: config.poll.leaseSeconds, logger: log, shouldRenew: clock.alive, signal: clock.signal });
+  } catch (e) {
+    if (e instanceof PostroomError) throw e;
+    throw new PostroomError('StorageUnavailable', `the lease container could not be reached (${(e as Error)?.message?.split('\n')[0] ?? String(e)})`, { subject: mailbox.id, cause: e });
   }
-  return new PostroomError('ProtocolError', `unexpected: ${(e as Error)?.message ?? String(e)}`, { subject: mailbox.id, cause: e });
+  if (!lease) log.info('mailbox is being polled by another instance; skipping', { mailbox: mailbox.id });
+  return lease;
+}
+
+async function saveStatus(
+  runtime: Runtime,
+  mailbox: MailboxConfig,
+  o: { delivered: number; durationMs: number; error?: PostroomError; stopped?: PostroomError },
+  log: Logger,
+): Promise<MailboxStatus | undefined> {
+  try {
+    const outcome = o.error
+      ? { ok: false as const, delivered: o.delivered, durationMs: o.durationMs, code: o.error.code, message: o.error.message }
+      : { ok: true as const, delivered: o.delivered, durationMs: o.durationMs, stoppedCode: o.stopped?.code, stoppedMessage: o.stopped?.message };
+    return await recordStatus(runtime.state, mailbox, runtime.now(), outcome);
+  } catch (e) {
+    log.warn('poll status could not be recorded', { mailbox: mailbox.id, error: e as Error });
+    return undefined;
+  }
 }

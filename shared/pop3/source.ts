@@ -49,11 +49,11 @@ function checkOptions(o: Pop3SourceOptions): void {
 
 /**
  * A `MailSource` over POP3 (Exchange Online sees the Inbox only). Message
- * ids are UIDLs. With post-action `none` the delivered UIDLs are remembered
- * in the state store (as hashes, pruned to what is still on the server);
- * with `delete` delivered messages are DELEd, which the server commits only
+ * ids are UIDLs. Delivered UIDLs are remembered in the state store (as
+ * hashes, pruned to what is still on the server) in both modes; with
+ * `delete` delivered messages are also DELEd, which the server commits only
  * at QUIT (`close()`): a session lost before that deletes nothing, and the
- * next poll delivers the same ids again.
+ * next session deletes them (first thing) instead of delivering them again.
  */
 export function createPop3Source(o: Pop3SourceOptions): MailSource {
   checkOptions(o);
@@ -170,16 +170,23 @@ function toMessage(client: Pop3Client, e: Entry): SourceMessage {
 
 function createSession(o: Pop3SourceOptions, client: Pop3Client, maildrop: Maildrop): MailSession {
   const pending = pendingEntries(o, maildrop);
-  const onServer = new Set(maildrop.entries.map((e) => e.hash));
   const byId = new Map(maildrop.entries.map((e) => [e.uid, e]));
   const batchSize = o.batchSize ?? 100;
-  let { delivered, etag } = maildrop;
+  const delivered = new DeliveredSet(o, maildrop);
   let deleted = 0;
+  const dele = async (entries: readonly Entry[], signal?: AbortSignal) => {
+    for (const e of entries) {
+      await client.dele(e.msg, { signal });
+      deleted++;
+    }
+  };
   o.logger.info('pop3 session opened', { mailbox: o.mailbox, messages: maildrop.entries.length, pending: pending.length });
   return {
     folder: 'INBOX',
     validity: 'pop3',
     async *batches(opts = {}) {
+      // Delete mode: what an earlier session delivered but could not delete (it died before QUIT) goes first.
+      if (o.postAction === 'delete') await dele(delivered.stillOnServer(), opts.signal);
       for (let i = 0; i < pending.length; i += batchSize) {
         opts.signal?.throwIfAborted();
         yield pending.slice(i, i + batchSize).map((e) => toMessage(client, e));
@@ -188,17 +195,12 @@ function createSession(o: Pop3SourceOptions, client: Pop3Client, maildrop: Maild
     async acknowledge(messages, opts = {}) {
       const acked = messages.map((m) => byId.get(m.id) ?? notFromSession(m.id));
       if (acked.length === 0) return;
-      if (o.postAction === 'delete') {
-        for (const e of acked) {
-          await client.dele(e.msg, { signal: opts.signal });
-          deleted++;
-        }
-        return;
-      }
-      const next = pruneUidlHashes(delivered, onServer);
-      for (const e of acked) next.add(e.hash);
-      etag = await o.state.put(o.stateKey.partition, o.stateKey.key, packUidlHashes(next), etag);
-      delivered = next;
+      await delivered.add(acked);
+      if (o.postAction === 'delete') await dele(acked, opts.signal);
+    },
+    async checkpoint(messages) {
+      const acked = messages.map((m) => byId.get(m.id) ?? notFromSession(m.id));
+      if (acked.length) await delivered.add(acked);
     },
     async close() {
       // Without DELEs to commit a dead connection loses nothing; with them, QUIT must say so.
@@ -209,6 +211,38 @@ function createSession(o: Pop3SourceOptions, client: Pop3Client, maildrop: Maild
       client.destroy();
     },
   };
+}
+
+/**
+ * The delivered-UIDL set of a maildrop (hashes, pruned to what is still on
+ * the server), kept in both modes: with `delete` it is what lets a new
+ * session delete, instead of deliver again, what a killed one had queued.
+ */
+class DeliveredSet {
+  #set: Set<bigint>;
+  #etag: string | null;
+  readonly #onServer: Set<bigint>;
+
+  constructor(
+    private readonly o: Pop3SourceOptions,
+    private readonly maildrop: Maildrop,
+  ) {
+    this.#set = maildrop.delivered;
+    this.#etag = maildrop.etag;
+    this.#onServer = new Set(maildrop.entries.map((e) => e.hash));
+  }
+
+  /** Entries delivered earlier and still on the server. */
+  stillOnServer(): Entry[] {
+    return this.maildrop.entries.filter((e) => this.#set.has(e.hash));
+  }
+
+  async add(entries: readonly Entry[]): Promise<void> {
+    const next = pruneUidlHashes(this.#set, this.#onServer);
+    for (const e of entries) next.add(e.hash);
+    this.#etag = await this.o.state.put(this.o.stateKey.partition, this.o.stateKey.key, packUidlHashes(next), this.#etag);
+    this.#set = next;
+  }
 }
 
 function notFromSession(id: string): never {

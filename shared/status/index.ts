@@ -17,7 +17,15 @@ export interface MailboxStatus extends Record<string, string | number | boolean 
   lastErrorCode: string | null;
   lastError: string | null;
   lastSuccessAt: string | null;
+  /** Why the last poll ended early without failing (its deadline, a long server back-off), or null. */
+  lastStopCode: string | null;
+  lastStop: string | null;
 }
+
+/** A poll's outcome as the status records it. */
+export type PollStatusOutcome =
+  | { ok: true; delivered: number; durationMs: number; stoppedCode?: string; stoppedMessage?: string }
+  | { ok: false; delivered: number; durationMs: number; code: string; message: string };
 
 export async function readStatus(state: StateStore, mailbox: MailboxConfig): Promise<MailboxStatus | undefined> {
   return (await state.get<MailboxStatus>(mailbox.id, STATUS_KEY))?.value;
@@ -28,7 +36,7 @@ export async function recordStatus(
   state: StateStore,
   mailbox: MailboxConfig,
   at: Date,
-  outcome: { ok: true; delivered: number; durationMs: number } | { ok: false; delivered: number; durationMs: number; code: string; message: string },
+  outcome: PollStatusOutcome,
 ): Promise<MailboxStatus> {
   const prev = await readStatus(state, mailbox);
   const next: MailboxStatus = {
@@ -44,6 +52,8 @@ export async function recordStatus(
     lastErrorCode: outcome.ok ? (prev?.lastErrorCode ?? null) : outcome.code,
     lastError: outcome.ok ? (prev?.lastError ?? null) : outcome.message.slice(0, 2000),
     lastSuccessAt: outcome.ok ? at.toISOString() : (prev?.lastSuccessAt ?? null),
+    lastStopCode: outcome.ok ? (outcome.stoppedCode ?? null) : null,
+    lastStop: outcome.ok ? (outcome.stoppedMessage?.slice(0, 2000) ?? null) : null,
   };
   await state.put(mailbox.id, STATUS_KEY, next);
   return next;
