@@ -1,4 +1,5 @@
 import { PROTOCOL_ROLES } from '../config/clouds.js';
+import { abortable } from '../abortable.js';
 import { requireRole } from './jwt.js';
 import type { TokenGetter } from './token.js';
 
@@ -13,7 +14,8 @@ export type MailProtocol = keyof typeof PROTOCOL_ROLES;
 export function protocolTokenGetter(getToken: TokenGetter, protocol: MailProtocol, subject: string): TokenGetter {
   const role = PROTOCOL_ROLES[protocol];
   return async (options) => {
-    const token = await getToken(options);
+    // The token request (and the Key Vault read behind it) must not hold a poll past its deadline.
+    const token = await abortable(getToken(options), options?.signal);
     requireRole(token.token, role, subject);
     return token;
   };

@@ -26,21 +26,21 @@ export function imapSubject(mailbox: MailboxConfig): string {
  * Connects and authenticates with XOAUTH2. A cached token may have been
  * revoked or have expired early: one refusal is retried with a fresh token.
  */
-export async function openImapSession(mailbox: MailboxConfig, deps: SourceDeps): Promise<ImapSession> {
+export async function openImapSession(mailbox: MailboxConfig, deps: SourceDeps, signal?: AbortSignal): Promise<ImapSession> {
   const subject = imapSubject(mailbox);
   let client: ImapFlow;
   try {
-    client = await connect(mailbox, deps, subject, false);
+    client = await connect(mailbox, deps, subject, false, signal);
   } catch (e) {
     if (!isPostroomError(e, 'AuthenticationFailed')) throw e;
     deps.logger.info('IMAP authentication refused; retrying once with a fresh token', { mailbox: mailbox.address });
-    client = await connect(mailbox, deps, subject, true);
+    client = await connect(mailbox, deps, subject, true, signal);
   }
   return { client, mailbox, logger: deps.logger, subject, fail: (e) => mapImapError(e, subject) };
 }
 
-async function connect(mailbox: MailboxConfig, deps: SourceDeps, subject: string, renew: boolean): Promise<ImapFlow> {
-  const { token } = await deps.getToken({ renew });
+async function connect(mailbox: MailboxConfig, deps: SourceDeps, subject: string, renew: boolean, signal?: AbortSignal): Promise<ImapFlow> {
+  const { token } = await deps.getToken({ renew, signal });
   const { ImapFlow } = await import('imapflow');
   const client = new ImapFlow({
     host: mailbox.host,
@@ -58,12 +58,18 @@ async function connect(mailbox: MailboxConfig, deps: SourceDeps, subject: string
   } as ConstructorParameters<typeof ImapFlow>[0]);
   client.on('error', (e: Error) => deps.logger.debug('imap connection error', { mailbox: mailbox.address, error: e }));
   if (deps.onCommand) countCommands(client, deps.onCommand);
+  // imapflow's connect takes no signal: closing the client is how an abort reaches it.
+  const onAbort = () => client.close();
+  signal?.addEventListener('abort', onAbort, { once: true });
   try {
     await client.connect();
+    signal?.throwIfAborted();
     return client;
   } catch (e) {
     client.close();
-    throw mapImapError(e, subject);
+    throw signal?.aborted ? (signal.reason as Error) : mapImapError(e, subject);
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
   }
 }
 

@@ -27,7 +27,7 @@ export const createSource: CreateSource = (mailbox: MailboxConfig, deps: SourceD
   protocol: 'imap',
   async open(options = {}) {
     options.signal?.throwIfAborted();
-    const session = await openImapSession(mailbox, deps);
+    const session = await openImapSession(mailbox, deps, options.signal);
     try {
       return await selectFolder(session, deps);
     } catch (e) {

@@ -19,7 +19,7 @@ export interface Pop3SourceOptions {
   /** `none`: remember delivered UIDLs; `delete`: DELE delivered messages (committed at QUIT). */
   postAction: 'none' | 'delete';
   /** Token provider; `renew: true` must bypass any cache. */
-  getToken: (opts: { renew: boolean }) => Promise<string>;
+  getToken: (opts: { renew: boolean; signal?: AbortSignal }) => Promise<string>;
   state: StateStore;
   stateKey: { partition: string; key: string };
   /** Messages per batch. Default 100. */
@@ -107,7 +107,7 @@ async function connect(o: Pop3SourceOptions, signal: AbortSignal | undefined): P
       commandTimeoutMs: o.commandTimeoutMs,
     });
     try {
-      const token = await o.getToken({ renew: attempt > 0 });
+      const token = await o.getToken({ renew: attempt > 0, signal });
       await client.authXoauth2(o.mailbox, token, { signal });
       return client;
     } catch (e) {
