@@ -4,10 +4,13 @@ import type { z } from 'zod';
 import { PostroomError } from '../errors.js';
 import { CLOUDS, DEFAULT_PORTS, type CloudName, type CloudPreset } from './clouds.js';
 import { AppsSchema, MailboxesSchema, type AppSettings, type MailboxSettings } from './schema.js';
+import { parseStorageSettings, STORAGE_SETTINGS, type StorageConfig } from './storage.js';
 
 export { CLOUDS, DEFAULT_PORTS, PROTOCOL_ROLES } from './clouds.js';
 export type { CloudName } from './clouds.js';
 export { settingsJsonSchemas } from './schema.js';
+export { parseStorageSettings, storageServiceUris, STORAGE_SUFFIXES } from './storage.js';
+export type { StorageConfig, StorageCloudName, StorageCredentialConfig, StorageServiceUris } from './storage.js';
 
 export type SecretSource =
   | { readonly kind: 'keyvault'; readonly vaultUrl: string; readonly name: string; readonly version?: string }
@@ -65,18 +68,6 @@ export interface MailboxConfig {
   readonly notify?: NotifyConfig;
 }
 
-export interface StorageConfig {
-  /** A connection string, or undefined when an identity-based account is named. */
-  readonly connectionString?: string;
-  readonly accountName?: string;
-  readonly jobsQueue: string;
-  readonly outputQueue: string;
-  readonly notifyQueue: string;
-  readonly blobContainer: string;
-  readonly leaseContainer: string;
-  readonly stateTable: string;
-}
-
 export interface PostroomConfig {
   readonly schedule: string;
   readonly sandbox: boolean;
@@ -99,8 +90,7 @@ export interface PostroomConfig {
 /** Settings Postroom reads; all prefixed POSTROOM_ (AZURE_* belong to DefaultAzureCredential). */
 export const SETTINGS = Object.freeze([
   'POSTROOM_SCHEDULE',
-  'POSTROOM_STORAGE',
-  'POSTROOM_STORAGE__accountName',
+  ...STORAGE_SETTINGS,
   'POSTROOM_APPS',
   'POSTROOM_MAILBOXES',
   'POSTROOM_JOBS_QUEUE',
@@ -121,8 +111,6 @@ export const SETTINGS = Object.freeze([
 
 type Env = Readonly<Record<string, string | undefined>>;
 
-const QUEUE_RE = /^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$/;
-const TABLE_RE = /^[A-Za-z][A-Za-z0-9]{2,62}$/;
 const NCRONTAB_RE = /^\s*(\S+\s+){5}\S+\s*$/;
 
 /**
@@ -154,27 +142,7 @@ export function loadConfig(env: Env = process.env): PostroomConfig {
     }
     return n;
   };
-  const name = (setting: string, def: string, re: RegExp, what: string): string => {
-    const v = env[setting]?.trim() || def;
-    if (!re.test(v)) problems.push(`${setting}: "${v}" is not a valid ${what} name`);
-    return v;
-  };
-
-  const connectionString = env.POSTROOM_STORAGE?.trim() || undefined;
-  const accountName = env.POSTROOM_STORAGE__accountName?.trim() || undefined;
-  if (!connectionString && !accountName) {
-    problems.push('POSTROOM_STORAGE: missing (a storage connection string, or set POSTROOM_STORAGE__accountName for identity-based access)');
-  }
-  const storage: StorageConfig = {
-    connectionString,
-    accountName,
-    jobsQueue: name('POSTROOM_JOBS_QUEUE', 'postroom-jobs', QUEUE_RE, 'queue'),
-    outputQueue: name('POSTROOM_OUTPUT_QUEUE', 'postroom-messages', QUEUE_RE, 'queue'),
-    notifyQueue: name('POSTROOM_NOTIFY_QUEUE', 'postroom-notifications', QUEUE_RE, 'queue'),
-    blobContainer: name('POSTROOM_BLOB_CONTAINER', 'postroom-messages', QUEUE_RE, 'blob container'),
-    leaseContainer: name('POSTROOM_LEASE_CONTAINER', 'postroom-leases', QUEUE_RE, 'blob container'),
-    stateTable: name('POSTROOM_STATE_TABLE', 'postroomstate', TABLE_RE, 'table'),
-  };
+  const storage = parseStorageSettings(env, problems);
 
   let ca: string | undefined;
   const caFile = env.POSTROOM_CA_FILE?.trim() || undefined;
