@@ -83,6 +83,19 @@ export function createStorageClients(config: StorageConfig): StorageClients {
         : new QueueServiceClient(identityMode().queue, credential);
     })());
 
+  // In Azure the template creates every queue, container and table, and the
+  // identity's roles are scoped to them: creating may be refused (403) where
+  // using is allowed. Carry on then; a missing resource fails on first use.
+  const ensureExists = async (create: () => Promise<unknown>): Promise<void> => {
+    try {
+      await create();
+    } catch (e) {
+      const status = (e as { statusCode?: number }).statusCode;
+      if (status === 409 || (status === 403 && !config.connectionString)) return;
+      throw e;
+    }
+  };
+
   const memo = <T>(map: Map<string, Promise<T>>, name: string, make: () => Promise<T>): Promise<T> => {
     let p = map.get(name);
     if (!p) {
@@ -97,13 +110,13 @@ export function createStorageClients(config: StorageConfig): StorageClients {
     container: (name) =>
       memo(containers, name, async () => {
         const c = (await blobs()).getContainerClient(name);
-        await c.createIfNotExists();
+        await ensureExists(() => c.createIfNotExists());
         return c;
       }),
     queue: (name) =>
       memo(queues, name, async () => {
         const q = (await queuesSvc()).getQueueClient(name);
-        await q.createIfNotExists();
+        await ensureExists(() => q.createIfNotExists());
         return q;
       }),
     table: (name) =>
@@ -112,9 +125,7 @@ export function createStorageClients(config: StorageConfig): StorageClients {
         const t = config.connectionString
           ? TableClient.fromConnectionString(config.connectionString, name, { allowInsecureConnection: insecure })
           : new TableClient(identityMode().table, name, credential);
-        await t.createTable().catch((e: { statusCode?: number }) => {
-          if (e.statusCode !== 409) throw e;
-        });
+        await ensureExists(() => t.createTable());
         return t;
       }),
   };
