@@ -292,3 +292,14 @@ test('resource names are valid, API versions current, and the outputs give what 
   assert.equal(outputs.functionAppName!.value, app);
   assert.equal(outputs.federatedCredentialIssuer!.value, `https://login.microsoftonline.com/${TENANT}/v2.0`);
 });
+
+test('docs/deploy.md walks through the template: its file, every output, every parameter without a default, and the package step', () => {
+  const doc = readFileSync(join(root, 'docs', 'deploy.md'), 'utf8');
+  assert.match(doc, /az deployment group create[^\n]*\n?[^\n]*--template-file infra\/azuredeploy\.json/);
+  for (const name of Object.keys(template.outputs)) assert.ok(doc.includes(`\`${name}\``), `output ${name} documented`);
+  for (const [name, p] of Object.entries(template.parameters)) assert.ok(doc.includes(name), `parameter ${name} documented${'defaultValue' in p ? '' : ' (required)'}`);
+  assert.match(doc, /npm run package/);
+  assert.match(doc, /func azure functionapp publish/);
+  const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
+  assert.equal(pkg.scripts.package, 'node scripts/package.mjs');
+});
