@@ -4,7 +4,7 @@ import { loadConfig } from './config/index.js';
 import { createAppTokenProvider, type TokenProvider } from './auth/token-provider.js';
 import { protocolTokenGetter } from './auth/protocol-token.js';
 import { createSecretProvider } from './secrets/index.js';
-import { createStorageClients, type StorageClients } from './storage.js';
+import { createStorageClients, storageCredential, type StorageClients } from './storage.js';
 import { createTableStateStore } from './checkpoint/table-state.js';
 import { consoleLogger, type Logger } from './logger.js';
 import type { StateStore } from './state.js';
@@ -78,7 +78,7 @@ export function createRuntime(o: CreateRuntimeOptions): Runtime {
     if (!p) {
       const ca = trustedCas(config.ca);
       const clientOptions = o.secretClientOptions ?? (ca ? { tlsOptions: { ca } } : undefined);
-      const secrets = createSecretProvider(app.secret, { logger, credential: o.credential, clientOptions });
+      const secrets = createSecretProvider(app.secret, { logger, credential: o.credential ?? storageCredential(config.storage), clientOptions });
       p = createAppTokenProvider(app, { secrets, logger, ca: config.ca });
       providers.set(app.name, p);
     }

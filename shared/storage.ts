@@ -1,7 +1,48 @@
 import type { ContainerClient, BlobServiceClient } from '@azure/storage-blob';
 import type { QueueClient, QueueServiceClient } from '@azure/storage-queue';
 import type { TableClient } from '@azure/data-tables';
+import type { AccessToken, GetTokenOptions, TokenCredential } from '@azure/core-auth';
 import type { StorageConfig } from './config/index.js';
+
+/**
+ * The process's Azure credential, chosen deterministically from the storage
+ * settings: `ManagedIdentityCredential({ clientId })` when
+ * `POSTROOM_STORAGE__credential=managedidentity` (user-assigned with
+ * `__clientId`), `DefaultAzureCredential` only when nothing is configured
+ * (local development). The same credential serves Key Vault. `@azure/identity`
+ * is imported on the first token request, not at start.
+ *
+ * @example
+ * ```ts
+ * const credential = storageCredential(config.storage);
+ * const secrets = new SecretClient(vaultUrl, credential);
+ * ```
+ */
+export function storageCredential(config: Pick<StorageConfig, 'credential'>): TokenCredential {
+  let inner: Promise<TokenCredential> | undefined;
+  const make = async (): Promise<TokenCredential> => {
+    const identity = await import('@azure/identity');
+    const c = config.credential;
+    if (c.kind === 'managedidentity') return c.clientId ? new identity.ManagedIdentityCredential({ clientId: c.clientId }) : new identity.ManagedIdentityCredential();
+    return new identity.DefaultAzureCredential();
+  };
+  return {
+    async getToken(scopes: string | string[], options?: GetTokenOptions): Promise<AccessToken | null> {
+      if (!inner) {
+        inner = make();
+        inner.catch(() => (inner = undefined));
+      }
+      return (await inner).getToken(scopes, options);
+    },
+  };
+}
+
+/** Which credential class `storageCredential` builds (for logs and tests; no secret in it). */
+export function describeStorageCredential(config: Pick<StorageConfig, 'credential'>): string {
+  const c = config.credential;
+  if (c.kind === 'default') return 'DefaultAzureCredential';
+  return c.clientId ? `ManagedIdentityCredential(clientId ${c.clientId})` : 'ManagedIdentityCredential(system-assigned)';
+}
 
 /**
  * Storage clients, built lazily once per process (the SDKs cost ~100 ms each
@@ -19,7 +60,12 @@ export function createStorageClients(config: StorageConfig): StorageClients {
   const containers = new Map<string, Promise<ContainerClient>>();
   const queues = new Map<string, Promise<QueueClient>>();
   const tables = new Map<string, Promise<TableClient>>();
-  const credential = () => import('@azure/identity').then((m) => new m.DefaultAzureCredential());
+  const credential = storageCredential(config);
+  const uris = config.serviceUris;
+  const identityMode = (): NonNullable<StorageConfig['serviceUris']> => {
+    if (!uris) throw new TypeError('storage config has neither a connection string nor service URIs (build it with loadConfig)');
+    return uris;
+  };
   const insecure = config.connectionString ? /DefaultEndpointsProtocol=http;|=http:\/\//i.test(config.connectionString) : false;
 
   const blobs = () =>
@@ -27,15 +73,28 @@ export function createStorageClients(config: StorageConfig): StorageClients {
       const { BlobServiceClient } = await import('@azure/storage-blob');
       return config.connectionString
         ? BlobServiceClient.fromConnectionString(config.connectionString)
-        : new BlobServiceClient(`https://${config.accountName}.blob.core.windows.net`, await credential());
+        : new BlobServiceClient(identityMode().blob, credential);
     })());
   const queuesSvc = () =>
     (queueService ??= (async () => {
       const { QueueServiceClient } = await import('@azure/storage-queue');
       return config.connectionString
         ? QueueServiceClient.fromConnectionString(config.connectionString)
-        : new QueueServiceClient(`https://${config.accountName}.queue.core.windows.net`, await credential());
+        : new QueueServiceClient(identityMode().queue, credential);
     })());
+
+  // In Azure the template creates every queue, container and table, and the
+  // identity's roles are scoped to them: creating may be refused (403) where
+  // using is allowed. Carry on then; a missing resource fails on first use.
+  const ensureExists = async (create: () => Promise<unknown>): Promise<void> => {
+    try {
+      await create();
+    } catch (e) {
+      const status = (e as { statusCode?: number }).statusCode;
+      if (status === 409 || (status === 403 && !config.connectionString)) return;
+      throw e;
+    }
+  };
 
   const memo = <T>(map: Map<string, Promise<T>>, name: string, make: () => Promise<T>): Promise<T> => {
     let p = map.get(name);
@@ -51,13 +110,13 @@ export function createStorageClients(config: StorageConfig): StorageClients {
     container: (name) =>
       memo(containers, name, async () => {
         const c = (await blobs()).getContainerClient(name);
-        await c.createIfNotExists();
+        await ensureExists(() => c.createIfNotExists());
         return c;
       }),
     queue: (name) =>
       memo(queues, name, async () => {
         const q = (await queuesSvc()).getQueueClient(name);
-        await q.createIfNotExists();
+        await ensureExists(() => q.createIfNotExists());
         return q;
       }),
     table: (name) =>
@@ -65,10 +124,8 @@ export function createStorageClients(config: StorageConfig): StorageClients {
         const { TableClient } = await import('@azure/data-tables');
         const t = config.connectionString
           ? TableClient.fromConnectionString(config.connectionString, name, { allowInsecureConnection: insecure })
-          : new TableClient(`https://${config.accountName}.table.core.windows.net`, name, await credential());
-        await t.createTable().catch((e: { statusCode?: number }) => {
-          if (e.statusCode !== 409) throw e;
-        });
+          : new TableClient(identityMode().table, name, credential);
+        await ensureExists(() => t.createTable());
         return t;
       }),
   };

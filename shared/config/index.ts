@@ -5,18 +5,20 @@ import { PostroomError } from '../errors.js';
 import { CLOUDS, DEFAULT_PORTS, type CloudPreset } from './clouds.js';
 import { parseMailboxes } from './mailboxes.js';
 import { AppsSchema, type AppSettings } from './schema.js';
-import type { AppConfig, HostPort, PollSettings, PostroomConfig, SecretSource, StorageConfig } from './types.js';
+import { parseStorageSettings, STORAGE_SETTINGS } from './storage.js';
+import type { AppConfig, HostPort, PollSettings, PostroomConfig, SecretSource } from './types.js';
 
 export { CLOUDS, DEFAULT_PORTS, PROTOCOL_ROLES } from './clouds.js';
 export type { CloudName } from './clouds.js';
 export { settingsJsonSchemas } from './schema.js';
-export type { AppConfig, HostPort, MailboxConfig, NotifyConfig, PollSettings, PostAction, PostroomConfig, SecretSource, StorageConfig } from './types.js';
+export type { AppConfig, HostPort, MailboxConfig, NotifyConfig, PollSettings, PostAction, PostroomConfig, SecretSource } from './types.js';
+export { parseStorageSettings, storageServiceUris, STORAGE_SUFFIXES } from './storage.js';
+export type { StorageConfig, StorageCloudName, StorageCredentialConfig, StorageServiceUris } from './storage.js';
 
 /** Settings Postroom reads; all prefixed POSTROOM_ (AZURE_* belong to DefaultAzureCredential). */
 export const SETTINGS = Object.freeze([
   'POSTROOM_SCHEDULE',
-  'POSTROOM_STORAGE',
-  'POSTROOM_STORAGE__accountName',
+  ...STORAGE_SETTINGS,
   'POSTROOM_APPS',
   'POSTROOM_MAILBOXES',
   'POSTROOM_JOBS_QUEUE',
@@ -38,8 +40,6 @@ export const SETTINGS = Object.freeze([
 
 type Env = Readonly<Record<string, string | undefined>>;
 
-const QUEUE_RE = /^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$/;
-const TABLE_RE = /^[A-Za-z][A-Za-z0-9]{2,62}$/;
 
 /**
  * Reads, validates and freezes Postroom's settings. Every problem found is
@@ -56,7 +56,7 @@ export function loadConfig(env: Env = process.env): PostroomConfig {
   const warnings: string[] = [];
   const sandbox = /^(1|true|yes)$/i.test(env.POSTROOM_SANDBOX ?? '');
   const schedule = parseSchedule(env, problems);
-  const storage = parseStorage(env, problems);
+  const storage = parseStorageSettings(env, problems);
   const { ca, caFile } = readCaFile(env, problems);
   const apps = parseApps(env, sandbox, problems, warnings);
   const mailboxes = parseMailboxes(readJson('POSTROOM_MAILBOXES', env.POSTROOM_MAILBOXES, problems), apps, problems);
@@ -109,29 +109,6 @@ function parsePoll(env: Env, problems: string[]): PollSettings {
     leaseSeconds: int('POSTROOM_LEASE_SECONDS', 60, 15, 60),
     connectTimeoutMs: int('POSTROOM_CONNECT_TIMEOUT_MS', 15000, 100, 120000),
     deadlineSeconds: int('POSTROOM_POLL_DEADLINE_SECONDS', 240, 5, 3600),
-  };
-}
-
-function parseStorage(env: Env, problems: string[]): StorageConfig {
-  const name = (setting: string, def: string, re: RegExp, what: string): string => {
-    const v = env[setting]?.trim() || def;
-    if (!re.test(v)) problems.push(`${setting}: "${v}" is not a valid ${what} name`);
-    return v;
-  };
-  const connectionString = env.POSTROOM_STORAGE?.trim() || undefined;
-  const accountName = env.POSTROOM_STORAGE__accountName?.trim() || undefined;
-  if (!connectionString && !accountName) {
-    problems.push('POSTROOM_STORAGE: missing (a storage connection string, or set POSTROOM_STORAGE__accountName for identity-based access)');
-  }
-  return {
-    connectionString,
-    accountName,
-    jobsQueue: name('POSTROOM_JOBS_QUEUE', 'postroom-jobs', QUEUE_RE, 'queue'),
-    outputQueue: name('POSTROOM_OUTPUT_QUEUE', 'postroom-messages', QUEUE_RE, 'queue'),
-    notifyQueue: name('POSTROOM_NOTIFY_QUEUE', 'postroom-notifications', QUEUE_RE, 'queue'),
-    blobContainer: name('POSTROOM_BLOB_CONTAINER', 'postroom-messages', QUEUE_RE, 'blob container'),
-    leaseContainer: name('POSTROOM_LEASE_CONTAINER', 'postroom-leases', QUEUE_RE, 'blob container'),
-    stateTable: name('POSTROOM_STATE_TABLE', 'postroomstate', TABLE_RE, 'table'),
   };
 }
 

@@ -1,4 +1,5 @@
 import type { CloudName } from './clouds.js';
+import type { StorageConfig } from './storage.js';
 
 /** Where an app registration's client secret comes from. */
 export type SecretSource =
@@ -79,20 +80,6 @@ export interface MailboxConfig {
   /** Messages larger than this are not fetched; they are reported as skipped. */
   readonly maxMessageBytes?: number;
   readonly notify?: NotifyConfig;
-}
-
-/** Where Postroom keeps its queues, blobs and tables. */
-export interface StorageConfig {
-  /** A connection string, or undefined when an identity-based account is named. */
-  readonly connectionString?: string;
-  /** The storage account for identity-based access. */
-  readonly accountName?: string;
-  readonly jobsQueue: string;
-  readonly outputQueue: string;
-  readonly notifyQueue: string;
-  readonly blobContainer: string;
-  readonly leaseContainer: string;
-  readonly stateTable: string;
 }
 
 /** How polls are cut and bounded. */
