@@ -2,7 +2,7 @@ import type { TokenCredential } from '@azure/core-auth';
 import type { AppConfig, MailboxConfig, PostroomConfig } from './config/index.js';
 import { configWarnings, loadConfig } from './config/index.js';
 import { createAppTokenProvider, type TokenProvider } from './auth/token-provider.js';
-import { createSecretProvider } from './secrets/index.js';
+import { createAppCredential } from './auth/credentials.js';
 import { createStorageClients, type StorageClients } from './storage.js';
 import { createTableStateStore } from './checkpoint/table-state.js';
 import { consoleLogger, type Logger } from './logger.js';
@@ -48,8 +48,8 @@ export function createRuntime(o: CreateRuntimeOptions): Runtime {
     let p = providers.get(app.name);
     if (!p) {
       const clientOptions = o.secretClientOptions ?? (config.ca ? { tlsOptions: { ca: config.ca } } : undefined);
-      const secrets = createSecretProvider(app.secret, { logger, credential: o.credential, clientOptions });
-      p = createAppTokenProvider(app, { secrets, logger, ca: config.ca });
+      const credential = createAppCredential(app, { logger, credential: o.credential, clientOptions });
+      p = createAppTokenProvider(app, { credential, logger, ca: config.ca });
       providers.set(app.name, p);
     }
     return p;

@@ -3,6 +3,7 @@ import type { AppConfig } from '../config/index.js';
 import { PostroomError, type PostroomErrorCode } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { decodeClaims } from './jwt.js';
+import { secretCredential, type AppCredential, type CredentialInfo, type MsalCredentialAuth } from './credentials.js';
 
 export interface AccessToken {
   readonly token: string;
@@ -18,6 +19,8 @@ export interface GetTokenOptions {
 /** Token provider in nodemailer's manner: one per app, with a `renew` flag. */
 export interface TokenProvider {
   getToken(options?: GetTokenOptions): Promise<AccessToken>;
+  /** The credential's kind and expiry (known once it was read), for the status report. */
+  credentialInfo(): CredentialInfo;
 }
 
 export interface SecretProvider {
@@ -26,7 +29,10 @@ export interface SecretProvider {
 }
 
 export interface AppTokenProviderOptions {
-  secrets: SecretProvider;
+  /** The app's credential (shared/auth/credentials.ts); takes precedence over `secrets`. */
+  credential?: AppCredential;
+  /** A client secret source (the credential before certificates and federated credentials existed). */
+  secrets?: SecretProvider;
   logger: Logger;
   /** Extra CA (PEM) for a private login host; production keeps normal verification. */
   ca?: string;
@@ -37,6 +43,11 @@ const AADSTS: Record<string, PostroomErrorCode> = {
   '7000222': 'ClientSecretExpired',
   '700016': 'AppNotFound',
   '500011': 'ResourceNotFound',
+  '700027': 'InvalidClientCertificate',
+  '700211': 'FederatedCredentialMismatch',
+  '700212': 'FederatedCredentialMismatch',
+  '700213': 'FederatedCredentialMismatch',
+  '70021': 'FederatedCredentialMismatch',
 };
 
 /** Maps an msal-node error (or a raw AADSTS text) to a coded PostroomError. */
@@ -60,7 +71,7 @@ export function mapTokenError(e: unknown, subject: string): PostroomError {
 }
 
 interface CcaEntry {
-  secret: string;
+  key: string;
   cca: Promise<ConfidentialClientApplication>;
 }
 
@@ -80,7 +91,7 @@ export function resetTokenProviders(): void {
   tokenRequestCount = 0;
 }
 
-async function buildCca(app: AppConfig, secret: string, options: AppTokenProviderOptions): Promise<ConfidentialClientApplication> {
+async function buildCca(app: AppConfig, credential: MsalCredentialAuth, options: AppTokenProviderOptions): Promise<ConfidentialClientApplication> {
   const msal = await import('@azure/msal-node');
   const host = new URL(app.authorityHost).host;
   const known = ['login.microsoftonline.com', 'login.microsoftonline.us', 'login.partner.microsoftonline.cn'];
@@ -99,7 +110,7 @@ async function buildCca(app: AppConfig, secret: string, options: AppTokenProvide
     auth: {
       clientId: app.clientId,
       authority: app.authority,
-      clientSecret: secret,
+      ...credential,
       // A private authority (sandbox, test stack) must be declared known, or msal
       // tries instance discovery against the public cloud.
       ...(known.includes(host) ? {} : { knownAuthorities: [host] }),
@@ -121,12 +132,14 @@ async function buildCca(app: AppConfig, secret: string, options: AppTokenProvide
 export function createAppTokenProvider(app: AppConfig, options: AppTokenProviderOptions): TokenProvider {
   const subject = `app ${app.clientId} in tenant ${app.tenantId}`;
   const cacheKey = `${app.authority}|${app.clientId}`;
+  if (!options.credential && !options.secrets) throw new TypeError('createAppTokenProvider: a credential (or secrets) is required');
+  const credential = options.credential ?? secretCredential(options.secrets!);
 
   const cca = async (renewSecret: boolean): Promise<ConfidentialClientApplication> => {
-    const secret = await options.secrets.getSecret({ renew: renewSecret });
+    const { key, auth } = await credential.msalAuth({ renew: renewSecret });
     let entry = applications.get(cacheKey);
-    if (!entry || entry.secret !== secret) {
-      entry = { secret, cca: buildCca(app, secret, options) };
+    if (!entry || entry.key !== key) {
+      entry = { key, cca: buildCca(app, auth, options) };
       applications.set(cacheKey, entry);
     }
     return entry.cca;
@@ -154,9 +167,9 @@ export function createAppTokenProvider(app: AppConfig, options: AppTokenProvider
       return await acquire(false, skipCache);
     } catch (e) {
       const mapped = mapTokenError(e, subject);
-      // A rotated secret: the cached value is stale. Re-read it once before failing.
-      if (mapped.code === 'InvalidClientSecret' || mapped.code === 'ClientSecretExpired') {
-        options.logger.warn('token request refused the client secret; re-reading it once', { app: app.name, code: mapped.serverResponseCode });
+      // A rotated secret or renewed certificate: the cached one is stale. Re-read it once before failing.
+      if (mapped.code === 'InvalidClientSecret' || mapped.code === 'ClientSecretExpired' || mapped.code === 'InvalidClientCertificate') {
+        options.logger.warn(`token request refused the client ${credential.kind}; re-reading it once`, { app: app.name, code: mapped.serverResponseCode });
         try {
           return await acquire(true, true);
         } catch (e2) {
@@ -172,5 +185,6 @@ export function createAppTokenProvider(app: AppConfig, options: AppTokenProvider
       opts.signal?.throwIfAborted();
       return opts.renew ? acquireWithRotation(true) : fetchShared();
     },
+    credentialInfo: () => credential.info(),
   };
 }

@@ -2,34 +2,15 @@ import { readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import type { z } from 'zod';
 import { PostroomError } from '../errors.js';
-import { CLOUDS, DEFAULT_PORTS, type CloudName, type CloudPreset } from './clouds.js';
-import { AppsSchema, MailboxesSchema, type AppSettings, type MailboxSettings } from './schema.js';
+import { DEFAULT_PORTS } from './clouds.js';
+import { parseApps, type AppConfig } from './apps.js';
+import { AppsSchema, MailboxesSchema } from './schema.js';
 
 export { CLOUDS, DEFAULT_PORTS, PROTOCOL_ROLES } from './clouds.js';
 export type { CloudName } from './clouds.js';
 export { settingsJsonSchemas } from './schema.js';
 
-export type SecretSource =
-  | { readonly kind: 'keyvault'; readonly vaultUrl: string; readonly name: string; readonly version?: string }
-  | { readonly kind: 'plain'; readonly value: string };
-
-export interface AppConfig {
-  readonly name: string;
-  readonly cloud: CloudName;
-  readonly tenantId: string;
-  readonly clientId: string;
-  readonly secret: SecretSource;
-  /** Login host, e.g. https://login.microsoftonline.com (or an override). */
-  readonly authorityHost: string;
-  /** `${authorityHost}/${tenantId}` */
-  readonly authority: string;
-  /** Exchange resource; tokens are asked for `${resource}/.default`. */
-  readonly resource: string;
-  readonly scope: string;
-  readonly endpoints: { readonly imap: HostPort; readonly pop3: HostPort; readonly smtp: HostPort };
-}
-
-export interface HostPort { readonly host: string; readonly port: number }
+export type { AppConfig, AppCredentialConfig, CertificateSource, HostPort, SecretSource } from './apps.js';
 
 export type PostAction =
   | { readonly kind: 'none' }
@@ -190,16 +171,7 @@ export function loadConfig(env: Env = process.env): PostroomConfig {
   const apps = parseJson('POSTROOM_APPS', env.POSTROOM_APPS, AppsSchema, problems) ?? [];
   const mailboxesRaw = parseJson('POSTROOM_MAILBOXES', env.POSTROOM_MAILBOXES, MailboxesSchema, problems) ?? [];
 
-  const appConfigs = new Map<string, AppConfig>();
-  apps.forEach((a, i) => {
-    if (appConfigs.has(a.name)) problems.push(`POSTROOM_APPS[${i}].name: "${a.name}" is used twice`);
-    if ('value' in a.secret && !sandbox) {
-      problems.push(`POSTROOM_APPS[${i}].secret: a plain secret value is accepted only for the local sandbox (POSTROOM_SANDBOX=true); use { "vaultUrl", "name" }`);
-    } else if ('value' in a.secret) {
-      warnings.push(`app "${a.name}" uses a plain secret value from the settings (sandbox only)`);
-    }
-    appConfigs.set(a.name, resolveApp(a, i, problems));
-  });
+  const appConfigs = parseApps(apps, { sandbox, problems, warnings });
 
   const ids = new Set<string>();
   const mailboxes: MailboxConfig[] = [];
@@ -300,39 +272,6 @@ function parseJson<T extends z.ZodType>(setting: string, raw: string | undefined
     return undefined;
   }
   return result.data;
-}
-
-function resolveApp(a: AppSettings, i: number, problems: string[]): AppConfig {
-  const preset: CloudPreset = CLOUDS[a.cloud];
-  const authorityHost = (a.authorityHost ?? preset.loginHost).replace(/\/+$/, '');
-  const resource = (a.resource ?? preset.resource).replace(/\/+$/, '');
-  const ep = (v: string | undefined, host: string, port: number, field: string): HostPort => {
-    if (!v) return { host, port };
-    const [h, p] = v.split(':');
-    const n = p === undefined ? port : Number(p);
-    if (!(n >= 1 && n <= 65535)) problems.push(`POSTROOM_APPS[${i}].${field}: bad port in "${v}"`);
-    return { host: h!, port: n };
-  };
-  const secret: SecretSource =
-    'value' in a.secret
-      ? { kind: 'plain', value: a.secret.value }
-      : { kind: 'keyvault', vaultUrl: a.secret.vaultUrl.replace(/\/+$/, ''), name: a.secret.name, version: a.secret.version };
-  return {
-    name: a.name,
-    cloud: a.cloud,
-    tenantId: a.tenantId,
-    clientId: a.clientId,
-    secret,
-    authorityHost,
-    authority: `${authorityHost}/${a.tenantId}`,
-    resource,
-    scope: `${resource}/.default`,
-    endpoints: {
-      imap: ep(a.imapHost, preset.imapHost, DEFAULT_PORTS.imap, 'imapHost'),
-      pop3: ep(a.pop3Host, preset.pop3Host, DEFAULT_PORTS.pop3, 'pop3Host'),
-      smtp: ep(a.smtpHost, preset.smtpHost, DEFAULT_PORTS.smtp, 'smtpHost'),
-    },
-  };
 }
 
 function parsePostAction(v: string): PostAction {
