@@ -42,6 +42,8 @@ export interface VerifyAssertionOptions {
 const EXCHANGE_AUDIENCE = 'api://AzureADTokenExchange';
 const FIC_DOCS = 'Please check your federated identity credential Subject, Audience and Issuer against the presented assertion. https://learn.microsoft.com/entra/workload-id/workload-identity-federation';
 const ALGS = ['RS256', 'PS256'];
+// Entra allows clock skew (msal rounds its nbf to the nearest second, so it can lie in the future).
+const SKEW_SECONDS = 300;
 
 const malformed = (): AssertionFailure => ({ status: 400, error: 'invalid_request', code: 50027, description: 'AADSTS50027: JWT token is invalid or malformed.' });
 const timeRange = (): AssertionFailure => ({ status: 400, error: 'invalid_client', code: 700024, description: 'AADSTS700024: Client assertion is not within its valid time range.' });
@@ -88,7 +90,7 @@ async function verifyCertificateAssertion(o: VerifyAssertionOptions, header: Rec
   if (!cert) return refuse('The key was not found.');
   if (Date.parse(cert.validTo) <= Date.now()) return refuse(`The key used is expired., Found key 'Start=${cert.validFrom}, End=${cert.validTo}'`);
   try {
-    await jwtVerify(o.assertion, cert.publicKey, { audience: o.tokenUrl, algorithms: ALGS, requiredClaims: ['exp', 'aud'] });
+    await jwtVerify(o.assertion, cert.publicKey, { audience: o.tokenUrl, algorithms: ALGS, clockTolerance: SKEW_SECONDS, requiredClaims: ['exp', 'aud'] });
     return undefined;
   } catch (e) {
     if (e instanceof joseErrors.JWTExpired) return timeRange();
@@ -114,7 +116,7 @@ async function verifyFederatedAssertion(o: VerifyAssertionOptions, payload: JWTP
   let key: KeyObject;
   try {
     key = createPublicKey(trusted.publicKeyPem);
-    await jwtVerify(o.assertion, key, { issuer: trusted.issuer, algorithms: ALGS, requiredClaims: ['exp', 'sub', 'aud'] });
+    await jwtVerify(o.assertion, key, { issuer: trusted.issuer, algorithms: ALGS, clockTolerance: SKEW_SECONDS, requiredClaims: ['exp', 'sub', 'aud'] });
   } catch (e) {
     if (e instanceof joseErrors.JWTExpired) return timeRange();
     if (e instanceof joseErrors.JWSSignatureVerificationFailed) {
