@@ -1,6 +1,6 @@
 import { after, before, beforeEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash, generateKeyPairSync, X509Certificate } from 'node:crypto';
+import { createHash, generateKeyPairSync, X509Certificate, type KeyObject } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -45,15 +45,19 @@ describe('app credentials: secret, certificate, federated', () => {
   let expiring: TestCertificate;
   let expired: TestCertificate;
   let unregistered: TestCertificate;
+  let testKey: KeyObject;
   const savedEnv = { IDENTITY_ENDPOINT: process.env.IDENTITY_ENDPOINT, IDENTITY_HEADER: process.env.IDENTITY_HEADER };
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'postroom-creds-'));
     certs = await ensureCertificates(join(dir, 'certs'));
-    good = makeCertificate({ subject: 'postroom-good', notAfter: new Date(Date.now() + 365 * DAY) });
-    expiring = makeCertificate({ subject: 'postroom-expiring', notAfter: new Date(Date.now() + 10 * DAY + 3600_000) });
-    expired = makeCertificate({ subject: 'postroom-expired', notBefore: new Date(Date.now() - 400 * DAY), notAfter: new Date(Date.now() - DAY) });
-    unregistered = makeCertificate({ subject: 'postroom-unregistered', notAfter: new Date(Date.now() + 365 * DAY) });
+    // One key for all test certificates (RSA generation is slow here); Entra tells certificates apart by thumbprint.
+    testKey = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
+    const privateKey = testKey;
+    good = makeCertificate({ subject: 'postroom-good', notAfter: new Date(Date.now() + 365 * DAY), privateKey });
+    expiring = makeCertificate({ subject: 'postroom-expiring', notAfter: new Date(Date.now() + 10 * DAY + 3600_000), privateKey });
+    expired = makeCertificate({ subject: 'postroom-expired', notBefore: new Date(Date.now() - 400 * DAY), notAfter: new Date(Date.now() - DAY), privateKey });
+    unregistered = makeCertificate({ subject: 'postroom-unregistered', notAfter: new Date(Date.now() + 365 * DAY), privateKey });
     mi = await startManagedIdentityEndpoint({ tenantId: TENANT, identities: [{ clientId: MI }, { clientId: OTHER_MI }] });
     // @azure/identity reads these when it picks the managed identity source (once per process).
     Object.assign(process.env, mi.env);
@@ -264,7 +268,7 @@ describe('app credentials: secret, certificate, federated', () => {
     const other = provider(appWith(ids.fed, { federated: { clientId: OTHER_MI } }));
     await assert.rejects(other.tokens.getToken(), expectCode('FederatedCredentialMismatch', 'AADSTS700213'));
     // A token naming the trusted issuer and subject, signed with another key.
-    const rogue = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
+    const rogue = testKey;
     const forged: TokenCredential = {
       async getToken() {
         const now = Math.floor(Date.now() / 1000);
