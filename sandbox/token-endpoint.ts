@@ -1,10 +1,14 @@
-import { createHash, generateKeyPairSync, randomUUID, type KeyObject } from 'node:crypto';
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { createHash, generateKeyPairSync, randomBytes, randomUUID, type KeyObject } from 'node:crypto';
 import { createServer, type Server } from 'node:https';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { SignJWT, calculateJwkThumbprint, type JWK } from 'jose';
 import type { KoaContext, Provider as ProviderType } from 'oidc-provider';
 import { silentLogger, type Logger } from '../shared/logger.js';
+import { verifyClientAssertion, type SandboxFederatedCredential, type TrustedIssuer } from './client-assertions.js';
+
+export type { SandboxFederatedCredential, TrustedIssuer } from './client-assertions.js';
 
 /** An app registration of the sandbox tenant. */
 export interface SandboxApp {
@@ -17,6 +21,10 @@ export interface SandboxApp {
   objectId?: string;
   /** Epoch seconds after which the secret is refused with AADSTS7000222. */
   secretExpiresAt?: number;
+  /** Public certificates (PEM) registered for `private_key_jwt`: matched by the assertion's x5t#S256 (or x5t). */
+  certificatePem?: string | string[];
+  /** Federated identity credentials: external tokens (e.g. a managed identity's) accepted as client assertions. */
+  federatedCredentials?: SandboxFederatedCredential[];
 }
 
 export interface TokenEndpointOptions {
@@ -30,6 +38,8 @@ export interface TokenEndpointOptions {
   /** Access token lifetime; default 3600. */
   ttlSeconds?: number;
   logger?: Logger;
+  /** Issuers whose tokens federated assertions may be (e.g. the local managed-identity endpoint), with their keys. */
+  trustedIssuers?: TrustedIssuer[];
 }
 
 export interface TokenEndpoint {
@@ -53,6 +63,8 @@ export interface TokenEndpoint {
    * The app is picked by `claims.appid` (default: the first app).
    */
   signToken(claims: Record<string, unknown>, options?: { expiresInSeconds?: number }): Promise<string>;
+  /** Trusts one more issuer's key for federated assertions. */
+  trustIssuer(issuer: TrustedIssuer): void;
   /** Rotates a client secret; the old one stops working at once. */
   setSecret(clientId: string, secret: string): void;
   stop(): Promise<void>;
@@ -68,6 +80,36 @@ const RESOURCES = new Map<string, { roles: boolean }>([
 ]);
 
 const TOKEN_PATH = '/oauth2/v2.0/token';
+const JWT_BEARER = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
+const MAX_BODY = 64 * 1024;
+
+async function readBody(req: IncomingMessage): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of req as AsyncIterable<Buffer>) {
+    size += c.length;
+    if (size > MAX_BODY) throw new Error('token request body too large');
+    chunks.push(c);
+  }
+  return Buffer.concat(chunks);
+}
+
+/** The request again, readable, with `body` (oidc-provider reads the body itself). */
+function replay(req: IncomingMessage, body: Buffer): IncomingMessage {
+  const copy = new IncomingMessage(req.socket);
+  copy.method = req.method;
+  copy.url = req.url;
+  copy.httpVersion = req.httpVersion;
+  copy.httpVersionMajor = req.httpVersionMajor;
+  copy.httpVersionMinor = req.httpVersionMinor;
+  copy.headers = { ...req.headers, 'content-length': String(body.length) };
+  (copy as IncomingMessage & { originalUrl?: string }).originalUrl = (req as IncomingMessage & { originalUrl?: string }).originalUrl;
+  // Not complete, a destroyed IncomingMessage destroys its socket (the reply with it).
+  copy.complete = true;
+  copy.push(body);
+  copy.push(null);
+  return copy;
+}
 const JWKS_PATH = '/discovery/v2.0/keys';
 
 type ProviderModule = typeof import('oidc-provider');
@@ -206,6 +248,9 @@ export async function startTokenEndpoint(o: TokenEndpointOptions): Promise<Token
     ...(RESOURCES.get(resource)?.roles && app.roles.length ? { roles: [...app.roles] } : {}),
   });
 
+  const trustedIssuers: TrustedIssuer[] = [...(o.trustedIssuers ?? [])];
+  const assertionAuth = new AsyncLocalStorage<{ clientId: string; nonce: string }>();
+
   // Clients come through the adapter (not static config) so that setSecret takes effect at once:
   // oidc-provider re-validates a client whenever its stored properties change.
   const store = new Map<string, Map<string, { payload: Record<string, unknown>; expiresAt?: number }>>();
@@ -222,10 +267,13 @@ export async function startTokenEndpoint(o: TokenEndpointOptions): Promise<Token
       if (this.name === 'Client') {
         const app = apps.get(id);
         if (!app) return undefined;
+        // A request whose client assertion was verified carries a one-time secret in its place.
+        const verified = assertionAuth.getStore();
+        const byAssertion = verified?.clientId === app.clientId;
         return {
           client_id: app.clientId,
-          client_secret: app.clientSecret,
-          ...(app.secretExpiresAt !== undefined ? { client_secret_expires_at: app.secretExpiresAt } : {}),
+          client_secret: byAssertion ? verified.nonce : app.clientSecret,
+          ...(app.secretExpiresAt !== undefined && !byAssertion ? { client_secret_expires_at: app.secretExpiresAt } : {}),
           ...(app.name ? { client_name: app.name } : {}),
           grant_types: ['client_credentials'],
           response_types: [],
@@ -431,7 +479,44 @@ export async function startTokenEndpoint(o: TokenEndpointOptions): Promise<Token
     // oidc-provider derives its mount path (and so every endpoint URL) from originalUrl minus url.
     (req as IncomingMessage & { originalUrl?: string }).originalUrl = prefix + rest;
     req.url = rest;
+    if (req.method === 'POST' && rest.split('?')[0] === TOKEN_PATH) {
+      authenticateAssertion(req, res).catch((e) => {
+        logger.warn('token endpoint: internal error', { error: e });
+        if (!res.headersSent) res.writeHead(500).end();
+      });
+      return;
+    }
     callback(req, res);
+  };
+
+  /**
+   * oidc-provider knows only client_secret_post here: a client assertion
+   * (certificate or federated) is verified first, Entra's way, and then stands
+   * in as a one-time secret for that one request.
+   */
+  const authenticateAssertion = async (req: IncomingMessage, res: ServerResponse) => {
+    const body = await readBody(req);
+    const params = new URLSearchParams(body.toString('utf8'));
+    const assertion = params.get('client_assertion');
+    if (assertion === null) return callback(replay(req, body), res);
+    const clientId = params.get('client_id') ?? '';
+    const app = apps.get(clientId);
+    const failure = !app
+      ? { status: 400, error: 'unauthorized_client', code: 700016, description: `AADSTS700016: Application with identifier '${clientId}' was not found in the directory '${tenantId}'.` }
+      : params.get('client_assertion_type') !== JWT_BEARER
+        ? { status: 400, error: 'invalid_request', code: 90014, description: `AADSTS90014: The client_assertion_type must be ${JWT_BEARER}.` }
+        : await verifyClientAssertion({ app, assertion, tokenUrl: `${authority}${TOKEN_PATH}`, trustedIssuers });
+    if (failure) {
+      logger.debug('token endpoint: client assertion refused', { clientId, code: failure.code });
+      const text = JSON.stringify(entraBody(failure));
+      res.writeHead(failure.status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) }).end(text);
+      return;
+    }
+    const nonce = randomBytes(24).toString('base64url');
+    params.delete('client_assertion');
+    params.delete('client_assertion_type');
+    params.set('client_secret', nonce);
+    assertionAuth.run({ clientId, nonce }, () => callback(replay(req, Buffer.from(params.toString())), res));
   };
 
   const signToken = async (claims: Record<string, unknown>, options: { expiresInSeconds?: number } = {}) => {
@@ -469,6 +554,9 @@ export async function startTokenEndpoint(o: TokenEndpointOptions): Promise<Token
       return grants.get(`${clientId} ${normalizeResource(resource)}`) ?? 0;
     },
     signToken,
+    trustIssuer(issuer) {
+      trustedIssuers.push(issuer);
+    },
     setSecret(clientId, secret) {
       const app = apps.get(clientId);
       if (!app) throw new TypeError(`unknown sandbox app ${clientId}`);

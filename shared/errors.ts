@@ -9,6 +9,13 @@ export type PostroomErrorCode =
   | 'SecretUnavailable'
   | 'InvalidClientSecret'
   | 'ClientSecretExpired'
+  | 'SecretExpired'
+  | 'CertificateUnavailable'
+  | 'CertificateExpired'
+  | 'InvalidClientCertificate'
+  | 'ManagedIdentityUnavailable'
+  | 'FederatedCredentialMismatch'
+  | 'CredentialExpiring'
   | 'AppNotFound'
   | 'ResourceNotFound'
   | 'TokenRequestFailed'
@@ -66,6 +73,41 @@ export const ERROR_CATALOG: Readonly<Record<PostroomErrorCode, CatalogEntry>> = 
     summary: 'the client secret has expired (AADSTS7000222)',
     fix: 'Create a new client secret for the app registration and store its Value in Key Vault.',
     retryable: false,
+  },
+  SecretExpired: {
+    summary: 'the client secret in Key Vault is past its expiry date',
+    fix: 'Create a new client secret for the app registration, store its Value in Key Vault as a new version with the new expiry date (az keyvault secret set --expires), or move the app to a certificate or a federated credential.',
+    retryable: false,
+  },
+  CertificateUnavailable: {
+    summary: 'the app certificate could not be read from Key Vault',
+    fix: 'Give the Function App\'s managed identity the "Key Vault Certificate User" role on the vault, check the vault URL and certificate name, and create the certificate with content type PEM (application/x-pem-file) so its secret holds the private key and the certificate.',
+    retryable: true,
+  },
+  CertificateExpired: {
+    summary: 'the app certificate in Key Vault has expired',
+    fix: 'Renew the certificate in Key Vault (or import a new one under the same name) and upload its public part to the app registration (Certificates & secrets -> Certificates).',
+    retryable: false,
+  },
+  InvalidClientCertificate: {
+    summary: 'Entra rejected the client certificate assertion (AADSTS700027)',
+    fix: 'Upload the certificate that is in Key Vault (its public .cer) to the app registration under Certificates & secrets -> Certificates; the SHA-256 thumbprint must match. A renewed certificate must be uploaded again.',
+    retryable: false,
+  },
+  ManagedIdentityUnavailable: {
+    summary: 'the managed identity token for the federated credential could not be obtained',
+    fix: 'Assign the user-assigned managed identity to the Function App and set its client id in the app\'s "federated.clientId"; outside Azure there is no managed identity (use a secret or a certificate).',
+    retryable: true,
+  },
+  FederatedCredentialMismatch: {
+    summary: 'Entra found no federated identity credential matching the managed identity token (AADSTS700211/700212/700213)',
+    fix: 'On the app registration add a federated credential (Certificates & secrets -> Federated credentials -> Managed identity) with issuer https://login.microsoftonline.com/<tenant>/v2.0, subject = the managed identity\'s principal (object) id and audience api://AzureADTokenExchange.',
+    retryable: false,
+  },
+  CredentialExpiring: {
+    summary: 'the app credential expires in less than 30 days (a warning, not a failure)',
+    fix: 'Rotate it before it expires: add a new client secret or certificate, store it in Key Vault, and remove the old one afterwards; or move to a federated credential (no expiry).',
+    retryable: true,
   },
   AppNotFound: {
     summary: 'the application was not found in the tenant (AADSTS700016)',

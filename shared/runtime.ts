@@ -3,7 +3,7 @@ import type { AppConfig, MailboxConfig, PostroomConfig } from './config/index.js
 import { loadConfig } from './config/index.js';
 import { createAppTokenProvider, type TokenProvider } from './auth/token-provider.js';
 import { protocolTokenGetter } from './auth/protocol-token.js';
-import { createSecretProvider } from './secrets/index.js';
+import { createAppCredential } from './auth/credentials.js';
 import { createStorageClients, storageCredential, type StorageClients } from './storage.js';
 import { createTableStateStore } from './checkpoint/table-state.js';
 import { consoleLogger, type Logger } from './logger.js';
@@ -78,8 +78,8 @@ export function createRuntime(o: CreateRuntimeOptions): Runtime {
     if (!p) {
       const ca = trustedCas(config.ca);
       const clientOptions = o.secretClientOptions ?? (ca ? { tlsOptions: { ca } } : undefined);
-      const secrets = createSecretProvider(app.secret, { logger, credential: o.credential ?? storageCredential(config.storage), clientOptions });
-      p = createAppTokenProvider(app, { secrets, logger, ca: config.ca });
+      const credential = createAppCredential(app, { logger, credential: o.credential ?? storageCredential(config.storage), clientOptions });
+      p = createAppTokenProvider(app, { credential, logger, ca: config.ca });
       providers.set(app.name, p);
     }
     return p;

@@ -211,7 +211,7 @@ test('every role the code needs is assigned to the identity at the narrowest sco
     { role: ROLES.blobOwner, scope: account },
     ...[s.jobsQueue, `${s.jobsQueue}-poison`, s.outputQueue, s.notifyQueue, `${s.notifyQueue}-poison`].map((q) => ({ role: ROLES.queueContributor, scope: `${account}/queueServices/default/queues/${q}` })),
     { role: ROLES.tableContributor, scope: `${account}/tableServices/default/tables/${s.stateTable}` },
-    ...[...new Set(config.apps.flatMap((a) => (a.secret.kind === 'keyvault' ? [vaultOf(a.secret.vaultUrl)] : [])))].map((v) => ({ role: ROLES.secretsUser, scope: `Microsoft.KeyVault/vaults/${v}` })),
+    ...[...new Set(config.apps.flatMap((a) => (a.secret?.kind === 'keyvault' ? [vaultOf(a.secret.vaultUrl)] : [])))].map((v) => ({ role: ROLES.secretsUser, scope: `Microsoft.KeyVault/vaults/${v}` })),
     { role: ROLES.metricsPublisher, scope: `Microsoft.Insights/components/${appInsights}` },
   ];
   const assignments = byType('Microsoft.Authorization/roleAssignments').map((r) => ({

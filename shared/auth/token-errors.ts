@@ -6,6 +6,11 @@ const AADSTS: Readonly<Record<string, PostroomErrorCode>> = Object.freeze({
   '7000222': 'ClientSecretExpired',
   '700016': 'AppNotFound',
   '500011': 'ResourceNotFound',
+  '700027': 'InvalidClientCertificate',
+  '700211': 'FederatedCredentialMismatch',
+  '700212': 'FederatedCredentialMismatch',
+  '700213': 'FederatedCredentialMismatch',
+  '70021': 'FederatedCredentialMismatch',
 });
 
 /** Maps an msal-node error (or a raw AADSTS text) to a coded PostroomError; the msal error stays as `cause`. */

@@ -5,6 +5,7 @@ import type { Logger } from '../logger.js';
 import { decodeClaims } from './jwt.js';
 import type { AccessToken, GetTokenOptions, TokenGetter } from './token.js';
 import { mapTokenError } from './token-errors.js';
+import { secretCredential, type AppCredential, type CredentialInfo, type MsalCredentialAuth } from './credentials.js';
 
 export type { AccessToken, GetTokenOptions, TokenGetter } from './token.js';
 export { mapTokenError } from './token-errors.js';
@@ -13,6 +14,8 @@ export { mapTokenError } from './token-errors.js';
 export interface TokenProvider {
   /** Cached by msal (renewed 5 minutes before expiry); `renew` forces a new one. */
   readonly getToken: TokenGetter;
+  /** The credential's kind and expiry (known once it was read), for the status report. */
+  credentialInfo(): CredentialInfo;
 }
 
 /** Where an app's client secret comes from (Key Vault, or a plain sandbox value). */
@@ -23,15 +26,17 @@ export interface SecretProvider {
 
 /** Options of {@link createAppTokenProvider}. */
 export interface AppTokenProviderOptions {
-  /** The app's client secret. */
-  secrets: SecretProvider;
+  /** The app's credential (shared/auth/credentials.ts); takes precedence over `secrets`. */
+  credential?: AppCredential;
+  /** A client secret source (the credential before certificates and federated credentials existed). */
+  secrets?: SecretProvider;
   logger: Logger;
   /** Extra CA (PEM) for a private login host, added to the default trust. */
   ca?: string;
 }
 
 interface CcaEntry {
-  secret: string;
+  key: string;
   cca: Promise<ConfidentialClientApplication>;
 }
 
@@ -51,7 +56,7 @@ export function resetTokenProviders(): void {
   tokenRequestCount = 0;
 }
 
-async function buildCca(app: AppConfig, secret: string, options: AppTokenProviderOptions): Promise<ConfidentialClientApplication> {
+async function buildCca(app: AppConfig, credential: MsalCredentialAuth, options: AppTokenProviderOptions): Promise<ConfidentialClientApplication> {
   const msal = await import('@azure/msal-node');
   const host = new URL(app.authorityHost).host;
   const known = ['login.microsoftonline.com', 'login.microsoftonline.us', 'login.partner.microsoftonline.cn'];
@@ -70,7 +75,7 @@ async function buildCca(app: AppConfig, secret: string, options: AppTokenProvide
     auth: {
       clientId: app.clientId,
       authority: app.authority,
-      clientSecret: secret,
+      ...credential,
       // A private authority (sandbox, test stack) must be declared known, or msal
       // tries instance discovery against the public cloud.
       ...(known.includes(host) ? {} : { knownAuthorities: [host] }),
@@ -92,12 +97,14 @@ async function buildCca(app: AppConfig, secret: string, options: AppTokenProvide
 export function createAppTokenProvider(app: AppConfig, options: AppTokenProviderOptions): TokenProvider {
   const subject = `app ${app.clientId} in tenant ${app.tenantId}`;
   const cacheKey = `${app.authority}|${app.clientId}`;
+  if (!options.credential && !options.secrets) throw new TypeError('createAppTokenProvider: a credential (or secrets) is required');
+  const credential = options.credential ?? secretCredential(options.secrets!);
 
   const cca = async (renewSecret: boolean): Promise<ConfidentialClientApplication> => {
-    const secret = await options.secrets.getSecret({ renew: renewSecret });
+    const { key, auth } = await credential.msalAuth({ renew: renewSecret });
     let entry = applications.get(cacheKey);
-    if (!entry || entry.secret !== secret) {
-      entry = { secret, cca: buildCca(app, secret, options) };
+    if (!entry || entry.key !== key) {
+      entry = { key, cca: buildCca(app, auth, options) };
       applications.set(cacheKey, entry);
     }
     return entry.cca;
@@ -125,9 +132,9 @@ export function createAppTokenProvider(app: AppConfig, options: AppTokenProvider
       return await acquire(false, skipCache);
     } catch (e) {
       const mapped = mapTokenError(e, subject);
-      // A rotated secret: the cached value is stale. Re-read it once before failing.
-      if (mapped.code === 'InvalidClientSecret' || mapped.code === 'ClientSecretExpired') {
-        options.logger.warn('token request refused the client secret; re-reading it once', { app: app.name, code: mapped.serverResponseCode });
+      // A rotated secret or renewed certificate: the cached one is stale. Re-read it once before failing.
+      if (mapped.code === 'InvalidClientSecret' || mapped.code === 'ClientSecretExpired' || mapped.code === 'InvalidClientCertificate') {
+        options.logger.warn(`token request refused the client ${credential.kind}; re-reading it once`, { app: app.name, code: mapped.serverResponseCode });
         try {
           return await acquire(true, true);
         } catch (e2) {
@@ -143,5 +150,6 @@ export function createAppTokenProvider(app: AppConfig, options: AppTokenProvider
       opts.signal?.throwIfAborted();
       return opts.renew ? acquireWithRotation(true) : fetchShared();
     },
+    credentialInfo: () => credential.info(),
   };
 }

@@ -2,16 +2,17 @@ import { readFileSync } from 'node:fs';
 import { Cron } from 'croner';
 import type { z } from 'zod';
 import { PostroomError } from '../errors.js';
-import { CLOUDS, DEFAULT_PORTS, type CloudPreset } from './clouds.js';
+import { parseApps } from './apps.js';
 import { parseMailboxes } from './mailboxes.js';
-import { AppsSchema, type AppSettings } from './schema.js';
+import { AppsSchema } from './schema.js';
 import { parseStorageSettings, STORAGE_SETTINGS } from './storage.js';
-import type { AppConfig, HostPort, PollSettings, PostroomConfig, SecretSource } from './types.js';
+import type { AppConfig, PollSettings, PostroomConfig } from './types.js';
 
 export { CLOUDS, DEFAULT_PORTS, PROTOCOL_ROLES } from './clouds.js';
 export type { CloudName } from './clouds.js';
 export { settingsJsonSchemas } from './schema.js';
-export type { AppConfig, HostPort, MailboxConfig, NotifyConfig, PollSettings, PostAction, PostroomConfig, SecretSource } from './types.js';
+export type { MailboxConfig, NotifyConfig, PollSettings, PostAction, PostroomConfig } from './types.js';
+export type { AppConfig, AppCredentialConfig, CertificateSource, HostPort, SecretSource } from './apps.js';
 export { parseStorageSettings, storageServiceUris, STORAGE_SUFFIXES } from './storage.js';
 export type { StorageConfig, StorageCloudName, StorageCredentialConfig, StorageServiceUris } from './storage.js';
 
@@ -58,7 +59,7 @@ export function loadConfig(env: Env = process.env): PostroomConfig {
   const schedule = parseSchedule(env, problems);
   const storage = parseStorageSettings(env, problems);
   const { ca, caFile } = readCaFile(env, problems);
-  const apps = parseApps(env, sandbox, problems, warnings);
+  const apps = readApps(env, sandbox, problems, warnings);
   const mailboxes = parseMailboxes(readJson('POSTROOM_MAILBOXES', env.POSTROOM_MAILBOXES, problems), apps, problems);
   const logLevel = parseLogLevel(env, problems);
   const poll = parsePoll(env, problems);
@@ -125,19 +126,9 @@ function readCaFile(env: Env, problems: string[]): { ca?: string; caFile?: strin
   }
 }
 
-function parseApps(env: Env, sandbox: boolean, problems: string[], warnings: string[]): Map<string, AppConfig> {
+function readApps(env: Env, sandbox: boolean, problems: string[], warnings: string[]): Map<string, AppConfig> {
   const apps = parseJson('POSTROOM_APPS', env.POSTROOM_APPS, AppsSchema, problems) ?? [];
-  const out = new Map<string, AppConfig>();
-  apps.forEach((a, i) => {
-    if (out.has(a.name)) problems.push(`POSTROOM_APPS[${i}].name: "${a.name}" is used twice`);
-    if ('value' in a.secret && !sandbox) {
-      problems.push(`POSTROOM_APPS[${i}].secret: a plain secret value is accepted only for the local sandbox (POSTROOM_SANDBOX=true); use { "vaultUrl", "name" }`);
-    } else if ('value' in a.secret) {
-      warnings.push(`app "${a.name}" uses a plain secret value from the settings (sandbox only)`);
-    }
-    out.set(a.name, resolveApp(a, i, problems));
-  });
-  return out;
+  return parseApps(apps, { sandbox, problems, warnings });
 }
 
 function readJson(setting: string, raw: string | undefined, problems: string[]): unknown {
@@ -165,39 +156,6 @@ function parseJson<T extends z.ZodType>(setting: string, raw: string | undefined
     return undefined;
   }
   return result.data;
-}
-
-function resolveApp(a: AppSettings, i: number, problems: string[]): AppConfig {
-  const preset: CloudPreset = CLOUDS[a.cloud];
-  const authorityHost = (a.authorityHost ?? preset.loginHost).replace(/\/+$/, '');
-  const resource = (a.resource ?? preset.resource).replace(/\/+$/, '');
-  const ep = (v: string | undefined, host: string, port: number, field: string): HostPort => {
-    if (!v) return { host, port };
-    const [h, p] = v.split(':');
-    const n = p === undefined ? port : Number(p);
-    if (!(n >= 1 && n <= 65535)) problems.push(`POSTROOM_APPS[${i}].${field}: bad port in "${v}"`);
-    return { host: h!, port: n };
-  };
-  const secret: SecretSource =
-    'value' in a.secret
-      ? { kind: 'plain', value: a.secret.value }
-      : { kind: 'keyvault', vaultUrl: a.secret.vaultUrl.replace(/\/+$/, ''), name: a.secret.name, version: a.secret.version };
-  return {
-    name: a.name,
-    cloud: a.cloud,
-    tenantId: a.tenantId,
-    clientId: a.clientId,
-    secret,
-    authorityHost,
-    authority: `${authorityHost}/${a.tenantId}`,
-    resource,
-    scope: `${resource}/.default`,
-    endpoints: {
-      imap: ep(a.imapHost, preset.imapHost, DEFAULT_PORTS.imap, 'imapHost'),
-      pop3: ep(a.pop3Host, preset.pop3Host, DEFAULT_PORTS.pop3, 'pop3Host'),
-      smtp: ep(a.smtpHost, preset.smtpHost, DEFAULT_PORTS.smtp, 'smtpHost'),
-    },
-  };
 }
 
 function deepFreeze<T>(o: T): T {

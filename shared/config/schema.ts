@@ -16,6 +16,32 @@ export const SecretSourceSchema = z.union([
     .describe('A plain secret value: accepted only when POSTROOM_SANDBOX=true (local sandbox).'),
 ]);
 
+const vaultUrl = z.url({ protocol: /^https$/ }).describe('Key Vault URL, e.g. https://my-vault.vault.azure.net');
+const vaultVersion = z.string().regex(/^[0-9a-f]{32}$/i).optional().describe('A fixed version; default: the current one.');
+
+/** A certificate (with its private key) of an app registration, kept in Key Vault. */
+export const CertificateSourceSchema = z
+  .object({
+    vaultUrl,
+    name: z.string().regex(/^[0-9a-zA-Z-]{1,127}$/, 'a Key Vault certificate name (letters, digits, hyphens)'),
+    version: vaultVersion,
+  })
+  .strict()
+  .describe('A Key Vault certificate (content type PEM); its private key is read through the secret of the same name. Upload its public part to the app registration.');
+
+/** A secretless credential: the Function App's managed identity, trusted by the app registration. */
+export const FederatedSourceSchema = z
+  .object({
+    clientId: z
+      .uuid({ version: undefined })
+      .optional()
+      .describe("Client id of the user-assigned managed identity; omitted: the system-assigned one (Entra's federated credentials accept user-assigned identities only)."),
+  })
+  .strict()
+  .describe('A federated identity credential: the managed identity token for api://AzureADTokenExchange is the client assertion (nothing to store, nothing expires).');
+
+const CREDENTIAL_KINDS = ['secret', 'certificate', 'federated'] as const;
+
 const hostPort = z
   .string()
   .regex(/^[A-Za-z0-9.-]+(:\d{1,5})?$/, 'host or host:port')
@@ -27,14 +53,30 @@ export const AppSchema = z
     cloud: z.enum(['public', 'usgov', 'usgovdod', 'china']).default('public'),
     tenantId: z.string().min(3).describe('Directory (tenant) id or verified domain.'),
     clientId: z.uuid({ version: undefined }).or(z.string().regex(/^[A-Za-z0-9-]{3,64}$/)).describe('Application (client) id.'),
-    secret: SecretSourceSchema,
+    secret: SecretSourceSchema.optional().describe('Client secret. Exactly one of secret, certificate, federated.'),
+    certificate: CertificateSourceSchema.optional().describe('Client certificate. Exactly one of secret, certificate, federated.'),
+    federated: FederatedSourceSchema.optional().describe('Federated credential (managed identity). Exactly one of secret, certificate, federated.'),
     authorityHost: z.url({ protocol: /^https$/ }).optional().describe('Overrides the cloud login host (private or test stacks).'),
     resource: z.url().optional().describe('Overrides the Exchange resource of the cloud; the scope is <resource>/.default.'),
     imapHost: hostPort.optional(),
     pop3Host: hostPort.optional(),
     smtpHost: hostPort.optional(),
   })
-  .strict();
+  .strict()
+  .superRefine((a, ctx) => {
+    const given = CREDENTIAL_KINDS.filter((k) => a[k] !== undefined);
+    if (given.length !== 1) {
+      ctx.addIssue({
+        code: 'custom',
+        path: given.length ? [given[1]!] : [],
+        message: given.length
+          ? `only one credential per app: have ${given.join(' and ')}; keep one of secret, certificate, federated`
+          : 'a credential is required: one of "secret" { vaultUrl, name }, "certificate" { vaultUrl, name } or "federated" { clientId }',
+      });
+    }
+  })
+  // The published JSON Schema says "exactly one" too (zod's refinements do not reach it).
+  .meta({ oneOf: CREDENTIAL_KINDS.map((k) => ({ required: [k] })) });
 
 export const PostActionSchema = z
   .string()

@@ -1,38 +1,7 @@
-import type { CloudName } from './clouds.js';
+import type { AppConfig } from './apps.js';
 import type { StorageConfig } from './storage.js';
 
-/** Where an app registration's client secret comes from. */
-export type SecretSource =
-  | { readonly kind: 'keyvault'; readonly vaultUrl: string; readonly name: string; readonly version?: string }
-  | { readonly kind: 'plain'; readonly value: string };
-
-/** A host and TCP port. */
-export interface HostPort {
-  readonly host: string;
-  readonly port: number;
-}
-
-/** One Entra app registration (client credentials) and its cloud's endpoints. */
-export interface AppConfig {
-  /** How mailboxes refer to it. */
-  readonly name: string;
-  readonly cloud: CloudName;
-  /** Directory (tenant) id or verified domain. */
-  readonly tenantId: string;
-  /** Application (client) id. */
-  readonly clientId: string;
-  readonly secret: SecretSource;
-  /** Login host, e.g. https://login.microsoftonline.com (or an override). */
-  readonly authorityHost: string;
-  /** `${authorityHost}/${tenantId}` */
-  readonly authority: string;
-  /** Exchange resource; tokens are asked for `${resource}/.default`. */
-  readonly resource: string;
-  /** `${resource}/.default` */
-  readonly scope: string;
-  /** Mail endpoints of the app's cloud (or overrides). */
-  readonly endpoints: { readonly imap: HostPort; readonly pop3: HostPort; readonly smtp: HostPort };
-}
+export type { AppConfig, HostPort, SecretSource } from './apps.js';
 
 /** What happens to a message once it is durably delivered. */
 export type PostAction =

@@ -21,6 +21,21 @@ export function secretReadCount(): number {
   return secretReads;
 }
 
+/** A secret as Key Vault returns it: the value and the properties Postroom uses. */
+export interface VaultSecret {
+  readonly value: string;
+  /** `attributes.exp`: set by the admin for a secret, the certificate's notAfter for a certificate's secret. */
+  readonly expiresOn?: Date;
+  /** e.g. `application/x-pem-file` or `application/x-pkcs12` for a certificate's secret. */
+  readonly contentType?: string;
+}
+
+/** A {@link SecretProvider} that also tells the secret's expiry and content type. */
+export interface VaultSecretProvider extends SecretProvider {
+  /** Like `getSecret`, with the properties; `renew` re-reads it. */
+  readSecret(options?: { renew?: boolean; signal?: AbortSignal }): Promise<VaultSecret>;
+}
+
 /**
  * The client secret of an app registration, read from Key Vault once and
  * cached; `renew` re-reads it (after AADSTS7000215/7000222: it was rotated).
@@ -31,23 +46,40 @@ export function secretReadCount(): number {
  * const value = await secrets.getSecret();
  * ```
  */
-export function createSecretProvider(source: SecretSource, options: SecretProviderOptions): SecretProvider {
+export function createSecretProvider(source: SecretSource, options: SecretProviderOptions): VaultSecretProvider {
   if (source.kind === 'plain') {
     let warned = false;
-    return {
-      async getSecret() {
-        if (!warned) options.logger.warn('using a plain client secret from the settings: for the local sandbox only');
-        warned = true;
-        return source.value;
-      },
+    const readSecret = async (): Promise<VaultSecret> => {
+      if (!warned) options.logger.warn('using a plain client secret from the settings: for the local sandbox only');
+      warned = true;
+      return { value: source.value };
     };
+    return { readSecret, getSecret: async () => (await readSecret()).value };
   }
+  return createVaultReader(source, `secret "${source.name}" in ${source.vaultUrl}`, 'SecretUnavailable', options);
+}
+
+/** What a missing permission looks like per object kind (the role that grants reading it). */
+const ROLE_HINT: Record<'SecretUnavailable' | 'CertificateUnavailable', string> = {
+  SecretUnavailable: 'give the Function App identity the "Key Vault Secrets User" role (or a "get secret" access policy)',
+  CertificateUnavailable: 'give the Function App identity the "Key Vault Certificate User" role (or "get" on certificates and secrets in an access policy)',
+};
+
+/**
+ * Reads one Key Vault secret (a client secret, or the secret behind a
+ * certificate) with a TTL cache and one read in flight.
+ */
+export function createVaultReader(
+  source: { vaultUrl: string; name: string; version?: string },
+  subject: string,
+  code: 'SecretUnavailable' | 'CertificateUnavailable',
+  options: SecretProviderOptions,
+): VaultSecretProvider {
   const ttl = options.ttlMs ?? 8 * 3600_000;
   const now = options.now ?? Date.now;
-  let cached: { value: string; at: number } | undefined;
-  let inflight: Promise<string> | undefined;
+  let cached: { secret: VaultSecret; at: number } | undefined;
+  let inflight: Promise<VaultSecret> | undefined;
   let clientPromise: Promise<import('@azure/keyvault-secrets').SecretClient> | undefined;
-  const subject = `secret "${source.name}" in ${source.vaultUrl}`;
 
   const client = () =>
     (clientPromise ??= (async () => {
@@ -58,39 +90,38 @@ export function createSecretProvider(source: SecretSource, options: SecretProvid
       return new SecretClient(source.vaultUrl, credential, options.clientOptions);
     })());
 
-  const read = async (signal?: AbortSignal): Promise<string> => {
+  const read = async (signal?: AbortSignal): Promise<VaultSecret> => {
     try {
       const c = await client();
       secretReads++;
       const s = await c.getSecret(source.name, { version: source.version, abortSignal: signal });
-      if (!s.value) throw new PostroomError('SecretUnavailable', 'the secret has no value', { subject });
-      if (s.properties.enabled === false) throw new PostroomError('SecretUnavailable', 'the secret is disabled', { subject });
-      return s.value;
+      if (!s.value) throw new PostroomError(code, 'the secret has no value', { subject });
+      if (s.properties.enabled === false) throw new PostroomError(code, 'the secret is disabled', { subject });
+      return { value: s.value, expiresOn: s.properties.expiresOn, contentType: s.properties.contentType };
     } catch (e) {
       if (e instanceof PostroomError) throw e;
       const err = e as { statusCode?: number; code?: string; message?: string };
       const why =
         err.statusCode === 404
-          ? 'not found (check the secret name)'
+          ? 'not found (check the name)'
           : err.statusCode === 403
-            ? 'access denied: give the Function App identity the "Key Vault Secrets User" role (or a "get secret" access policy)'
+            ? `access denied: ${ROLE_HINT[code]}`
             : `${err.code ?? err.statusCode ?? 'error'}: ${(err.message ?? '').split('\n')[0]}`;
-      throw new PostroomError('SecretUnavailable', why, { subject, serverResponseCode: err.code, retryable: err.statusCode !== 404 && err.statusCode !== 403, cause: e });
+      throw new PostroomError(code, why, { subject, serverResponseCode: err.code, retryable: err.statusCode !== 404 && err.statusCode !== 403, cause: e });
     }
   };
 
-  return {
-    async getSecret(opts = {}) {
-      if (!opts.renew && cached && now() - cached.at < ttl) return cached.value;
-      inflight ??= read(opts.signal)
-        .then((value) => {
-          cached = { value, at: now() };
-          return value;
-        })
-        .finally(() => {
-          inflight = undefined;
-        });
-      return inflight;
-    },
+  const readSecret = async (opts: { renew?: boolean; signal?: AbortSignal } = {}): Promise<VaultSecret> => {
+    if (!opts.renew && cached && now() - cached.at < ttl) return cached.secret;
+    inflight ??= read(opts.signal)
+      .then((secret) => {
+        cached = { secret, at: now() };
+        return secret;
+      })
+      .finally(() => {
+        inflight = undefined;
+      });
+    return inflight;
   };
+  return { readSecret, getSecret: async (opts) => (await readSecret(opts)).value };
 }

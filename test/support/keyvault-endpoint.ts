@@ -1,4 +1,4 @@
-import { createPublicKey, randomBytes } from 'node:crypto';
+import { X509Certificate, createHash, createPublicKey, randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -9,13 +9,20 @@ import { jwtVerify } from 'jose';
  * A stand-in for Azure Key Vault's secrets REST API (no emulator exists),
  * just enough for `@azure/keyvault-secrets`' `getSecret` / `setSecret`: the
  * bearer challenge, token validation against the sandbox token endpoint's
- * key, versions, and Key Vault's error bodies.
+ * key, versions, attributes (exp, nbf), content types, and Key Vault's error
+ * bodies. Certificates: GET /certificates/<name> (cer, x5t, attributes) and
+ * their key and chain through GET /secrets/<name> (a managed secret), as Key Vault does.
  */
 export interface KeyVaultEndpoint {
   /** `https://localhost:<port>` */
   vaultUrl: string;
   /** Adds a new version of the secret (the latest is what a version-less read returns). */
-  setSecret(name: string, value: string): void;
+  setSecret(name: string, value: string, options?: SecretOptions): void;
+  /**
+   * Imports a certificate with its private key as a new version: the secret of
+   * the same name then holds key + chain (PEM, or PKCS#12 base64 when `contentType` says so).
+   */
+  setCertificate(name: string, o: CertificateImport): void;
   /** Successful secret reads so far, of one secret or of all. */
   reads(name?: string): number;
   stop(): Promise<void>;
@@ -34,12 +41,35 @@ export interface KeyVaultOptions {
   issuer?: string;
 }
 
+/** Attributes of a secret version. */
+export interface SecretOptions {
+  expiresOn?: Date;
+  notBefore?: Date;
+  contentType?: string;
+  enabled?: boolean;
+}
+
+/** A certificate imported with its key. */
+export interface CertificateImport {
+  /** The leaf first, then the rest of the chain. */
+  certificatePem: string;
+  keyPem: string;
+  /** Default application/x-pem-file. */
+  contentType?: 'application/x-pem-file' | 'application/x-pkcs12';
+  /** The object's `exp`; default the leaf's notAfter (as Key Vault sets it). */
+  expiresOn?: Date;
+}
+
 const RESOURCE = 'https://vault.azure.net';
+const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
 
 interface Version {
   version: string;
   value: string;
   created: number;
+  options: SecretOptions;
+  /** Set for a certificate's secret: the certificate's DER. */
+  cer?: Buffer;
 }
 
 /** Starts the stand-in on a free port of 127.0.0.1. */
@@ -49,8 +79,8 @@ export async function startKeyVault(o: KeyVaultOptions): Promise<KeyVaultEndpoin
   const secrets = new Map<string, Version[]>();
   const readCounts = new Map<string, number>();
 
-  const addVersion = (name: string, value: string): Version => {
-    const v = { version: randomBytes(16).toString('hex'), value, created: Math.floor(Date.now() / 1000) };
+  const addVersion = (name: string, value: string, options: SecretOptions = {}, cer?: Buffer): Version => {
+    const v: Version = { version: randomBytes(16).toString('hex'), value, created: Math.floor(Date.now() / 1000), options, cer };
     const list = secrets.get(name.toLowerCase()) ?? [];
     list.push(v);
     secrets.set(name.toLowerCase(), list);
@@ -59,10 +89,31 @@ export async function startKeyVault(o: KeyVaultOptions): Promise<KeyVaultEndpoin
   for (const [name, value] of Object.entries(o.secrets ?? {})) addVersion(name, value);
 
   let vaultUrl = '';
-  const bundle = (name: string, v: Version, enabled = true) => ({
+  const attributes = (v: Version) => ({
+    enabled: v.options.enabled ?? true,
+    ...(v.options.notBefore ? { nbf: Math.floor(v.options.notBefore.getTime() / 1000) } : {}),
+    ...(v.options.expiresOn ? { exp: Math.floor(v.options.expiresOn.getTime() / 1000) } : {}),
+    created: v.created,
+    updated: v.created,
+    recoveryLevel: 'Recoverable+Purgeable',
+    recoverableDays: 90,
+  });
+  const bundle = (name: string, v: Version) => ({
     value: v.value,
     id: `${vaultUrl}/secrets/${name}/${v.version}`,
-    attributes: { enabled, created: v.created, updated: v.created, recoveryLevel: 'Recoverable+Purgeable', recoverableDays: 90 },
+    ...(v.options.contentType ? { contentType: v.options.contentType } : {}),
+    ...(v.cer ? { managed: true, kid: `${vaultUrl}/keys/${name}/${v.version}` } : {}),
+    attributes: attributes(v),
+    tags: {},
+  });
+  // Key Vault publishes only the SHA-1 thumbprint (x5t); Postroom computes the SHA-256 one from `cer`.
+  const certificateBundle = (name: string, v: Version) => ({
+    id: `${vaultUrl}/certificates/${name}/${v.version}`,
+    kid: `${vaultUrl}/keys/${name}/${v.version}`,
+    sid: `${vaultUrl}/secrets/${name}/${v.version}`,
+    x5t: createHash('sha1').update(v.cer!).digest('base64url'),
+    cer: v.cer!.toString('base64'),
+    attributes: attributes(v),
     tags: {},
   });
 
@@ -108,6 +159,17 @@ export async function startKeyVault(o: KeyVaultOptions): Promise<KeyVaultEndpoin
       return;
     }
 
+    const cm = /^\/certificates\/([0-9A-Za-z-]+)(?:\/([0-9a-f]*))?\/?$/.exec(url.pathname);
+    if (cm && req.method === 'GET') {
+      const list = secrets.get(cm[1]!.toLowerCase())?.filter((x) => x.cer);
+      const v = cm[2] ? list?.find((x) => x.version === cm[2]) : list?.at(-1);
+      if (!v) {
+        send(res, 404, { error: { code: 'CertificateNotFound', message: `A certificate with (name/id) ${cm[1]} was not found in this key vault.` } });
+        return;
+      }
+      send(res, 200, certificateBundle(cm[1]!, v));
+      return;
+    }
     const m = /^\/secrets\/([0-9A-Za-z-]+)(?:\/([0-9a-f]*))?\/?$/.exec(url.pathname);
     if (!m) {
       send(res, 404, { error: { code: 'NotFound', message: 'Not Found' } });
@@ -173,7 +235,16 @@ export async function startKeyVault(o: KeyVaultOptions): Promise<KeyVaultEndpoin
 
   return {
     vaultUrl,
-    setSecret: (name, value) => void addVersion(name, value),
+    setSecret: (name, value, options) => void addVersion(name, value, options),
+    setCertificate(name, c) {
+      const pems = c.certificatePem.match(PEM_CERT) ?? [];
+      if (!pems.length) throw new TypeError('setCertificate: certificatePem holds no certificate');
+      const leaf = new X509Certificate(pems[0]!);
+      const contentType = c.contentType ?? 'application/x-pem-file';
+      const value = contentType === 'application/x-pem-file' ? `${c.keyPem.trim()}\n${pems.join('\n')}\n` : Buffer.from('not a real PKCS#12 bundle').toString('base64');
+      const options = { contentType, notBefore: new Date(leaf.validFrom), expiresOn: c.expiresOn ?? new Date(leaf.validTo) };
+      addVersion(name, value, options, leaf.raw);
+    },
     reads(name) {
       if (name !== undefined) return readCounts.get(name.toLowerCase()) ?? 0;
       let n = 0;
