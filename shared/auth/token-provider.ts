@@ -3,6 +3,7 @@ import type { AppConfig } from '../config/index.js';
 import { PostroomError, type PostroomErrorCode } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { decodeClaims } from './jwt.js';
+import { getMetrics } from '../telemetry/index.js';
 
 export interface AccessToken {
   readonly token: string;
@@ -137,6 +138,7 @@ export function createAppTokenProvider(app: AppConfig, options: AppTokenProvider
     const result = await client.acquireTokenByClientCredential({ scopes: [app.scope], skipCache });
     if (!result?.accessToken) throw new PostroomError('TokenRequestFailed', 'the login host returned no access token', { subject });
     if (!result.fromCache) tokenRequestCount++;
+    getMetrics().tokenRequested(app.name, { cached: result.fromCache });
     const exp = decodeClaims(result.accessToken).exp;
     return { token: result.accessToken, expiresOn: result.expiresOn ?? new Date((exp ?? 0) * 1000) };
   };

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import type { z } from 'zod';
 import { PostroomError } from '../errors.js';
+import { parseLogLevel } from '../logger.js';
 import { CLOUDS, DEFAULT_PORTS, type CloudName, type CloudPreset } from './clouds.js';
 import { AppsSchema, MailboxesSchema, type AppSettings, type MailboxSettings } from './schema.js';
 
@@ -246,8 +247,8 @@ export function loadConfig(env: Env = process.env): PostroomConfig {
     );
   });
 
-  const logLevel = (env.POSTROOM_LOG_LEVEL?.trim() || 'info') as PostroomConfig['logLevel'];
-  if (!['debug', 'info', 'warn', 'error'].includes(logLevel)) problems.push(`POSTROOM_LOG_LEVEL: "${logLevel}" is not one of debug, info, warn, error`);
+  const logLevel = parseLogLevel(env.POSTROOM_LOG_LEVEL) ?? 'info';
+  if (!parseLogLevel(env.POSTROOM_LOG_LEVEL)) problems.push(`POSTROOM_LOG_LEVEL: "${env.POSTROOM_LOG_LEVEL}" is not one of debug, info, warn, error`);
 
   const poll = {
     batchSize: int('POSTROOM_BATCH_SIZE', 50, 1, 1000),

@@ -8,6 +8,7 @@ import { deliverMessage, type Delivered } from '../sink/index.js';
 import type { MailSession } from '../source.js';
 import { pipelineBatches } from './pipeline.js';
 import { recordStatus, type MailboxStatus } from './status.js';
+import { getMetrics, lagTracker } from '../telemetry/index.js';
 
 export interface PollMailboxOptions {
   signal?: AbortSignal;
@@ -49,6 +50,7 @@ export async function pollMailbox(runtime: Runtime, mailbox: MailboxConfig, opti
   const lease = await acquireMailboxLease(leases, mailbox.key, { seconds: config.poll.leaseSeconds, logger: log });
   if (!lease) {
     log.info('mailbox is being polled by another instance; skipping', { mailbox: mailbox.id });
+    getMetrics().pollFinished(mailbox.id, { durationMs: Date.now() - started, outcome: 'leased', lagMs: 0 });
     return { mailbox: mailbox.id, outcome: 'leased', delivered: [], durationMs: Date.now() - started };
   }
   const signal = options.signal ? AbortSignal.any([options.signal, lease.signal]) : lease.signal;
@@ -56,6 +58,7 @@ export async function pollMailbox(runtime: Runtime, mailbox: MailboxConfig, opti
   setMaxListeners(Math.max(32, config.poll.concurrency * 4), signal);
   const delivered: Delivered[] = [];
   let error: PostroomError | undefined;
+  const lag = lagTracker();
   try {
     const [container, queue] = await Promise.all([storage.container(config.storage.blobContainer), storage.queue(config.storage.outputQueue)]);
     const source = await runtime.source(mailbox, log, options.hooks);
@@ -65,12 +68,14 @@ export async function pollMailbox(runtime: Runtime, mailbox: MailboxConfig, opti
         session = await source.open({ signal });
         const open = session;
         await pipelineBatches(open, config.poll.concurrency, signal, (m) =>
-          deliverMessage(m, { mailbox, session: open, container, queue, now: runtime.now, logger: log, signal }),
+          deliverMessage(lag.seen(m), { mailbox, session: open, container, queue, now: runtime.now, logger: log, signal }),
           async (batch, done) => {
             await options.beforeAcknowledge?.(done);
             signal.throwIfAborted();
             await open.acknowledge(batch, { signal });
             delivered.push(...done);
+            for (const d of done) getMetrics().messageIngested(mailbox.id, d.size);
+            lag.acknowledged(batch);
           },
         );
         await session.close();
@@ -105,6 +110,7 @@ export async function pollMailbox(runtime: Runtime, mailbox: MailboxConfig, opti
     log.warn('poll status could not be recorded', { mailbox: mailbox.id, error: e as Error });
   }
   const durationMs = Date.now() - started;
+  getMetrics().pollFinished(mailbox.id, { durationMs, outcome: error ? 'failed' : 'ok', code: error?.code, lagMs: lag.lagMs(runtime.now()) });
   if (error) log.error(`poll failed: ${error.message}`, { mailbox: mailbox.id, code: error.code, delivered: delivered.length, durationMs });
   else log.info('poll done', { mailbox: mailbox.id, delivered: delivered.length, durationMs });
   return { mailbox: mailbox.id, outcome: error ? 'failed' : 'ok', delivered, error, status, durationMs };

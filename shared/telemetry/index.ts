@@ -181,7 +181,8 @@ export async function timeStorageWrite<T>(kind: 'blob' | 'queue', write: () => P
  * Messages a poll never read (past `maxMessagesPerPoll`) are not known to it.
  */
 export interface LagTracker {
-  seen(message: { id: string; receivedAt?: Date }): void;
+  /** Returns the message, so a call site can wrap its argument: `deliver(lag.seen(m))`. */
+  seen<M extends { id: string; receivedAt?: Date }>(message: M): M;
   acknowledged(batch: readonly { id: string }[]): void;
   lagMs(now: Date): number;
 }
@@ -191,6 +192,7 @@ export function lagTracker(): LagTracker {
   return {
     seen(m) {
       pendingAt.set(m.id, m.receivedAt?.getTime() ?? Number.NaN);
+      return m;
     },
     acknowledged(batch) {
       for (const m of batch) pendingAt.delete(m.id);
