@@ -23,7 +23,7 @@ const SEVERITY: Record<LogLevel, SeverityNumber> = {
 };
 
 /** Builds the exporter credential: ManagedIdentityCredential with the configured client id when the auth string says AAD. */
-async function exporterCredential(options: StartTelemetryOptions & { env: NodeJS.ProcessEnv }): Promise<TokenCredential | undefined> {
+export async function exporterCredential(options: StartTelemetryOptions & { env: NodeJS.ProcessEnv }): Promise<TokenCredential | undefined> {
   if (options.credential) return options.credential;
   const auth = parseAuthenticationString(options.env.APPLICATIONINSIGHTS_AUTHENTICATION_STRING);
   if (!auth) return undefined;
