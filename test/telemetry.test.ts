@@ -1,6 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer, type Server } from 'node:http';
+import { createServer, type Server } from 'node:https';
 import { gunzipSync } from 'node:zlib';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -22,13 +22,17 @@ const TRACE_ID = '4bf92f3577b34da6a3ce929d0e0e4736';
 let stack: Stack;
 let ingestion: Server;
 const envelopes: string[] = [];
+const authorizations = new Set<string>();
+const INGESTION_TOKEN = 'entra-token-for-app-insights-ingestion';
 const metricExporter = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE);
 const reader = new PeriodicExportingMetricReader({ exporter: metricExporter, exportIntervalMillis: 3_600_000 });
 const logExporter = new InMemoryLogRecordExporter();
 
 // A stand-in for the Application Insights ingestion endpoint: keeps every envelope the Azure Monitor exporter posts.
+// The exporter only speaks HTTPS: the sandbox's localhost certificate, its CA given to the exporter.
 function startIngestion(): Promise<number> {
-  ingestion = createServer((req, res) => {
+  ingestion = createServer({ cert: stack.sandbox.certs.cert, key: stack.sandbox.certs.key }, (req, res) => {
+    authorizations.add(String(req.headers.authorization));
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
@@ -43,14 +47,21 @@ function startIngestion(): Promise<number> {
 }
 
 before(async () => {
+  stack = await startStack();
   const port = await startIngestion();
-  process.env.APPLICATIONINSIGHTS_CONNECTION_STRING = `InstrumentationKey=00000000-0000-4000-8000-000000000000;IngestionEndpoint=http://127.0.0.1:${port}/`;
+  process.env.APPLICATIONINSIGHTS_CONNECTION_STRING = `InstrumentationKey=00000000-0000-4000-8000-000000000000;IngestionEndpoint=https://127.0.0.1:${port}/`;
   process.env.APPLICATIONINSIGHTS_STATSBEAT_DISABLED = 'true';
   process.env.APPLICATIONINSIGHTS_SDKSTATS_DISABLED = 'true';
-  // The production start path, with in-memory exporters added next to Azure Monitor's.
-  const t = await startTelemetry({ metricReaders: [reader], logRecordProcessors: [new SimpleLogRecordProcessor(logExporter)] });
+  // The production start path, with in-memory exporters added next to Azure Monitor's, and
+  // a credential standing in for the managed identity (Entra auth to the ingestion endpoint).
+  const credential = { getToken: async () => ({ token: INGESTION_TOKEN, expiresOnTimestamp: Date.now() + 3_600_000 }) };
+  const t = await startTelemetry({
+    credential,
+    metricReaders: [reader],
+    logRecordProcessors: [new SimpleLogRecordProcessor(logExporter)],
+    exporterOptions: { tlsOptions: { ca: stack.sandbox.certs.ca } },
+  });
   assert.ok(t, 'telemetry started');
-  stack = await startStack();
 });
 after(async () => {
   await shutdownTelemetry();
@@ -196,6 +207,7 @@ describe('telemetry: metrics after real polls (Dovecot + Azurite + token endpoin
     assert.match(appInsights, /careless message with Bearer \[token\]/, 'logs reached the ingestion endpoint');
     assert.match(appInsights, /"mailbox":"shared-inbox@contoso.test"/, 'fields became customDimensions (properties)');
     assert.match(appInsights, /postroom\.messages\.ingested/, 'metrics reached the ingestion endpoint');
+    assert.deepEqual([...authorizations], [`Bearer ${INGESTION_TOKEN}`], 'every export authenticated with the Entra credential');
     const exported = JSON.stringify({
       logs: logExporter.getFinishedLogRecords().map((r) => ({ body: r.body, attributes: r.attributes, resource: r.resource.attributes })),
       metrics: metricExporter.getMetrics(),

@@ -59,6 +59,8 @@ export interface StartTelemetryOptions {
   metricReaders?: MetricReader[];
   /** Extra log processors (tests: an in-memory exporter), next to Azure Monitor's. */
   logRecordProcessors?: LogRecordProcessor[];
+  /** Extra Azure Monitor exporter options (tests: `tlsOptions` for a local HTTPS ingestion endpoint). */
+  exporterOptions?: Record<string, unknown>;
 }
 
 const noop = (): void => undefined;

@@ -35,7 +35,7 @@ export async function exporterCredential(options: StartTelemetryOptions & { env:
 export async function createOtelTelemetry(options: StartTelemetryOptions & { env: NodeJS.ProcessEnv }): Promise<Telemetry> {
   const credential = await exporterCredential(options);
   const config: AzureMonitorOpenTelemetryOptions = {
-    azureMonitorExporterOptions: { connectionString: options.env.APPLICATIONINSIGHTS_CONNECTION_STRING!.trim(), ...(credential ? { credential } : {}) },
+    azureMonitorExporterOptions: { ...options.exporterOptions, connectionString: options.env.APPLICATIONINSIGHTS_CONNECTION_STRING!.trim(), ...(credential ? { credential } : {}) },
     // Postroom traces nothing itself; the HTTP/Azure SDK auto-instrumentations would add
     // spans (and URLs) for every storage call at a cold-start and per-call cost. Off.
     instrumentationOptions: { http: { enabled: false }, azureSdk: { enabled: false }, mongoDb: { enabled: false }, mySql: { enabled: false }, postgreSql: { enabled: false }, redis: { enabled: false }, redis4: { enabled: false }, bunyan: { enabled: false }, winston: { enabled: false } },
