@@ -244,6 +244,32 @@ describe('telemetry: settings and the single log-level source', () => {
     assert.equal(host.logging.logLevel.Function, 'Debug');
   });
 
+  test('without the connection string no OpenTelemetry module is ever resolved (cold start)', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const { mkdtempSync, writeFileSync, readdirSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { pathToFileURL } = await import('node:url');
+    const dir = mkdtempSync(join(tmpdir(), 'postroom-otel-hook-'));
+    const hook = join(dir, 'hook.mjs');
+    writeFileSync(hook, `export async function resolve(s, c, next) { if (/@opentelemetry\\/|monitor-opentelemetry/.test(s)) throw new Error('OpenTelemetry loaded: ' + s); return next(s, c); }`);
+    const fnDir = join(root, 'dist', 'functions');
+    const files = readdirSync(fnDir).filter((f) => f.endsWith('.js')).map((f) => pathToFileURL(join(fnDir, f)).href);
+    const lib = (p: string) => JSON.stringify(pathToFileURL(join(root, 'dist', 'shared', p)).href);
+    const script = `import { register } from 'node:module'; register(${JSON.stringify(pathToFileURL(hook).href)});
+      console.warn = () => {};
+      for (const f of ${JSON.stringify(files)}) await import(f);
+      const t = await import(${lib('telemetry/index.js')}); const { consoleLogger } = await import(${lib('logger.js')});
+      t.getMetrics().messageIngested('m', 1); consoleLogger({ level: 'error' }).info('x');
+      if (await t.startTelemetry()) throw new Error('telemetry started');`;
+    const run = (env: NodeJS.ProcessEnv) => spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd: root, encoding: 'utf8', env });
+    const { APPLICATIONINSIGHTS_CONNECTION_STRING: cs, ...without } = process.env;
+    const off = run(without);
+    assert.equal(off.status, 0, off.stderr);
+    // The same check fails when telemetry is on: it does detect a load.
+    const on = run({ ...without, APPLICATIONINSIGHTS_CONNECTION_STRING: cs });
+    assert.match(on.stderr, /telemetry could not start.*OpenTelemetry loaded/s);
+  });
+
   test('lag tracker and the no-op metrics', () => {
     const lag = lagTracker();
     const now = new Date('2026-01-01T12:00:00Z');
