@@ -77,7 +77,7 @@ export async function startLocalHost(o: LocalHostOptions): Promise<LocalHost> {
       functionName,
       triggerMetadata: dequeueCount === undefined ? {} : { dequeueCount },
       logHandler: (level, ...args) => {
-        const line = args.map(String).join(' ');
+        const line = args.map((a) => (typeof a === 'string' ? a : JSON.stringify(a))).join(' ');
         if (level === 'error') log.error(line);
         else if (level === 'warning') log.warn(line);
         else if (level === 'debug' || level === 'trace') log.debug(line);

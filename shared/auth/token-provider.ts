@@ -6,6 +6,7 @@ import { decodeClaims } from './jwt.js';
 import type { AccessToken, GetTokenOptions, TokenGetter } from './token.js';
 import { mapTokenError } from './token-errors.js';
 import { secretCredential, type AppCredential, type CredentialInfo, type MsalCredentialAuth } from './credentials.js';
+import { getMetrics } from '../telemetry/index.js';
 
 export type { AccessToken, GetTokenOptions, TokenGetter } from './token.js';
 export { mapTokenError } from './token-errors.js';
@@ -115,6 +116,7 @@ export function createAppTokenProvider(app: AppConfig, options: AppTokenProvider
     const result = await client.acquireTokenByClientCredential({ scopes: [app.scope], skipCache });
     if (!result?.accessToken) throw new PostroomError('TokenRequestFailed', 'the login host returned no access token', { subject });
     if (!result.fromCache) tokenRequestCount++;
+    getMetrics().tokenRequested(app.name, { cached: result.fromCache });
     const exp = decodeClaims(result.accessToken).exp;
     return { token: result.accessToken, expiresOn: result.expiresOn ?? new Date((exp ?? 0) * 1000) };
   };

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { Cron } from 'croner';
 import type { z } from 'zod';
 import { PostroomError } from '../errors.js';
+import { parseLogLevel } from '../logger.js';
 import { parseApps } from './apps.js';
 import { parseMailboxes } from './mailboxes.js';
 import { AppsSchema } from './schema.js';
@@ -61,7 +62,7 @@ export function loadConfig(env: Env = process.env): PostroomConfig {
   const { ca, caFile } = readCaFile(env, problems);
   const apps = readApps(env, sandbox, problems, warnings);
   const mailboxes = parseMailboxes(readJson('POSTROOM_MAILBOXES', env.POSTROOM_MAILBOXES, problems), apps, problems);
-  const logLevel = parseLogLevel(env, problems);
+  const logLevel = readLogLevel(env, problems);
   const poll = parsePoll(env, problems);
   if (problems.length) {
     throw new PostroomError('ConfigInvalid', `${problems.length} problem(s):\n- ${problems.join('\n- ')}`, { subject: 'Postroom settings' });
@@ -86,12 +87,12 @@ function cronError(pattern: string): string | undefined {
   }
 }
 
-/** The log level; the one place `POSTROOM_LOG_LEVEL` is read. */
-export function parseLogLevel(env: Env, problems: string[] = []): PostroomConfig['logLevel'] {
-  const level = env.POSTROOM_LOG_LEVEL?.trim().toLowerCase() || 'info';
-  if (level === 'debug' || level === 'info' || level === 'warn' || level === 'error') return level;
-  problems.push(`POSTROOM_LOG_LEVEL: "${level}" is not one of debug, info, warn, error`);
-  return 'info';
+/** The log level: `POSTROOM_LOG_LEVEL`, read by the logger's one parser. */
+function readLogLevel(env: Env, problems: string[]): PostroomConfig['logLevel'] {
+  const raw = env.POSTROOM_LOG_LEVEL;
+  const level = parseLogLevel(raw);
+  if (raw?.trim() && !level) problems.push(`POSTROOM_LOG_LEVEL: "${raw.trim()}" is not one of debug, info, warn, error`);
+  return level ?? 'info';
 }
 
 function parsePoll(env: Env, problems: string[]): PollSettings {

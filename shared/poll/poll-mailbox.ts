@@ -5,6 +5,7 @@ import type { Logger } from '../logger.js';
 import type { Runtime, SourceHooks } from '../runtime.js';
 import type { Delivered } from '../sink/index.js';
 import { recordStatus, type MailboxStatus } from '../status/index.js';
+import { getMetrics, lagTracker } from '../telemetry/index.js';
 import { startPollClock, type PollClock } from './deadline.js';
 import { asPostroomError } from './poll-errors.js';
 import { runSessions } from './sessions.js';
@@ -67,13 +68,18 @@ export async function pollMailbox(runtime: Runtime, mailbox: MailboxConfig, opti
     listeners: runtime.config.poll.concurrency * 4,
   });
   const delivered: Delivered[] = [];
+  const lag = lagTracker();
   let error: PostroomError | undefined;
   let stopped: PostroomError | undefined;
   try {
     const lease = await takeLease(runtime, mailbox, clock, log);
-    if (!lease) return { mailbox: mailbox.id, outcome: 'leased', delivered, durationMs: Date.now() - started };
+    if (!lease) {
+      getMetrics().pollFinished(mailbox.id, { durationMs: Date.now() - started, outcome: 'leased', lagMs: 0 });
+      return { mailbox: mailbox.id, outcome: 'leased', delivered, durationMs: Date.now() - started };
+    }
     try {
-      stopped = await runSessions(runtime, mailbox, { clock, lease, log, delivered, hooks: options.hooks, beforeAcknowledge: options.beforeAcknowledge });
+      const ctx = { clock, lease, log, delivered, lag, hooks: options.hooks, beforeAcknowledge: options.beforeAcknowledge };
+      stopped = await runSessions(runtime, mailbox, ctx);
     } finally {
       await lease.release();
     }
@@ -84,6 +90,7 @@ export async function pollMailbox(runtime: Runtime, mailbox: MailboxConfig, opti
   }
   const status = await saveStatus(runtime, mailbox, { delivered: delivered.length, durationMs: Date.now() - started, error, stopped }, log);
   const durationMs = Date.now() - started;
+  getMetrics().pollFinished(mailbox.id, { durationMs, outcome: error ? 'failed' : 'ok', code: error?.code, lagMs: lag.lagMs(runtime.now()) });
   if (error) log.error(`poll failed: ${error.message}`, { mailbox: mailbox.id, code: error.code, delivered: delivered.length, durationMs });
   else if (stopped) log.warn(`poll ended early: ${stopped.message}`, { mailbox: mailbox.id, code: stopped.code, delivered: delivered.length, durationMs });
   else log.info('poll done', { mailbox: mailbox.id, delivered: delivered.length, durationMs });

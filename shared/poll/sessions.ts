@@ -7,6 +7,7 @@ import type { Logger } from '../logger.js';
 import type { Runtime, SourceHooks } from '../runtime.js';
 import { deliverMessage, type Delivered } from '../sink/index.js';
 import type { MailSource } from '../source.js';
+import { getMetrics, type LagTracker } from '../telemetry/index.js';
 import type { PollClock } from './deadline.js';
 import { asPostroomError } from './poll-errors.js';
 import { pipelineBatches } from './pipeline.js';
@@ -20,6 +21,8 @@ export interface SessionContext {
   readonly delivered: Delivered[];
   readonly hooks?: SourceHooks;
   readonly beforeAcknowledge?: (delivered: readonly Delivered[]) => Promise<void> | void;
+  /** Ages of messages read and not yet acknowledged (the lag metric). */
+  readonly lag: LagTracker;
 }
 
 /** Reconnects in a row without any message delivered in between. */
@@ -78,7 +81,7 @@ async function oneSession(runtime: Runtime, mailbox: MailboxConfig, source: Mail
       signal,
       stop: clock.stop,
       deliver: async (m) => {
-        const d = await deliverMessage(m, { mailbox, session, ...targets, now: runtime.now, logger: log, signal });
+        const d = await deliverMessage(ctx.lag.seen(m), { mailbox, session, ...targets, now: runtime.now, logger: log, signal });
         clock.progress();
         return d;
       },
@@ -87,12 +90,16 @@ async function oneSession(runtime: Runtime, mailbox: MailboxConfig, source: Mail
         signal.throwIfAborted();
         await session.acknowledge(batch, { signal });
         ctx.delivered.push(...done);
+        for (const d of done) getMetrics().messageIngested(mailbox.id, d.size);
+        ctx.lag.acknowledged(batch);
         clock.progress();
       },
       // The session may be gone: record what is durable so a reconnect does not write it again.
       salvage: async (messages, done) => {
         await session.checkpoint(messages);
         ctx.delivered.push(...done);
+        for (const d of done) getMetrics().messageIngested(mailbox.id, d.size);
+        ctx.lag.acknowledged(messages);
         log.info('durable messages checkpointed after the session failed; their post-action waits for the next session', { mailbox: mailbox.id, count: messages.length });
       },
     });

@@ -1,5 +1,6 @@
 import { PassThrough, type Readable } from 'node:stream';
 import type { ContainerClient } from '@azure/storage-blob';
+import { timeStorageWrite } from '../telemetry/index.js';
 
 /** Below this a stream is buffered and written in one Put Blob (one round trip instead of stage + commit). */
 export const SINGLE_PUT_LIMIT = 1024 * 1024;
@@ -11,7 +12,11 @@ const STREAM_CONCURRENCY = 2;
  * one request, large content as 1 MiB blocks with 2 in flight (about 2 MiB of
  * buffers however large the content). Returns the byte count.
  */
-export async function writeBlob(container: ContainerClient, name: string, content: Buffer | string | Readable, contentType: string): Promise<number> {
+export function writeBlob(container: ContainerClient, name: string, content: Buffer | string | Readable, contentType: string): Promise<number> {
+  return timeStorageWrite('blob', () => writeBlobUntimed(container, name, content, contentType));
+}
+
+async function writeBlobUntimed(container: ContainerClient, name: string, content: Buffer | string | Readable, contentType: string): Promise<number> {
   const blob = container.getBlockBlobClient(name);
   const headers = { blobHTTPHeaders: { blobContentType: contentType } };
   if (typeof content === 'string' || Buffer.isBuffer(content)) {

@@ -8,6 +8,7 @@ import type { Logger } from '../logger.js';
 import { parseMessage, type AttachmentInfo, type ParsedAddress, type ParsedHeaders, type ParsedMessage } from '../parse/index.js';
 import type { SourceMessage } from '../source.js';
 import { SINGLE_PUT_LIMIT, writeBlob } from './blob-upload.js';
+import { timeStorageWrite } from '../telemetry/index.js';
 import { idempotencyKey, MESSAGE_SCHEMA, safeBlobSegment } from './names.js';
 
 export { idempotencyKey, safeBlobSegment, MESSAGE_SCHEMA } from './names.js';
@@ -193,7 +194,7 @@ export async function deliverMessage(message: SourceMessage, ctx: DeliveryContex
     json = JSON.stringify(pointer);
   }
   try {
-    await ctx.queue.sendMessage(Buffer.from(json, 'utf8').toString('base64'), { abortSignal: ctx.signal });
+    await timeStorageWrite('queue', () => ctx.queue.sendMessage(Buffer.from(json, 'utf8').toString('base64'), { abortSignal: ctx.signal }));
   } catch (e) {
     fail('queue write failed', e);
   }
