@@ -1,12 +1,14 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { Readable } from 'node:stream';
 import { QueueClient } from '@azure/storage-queue';
 import { BlobServiceClient } from '@azure/storage-blob';
 import { ImapFlow } from 'imapflow';
 import { startStack, MAILBOXES, type Stack } from './support/stack.js';
 import { hostileCorpus, type HostileCase } from './support/hostile-corpus.js';
 import { pollMailbox, type PollResult } from '../shared/poll/poll-mailbox.js';
+import { parseMessage, PARSE_LIMITS } from '../shared/parse/index.js';
 
 const BOX = MAILBOXES.happy;
 const QUEUE = 'out-hostile';
@@ -97,11 +99,12 @@ describe('hostile corpus through the real poll (Dovecot + Azurite)', () => {
     assert.equal(result.outcome, 'ok', result.error?.message);
     assert.equal(result.delivered.length, corpus.length);
     assert.ok(rssGrowth < RSS_BOUND_BYTES, `RSS grew by ${(rssGrowth / 1048576).toFixed(0)} MiB`);
+    const name = (m: any) => corpus.find((c) => sha(c.raw) === m.sha256)?.name ?? `uid ${m.source.id}`;
     const parsed = messages.filter((m) => !m.parseError).length;
     const limited = messages.filter((m) => m.limit);
-    const failed = messages.filter((m) => m.parseError && !m.limit).length;
-    console.log(`[hostile-corpus] ${corpus.length} cases in ${result.durationMs} ms, RSS +${(rssGrowth / 1048576).toFixed(0)} MiB: ` +
-      `${parsed} parsed, ${failed} parseError, ${limited.length} raw-only by limit (${limited.map((m) => m.limit.name).sort().join(', ')})`);
+    const failed = messages.filter((m) => m.parseError && !m.limit);
+    console.log(`[hostile-corpus] ${corpus.length} cases in ${result.durationMs} ms, RSS +${(rssGrowth / 1048576).toFixed(0)} MiB: ${parsed} parsed, ` +
+      `${failed.length} parseError (${failed.map(name).join(', ')}), ${limited.length} raw-only by limit (${limited.map((m) => `${name(m)}: ${m.limit.name}`).join(', ')})`);
   });
 
   test('each file has exactly one outcome: one queue message with its own key', () => {
@@ -160,7 +163,7 @@ describe('hostile corpus through the real poll (Dovecot + Azurite)', () => {
     assert.ok(m, 'delivered');
     assert.equal(m.limit?.name, 'parts');
     assert.match(m.parseError, /parts/);
-    const streamed = messages.find((x) => x.sha256 === sha(corpus.find((c) => c.name === 'attachments-1500-streamed')!.raw));
+    const streamed = messages.find((x) => x.sha256 === sha(corpus.find((c) => c.name === 'parts-1200-streamed')!.raw));
     assert.equal(streamed?.limit?.name, 'parts', 'also when the raw message streams (over 1 MiB)');
     const huge = messages.find((x) => x.sha256 === sha(corpus.find((c) => c.name === 'huge-header-2mb')!.raw));
     assert.equal(huge?.limit?.name, 'header-size');
@@ -169,5 +172,70 @@ describe('hostile corpus through the real poll (Dovecot + Azurite)', () => {
     const baseline = messages.find((x) => x.sha256 === sha(corpus.find((c) => c.name === 'plain-baseline')!.raw));
     assert.equal(baseline?.parseError, null);
     assert.match(baseline?.text?.content ?? '', /well-formed/);
+  });
+});
+
+describe('parseMessage bounds, without storage', () => {
+  const corpusCase = (name: string) => corpus.find((c) => c.name === name)!.raw;
+  const drain = async (s: Readable) => {
+    for await (const _ of s) void _;
+  };
+
+  test('the known hang, directly: 2,000 attachments end with limit "parts" and every attachment stream ended', async () => {
+    let consumed = 0;
+    const r = await parseMessage(Readable.from([corpusCase('attachments-2000')]), {
+      onAttachment: async (_info, content) => {
+        await drain(content);
+        consumed++;
+      },
+    });
+    assert.deepEqual(r.limit, { name: 'parts', max: PARSE_LIMITS.parts });
+    assert.ok(consumed < 1000, `${consumed} attachments consumed`);
+  });
+
+  test('size: over the known size nothing is parsed; over it while reading the parse stops', async () => {
+    const raw = corpusCase('plain-baseline');
+    const known = await parseMessage(Readable.from([raw]), { size: raw.length, limits: { size: 100 }, onAttachment: async () => undefined });
+    assert.equal(known.limit?.name, 'size');
+    assert.equal(known.headers.subject, null, 'not parsed');
+    const seen = await parseMessage(Readable.from([raw.subarray(0, 80), raw.subarray(80)]), { limits: { size: 100 }, onAttachment: async () => undefined });
+    assert.equal(seen.limit?.name, 'size');
+    assert.match(seen.parseError!, /limit "size"/);
+  });
+
+  test('stall: a consumer that never reads is aborted and the parse ends with limit "stall"', async () => {
+    let aborted = false;
+    const r = await parseMessage(Readable.from([corpusCase('fn-path-traversal')]), {
+      limits: { stallMs: 200 },
+      onAttachment: (_info, _content, signal) =>
+        new Promise((_, reject) =>
+          signal.addEventListener('abort', () => {
+            aborted = true;
+            reject(signal.reason);
+          }),
+        ),
+    });
+    assert.equal(r.limit?.name, 'stall');
+    assert.ok(aborted, 'the consumer saw the abort');
+  });
+
+  test('the poll signal reaches a hanging attachment consumer: the parse rejects with the abort', async () => {
+    const poll = new AbortController();
+    const parsing = parseMessage(Readable.from([corpusCase('fn-path-traversal')]), {
+      signal: poll.signal,
+      onAttachment: (_info, _content, signal) => new Promise((_, reject) => signal.addEventListener('abort', () => reject(signal.reason))),
+    });
+    setTimeout(() => poll.abort(new Error('poll deadline')), 50);
+    await assert.rejects(parsing, /poll deadline/);
+  });
+
+  test('a storage failure of an attachment is not a parse error: it rejects', async () => {
+    const parsing = parseMessage(Readable.from([corpusCase('same-filename-50')]), {
+      onAttachment: async (info, content) => {
+        if (info.index === 3) throw new Error('storage down');
+        await drain(content);
+      },
+    });
+    await assert.rejects(parsing, /storage down/);
   });
 });

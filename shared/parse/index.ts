@@ -239,10 +239,10 @@ class ParseRun {
     parser.once('end', () => this.finish());
     // Stays attached: a torn-down parser may still emit errors, which must not crash the process.
     parser.on('error', (e: Error) => this.fail(e));
-    raw.on('data', (c: Buffer | string) => this.onInput(c.length));
     raw.once('error', (e) => this.fail(e));
     this.watchNesting();
     raw.pipe(parser);
+    raw.on('data', (c: Buffer | string) => this.onInput(c.length));
   }
 
   private onInput(n: number): void {
@@ -286,10 +286,12 @@ class ParseRun {
       },
     });
     let decodeError: unknown;
-    d.content.once('error', (e) => {
-      decodeError = e;
+    d.content.on('error', (e) => {
+      decodeError ??= e;
       counted.destroy(e);
     });
+    // The consumer learns of an error by reading; an unread stream destroyed by stop() must not crash the process.
+    counted.on('error', () => undefined);
     d.content.pipe(counted);
     this.open.add(d.content).add(counted);
     const p = this.options
