@@ -162,6 +162,8 @@ async function storeAndParse(message: SourceMessage, ctx: DeliveryContext, names
   const hash = createHash('sha256');
   const { rawUpload, parsing } = head.ended ? fromBuffer(Buffer.concat(head.chunks, head.bytes), hash, ctx, names, options) : fromStream(opened, head.chunks, hash, ctx, names, options);
   const [rawResult, parsedResult] = await Promise.allSettled([rawUpload, parsing]);
+  // Aborted (deadline, lost lease): say so, rather than blame whichever write noticed first.
+  ctx.signal?.throwIfAborted();
   if (rawResult.status === 'rejected') throw sinkFailure(names, 'raw message upload failed', rawResult.reason);
   if (parsedResult.status === 'rejected') throw sinkFailure(names, 'attachment upload failed', parsedResult.reason);
   attachments.sort((a, b) => a.blob.localeCompare(b.blob));
