@@ -1,5 +1,5 @@
 import { PassThrough, type Readable } from 'node:stream';
-import type { ContainerClient } from '@azure/storage-blob';
+import type { BlockBlobClient, BlockBlobUploadStreamOptions, ContainerClient } from '@azure/storage-blob';
 import { timeStorageWrite } from '../telemetry/index.js';
 
 /** Below this a stream is buffered and written in one Put Blob (one round trip instead of stage + commit). */
@@ -10,20 +10,33 @@ const STREAM_CONCURRENCY = 2;
 /**
  * Writes a blob from bytes or a stream with bounded memory: small content in
  * one request, large content as 1 MiB blocks with 2 in flight (about 2 MiB of
- * buffers however large the content). Returns the byte count.
+ * buffers however large the content). Returns the byte count. When `signal`
+ * aborts, the request is cancelled and a content stream is destroyed, so that
+ * the write ends even if the stream never would.
  */
-export function writeBlob(container: ContainerClient, name: string, content: Buffer | string | Readable, contentType: string): Promise<number> {
-  return timeStorageWrite('blob', () => writeBlobUntimed(container, name, content, contentType));
+export function writeBlob(container: ContainerClient, name: string, content: Buffer | string | Readable, contentType: string, signal?: AbortSignal): Promise<number> {
+  return timeStorageWrite('blob', () => writeBlobUntimed(container, name, content, contentType, signal));
 }
 
-async function writeBlobUntimed(container: ContainerClient, name: string, content: Buffer | string | Readable, contentType: string): Promise<number> {
+async function writeBlobUntimed(container: ContainerClient, name: string, content: Buffer | string | Readable, contentType: string, signal?: AbortSignal): Promise<number> {
   const blob = container.getBlockBlobClient(name);
-  const headers = { blobHTTPHeaders: { blobContentType: contentType } };
+  const headers = { blobHTTPHeaders: { blobContentType: contentType }, ...(signal ? { abortSignal: signal } : {}) };
   if (typeof content === 'string' || Buffer.isBuffer(content)) {
     const buf = typeof content === 'string' ? Buffer.from(content, 'utf8') : content;
     await blob.upload(buf, buf.length, headers);
     return buf.length;
   }
+  signal?.throwIfAborted();
+  const onAbort = () => content.destroy(signal!.reason instanceof Error ? signal!.reason : new Error('aborted'));
+  signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    return await writeStream(blob, content, headers);
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+  }
+}
+
+async function writeStream(blob: BlockBlobClient, content: Readable, headers: BlockBlobUploadStreamOptions): Promise<number> {
   const head: Buffer[] = [];
   let headBytes = 0;
   const it = content[Symbol.asyncIterator]();

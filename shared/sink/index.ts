@@ -1,20 +1,20 @@
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import { PassThrough, Readable, Transform } from 'node:stream';
 import type { ContainerClient } from '@azure/storage-blob';
 import type { QueueClient } from '@azure/storage-queue';
 import type { MailboxConfig } from '../config/index.js';
 import { PostroomError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import { parseMessage, type AttachmentInfo, type ParsedAddress, type ParsedHeaders, type ParsedMessage } from '../parse/index.js';
+import { parseMessage, type ParseLimit, type ParseMessageOptions, type ParsedAddress, type ParsedHeaders, type ParsedMessage } from '../parse/index.js';
 import type { SourceMessage } from '../source.js';
 import { SINGLE_PUT_LIMIT, writeBlob } from './blob-upload.js';
+import { encodeQueueJson, MAX_QUEUE_JSON_BYTES } from '../queue-json.js';
 import { timeStorageWrite } from '../telemetry/index.js';
 import { idempotencyKey, MESSAGE_SCHEMA, safeBlobSegment } from './names.js';
 
 export { idempotencyKey, safeBlobSegment, MESSAGE_SCHEMA } from './names.js';
 
-/** Azure queue messages are at most 64 KiB; base64 (as Functions triggers expect) leaves 48 KiB of JSON. */
-export const MAX_QUEUE_JSON_BYTES = 49_152;
+export { MAX_QUEUE_JSON_BYTES } from '../queue-json.js';
 /** Bodies longer than this (UTF-8 bytes) go to a blob and are referenced. */
 export const INLINE_BODY_BYTES = 8 * 1024;
 
@@ -50,6 +50,8 @@ export interface OutputMessage {
   html: BodyRef | null;
   attachments: AttachmentRef[];
   parseError: string | null;
+  /** The documented parse limit the message went over (then delivered raw-only), or null. */
+  limit: ParseLimit | null;
 }
 
 /** What the queue carries when the full message JSON would not fit: the JSON is in a blob. */
@@ -80,133 +82,179 @@ export interface Delivered {
   blobPrefix: string;
 }
 
+/** Names one delivery: its key, its blob prefix, and how errors name it. */
+interface DeliveryNames {
+  key: string;
+  prefix: string;
+  subject: string;
+}
+
+/** What storing the raw message and parsing it produced. */
+interface Stored {
+  size: number;
+  sha256: string;
+  parsed: ParsedMessage;
+  attachments: AttachmentRef[];
+}
+
+function sinkFailure(names: DeliveryNames, what: string, e: unknown): Error {
+  if (e instanceof PostroomError) return e;
+  // An abort is the poll's decision, not a storage fault: keep it recognisable as one.
+  if ((e as Error)?.name === 'AbortError') return e as Error;
+  return new PostroomError('SinkFailed', `${what}: ${(e as Error)?.message ?? e}`, { subject: names.subject, cause: e });
+}
+
+/** Runs one storage step, turning its failure into a SinkFailed naming the step. */
+async function step<T>(names: DeliveryNames, what: string, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (e) {
+    throw sinkFailure(names, what, e);
+  }
+}
+
 /**
  * Delivers one message durably: raw .eml and each attachment to blobs, long
  * bodies to blobs, then ONE queue message (base64 JSON, always under 64 KiB).
  * Resolves only after the queue write succeeded; a re-delivery of the same
- * message overwrites the same blob names and carries the same key.
+ * message overwrites the same blob names and carries the same key. A message
+ * that cannot be parsed, or goes over a parse limit, is delivered all the
+ * same (raw kept, `parseError` and `limit` set) in bounded time.
  */
 export async function deliverMessage(message: SourceMessage, ctx: DeliveryContext): Promise<Delivered> {
-  const { mailbox, session, container } = ctx;
+  const { mailbox, session } = ctx;
   const key = idempotencyKey({ tenantId: mailbox.app.tenantId, mailbox: mailbox.address, folder: session.folder, validity: session.validity, id: message.id });
-  const prefix = `${mailbox.key}/${key}`;
-  const subject = `${mailbox.address} message ${message.id}`;
-  const fail = (what: string, e: unknown): never => {
-    if (e instanceof PostroomError) throw e;
-    throw new PostroomError('SinkFailed', `${what}: ${(e as Error)?.message ?? e}`, { subject, cause: e });
+  const names: DeliveryNames = { key, prefix: `${mailbox.key}/${key}`, subject: `${mailbox.address} message ${message.id}` };
+  const stored = await storeAndParse(message, ctx, names);
+  const { parsed } = stored;
+  if (parsed.parseError) ctx.logger.warn('message could not be parsed; delivering it raw', { mailbox: mailbox.address, id: message.id, limit: parsed.limit?.name, parseError: parsed.parseError.slice(0, 200) });
+  const out = await outputMessage(message, ctx, names, stored);
+  await enqueue(out, ctx, names);
+  return {
+    idempotencyKey: key,
+    size: stored.size,
+    subject: parsed.headers.subject,
+    from: parsed.headers.from,
+    attachments: stored.attachments.length,
+    parseError: parsed.parseError,
+    blobPrefix: names.prefix,
   };
+}
 
+/**
+ * Writes the raw message and parses it, at once. Most messages are small: up to
+ * the single-Put limit is read first; a message that ends within it is hashed,
+ * uploaded and parsed from that one buffer, without the stream fan-out a large
+ * message needs.
+ */
+async function storeAndParse(message: SourceMessage, ctx: DeliveryContext, names: DeliveryNames): Promise<Stored> {
   const opened = await message.open({ signal: ctx.signal });
-  // Most messages are small: read up to the single-Put limit first. When the message ends
-  // within it (the usual case), it is hashed, uploaded and parsed from that one buffer,
-  // without the stream fan-out a large message needs.
-  let head: { chunks: Buffer[]; bytes: number; ended: boolean };
-  try {
-    head = await readHead(opened, SINGLE_PUT_LIMIT);
-  } catch (e) {
-    return fail('reading the message failed', e);
-  }
-  const whole = head.ended ? Buffer.concat(head.chunks, head.bytes) : undefined;
-
+  const head = await step(names, 'reading the message failed', () => readHead(opened, SINGLE_PUT_LIMIT, ctx.signal));
   const attachments: AttachmentRef[] = [];
-  const onAttachment = async (info: AttachmentInfo, content: Readable) => {
-    const name = `${prefix}/attachments/${String(info.index).padStart(3, '0')}-${safeBlobSegment(info.filename)}`;
-    const size = await writeBlob(container, name, content, safeContentType(info.contentType));
-    attachments.push({ filename: info.filename, contentType: info.contentType, contentId: info.contentId, disposition: info.disposition, size, blob: name });
+  const options: ParseMessageOptions = {
+    signal: ctx.signal,
+    ...(message.size !== undefined ? { size: message.size } : {}),
+    onAttachment: async (info, content, signal) => {
+      const name = `${names.prefix}/attachments/${String(info.index).padStart(3, '0')}-${safeBlobSegment(info.filename)}`;
+      const size = await writeBlob(ctx.container, name, content, safeContentType(info.contentType), signal);
+      attachments.push({ filename: info.filename, contentType: info.contentType, contentId: info.contentId, disposition: info.disposition, size, blob: name });
+    },
   };
   const hash = createHash('sha256');
-  let rawUpload: Promise<number>;
-  let parsing: Promise<ParsedMessage>;
-  if (whole) {
-    hash.update(whole);
-    rawUpload = writeBlob(container, `${prefix}/message.eml`, whole, 'message/rfc822');
-    parsing = parseMessage(Readable.from([whole]), { signal: ctx.signal, onAttachment });
-  } else {
-    const hasher = new Transform({
-      transform(chunk: Buffer, _enc, cb) {
-        hash.update(chunk);
-        cb(null, chunk);
-      },
-    });
-    const toBlob = new PassThrough();
-    const toParser = new PassThrough();
-    opened.on('error', (e) => hasher.destroy(e));
-    // A sink that gives up must stop the source (and, for POP3, free its connection).
-    hasher.on('close', () => opened.destroy());
-    hasher.on('error', (e) => {
-      toBlob.destroy(e);
-      toParser.destroy(e);
-    });
-    for (const c of head.chunks) hasher.write(c);
-    opened.pipe(hasher);
-    hasher.pipe(toBlob);
-    hasher.pipe(toParser);
-    rawUpload = writeBlob(container, `${prefix}/message.eml`, toBlob, 'message/rfc822');
-    rawUpload.catch(() => toParser.resume());
-    parsing = parseMessage(toParser, { signal: ctx.signal, onAttachment });
-  }
+  const { rawUpload, parsing } = head.ended ? fromBuffer(Buffer.concat(head.chunks, head.bytes), hash, ctx, names, options) : fromStream(opened, head.chunks, hash, ctx, names, options);
   const [rawResult, parsedResult] = await Promise.allSettled([rawUpload, parsing]);
-  if (rawResult.status === 'rejected') fail('raw message upload failed', rawResult.reason);
-  if (parsedResult.status === 'rejected') fail('attachment upload failed', parsedResult.reason);
-  const size = (rawResult as PromiseFulfilledResult<number>).value;
-  const parsed = (parsedResult as PromiseFulfilledResult<Awaited<typeof parsing>>).value;
-  if (parsed.parseError) ctx.logger.warn('message could not be parsed; delivering it raw', { mailbox: mailbox.address, id: message.id, parseError: parsed.parseError.slice(0, 200) });
-
-  const body = async (content: string | null, name: string, type: string): Promise<BodyRef | null> => {
-    if (content === null) return null;
-    const bytes = Buffer.byteLength(content, 'utf8');
-    if (bytes <= INLINE_BODY_BYTES) return { content, bytes };
-    try {
-      await writeBlob(container, `${prefix}/${name}`, content, type);
-    } catch (e) {
-      fail(`${name} upload failed`, e);
-    }
-    return { blob: `${prefix}/${name}`, bytes };
-  };
+  // Aborted (deadline, lost lease): say so, rather than blame whichever write noticed first.
+  ctx.signal?.throwIfAborted();
+  if (rawResult.status === 'rejected') throw sinkFailure(names, 'raw message upload failed', rawResult.reason);
+  if (parsedResult.status === 'rejected') throw sinkFailure(names, 'attachment upload failed', parsedResult.reason);
   attachments.sort((a, b) => a.blob.localeCompare(b.blob));
-  const out: OutputMessage = {
+  return { size: rawResult.value, sha256: hash.digest('hex'), parsed: parsedResult.value, attachments };
+}
+
+interface Started {
+  rawUpload: Promise<number>;
+  parsing: Promise<ParsedMessage>;
+}
+
+function fromBuffer(whole: Buffer, hash: Hash, ctx: DeliveryContext, names: DeliveryNames, options: ParseMessageOptions): Started {
+  hash.update(whole);
+  return {
+    rawUpload: writeBlob(ctx.container, `${names.prefix}/message.eml`, whole, 'message/rfc822', ctx.signal),
+    parsing: parseMessage(Readable.from([whole]), options),
+  };
+}
+
+/** Tees the source into the hash, the raw blob and the parser; a failing raw upload stops the source. */
+function fromStream(opened: Readable, head: Buffer[], hash: Hash, ctx: DeliveryContext, names: DeliveryNames, options: ParseMessageOptions): Started {
+  const hasher = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      hash.update(chunk);
+      cb(null, chunk);
+    },
+  });
+  const toBlob = new PassThrough();
+  const toParser = new PassThrough();
+  opened.on('error', (e) => hasher.destroy(e));
+  // A sink that gives up must stop the source (and, for POP3, free its connection).
+  hasher.on('close', () => opened.destroy());
+  hasher.on('error', (e) => {
+    toBlob.destroy(e);
+    toParser.destroy(e);
+  });
+  for (const c of head) hasher.write(c);
+  opened.pipe(hasher);
+  hasher.pipe(toBlob);
+  hasher.pipe(toParser);
+  const rawUpload = writeBlob(ctx.container, `${names.prefix}/message.eml`, toBlob, 'message/rfc822', ctx.signal);
+  // Without the raw blob the delivery fails anyway: end the source and so the parse.
+  rawUpload.catch((e) => hasher.destroy(e instanceof Error ? e : new Error(String(e))));
+  return { rawUpload, parsing: parseMessage(toParser, options) };
+}
+
+/** Bodies up to INLINE_BODY_BYTES inline, longer ones as a blob. */
+async function bodyRef(content: string | null, file: string, type: string, ctx: DeliveryContext, names: DeliveryNames): Promise<BodyRef | null> {
+  if (content === null) return null;
+  const bytes = Buffer.byteLength(content, 'utf8');
+  if (bytes <= INLINE_BODY_BYTES) return { content, bytes };
+  const blob = `${names.prefix}/${file}`;
+  await step(names, `${file} upload failed`, () => writeBlob(ctx.container, blob, content, type, ctx.signal));
+  return { blob, bytes };
+}
+
+async function outputMessage(message: SourceMessage, ctx: DeliveryContext, names: DeliveryNames, stored: Stored): Promise<OutputMessage> {
+  const { mailbox, session, container } = ctx;
+  const { parsed } = stored;
+  return {
     schema: MESSAGE_SCHEMA,
-    idempotencyKey: key,
+    idempotencyKey: names.key,
     source: { tenantId: mailbox.app.tenantId, mailbox: mailbox.address, protocol: mailbox.protocol, folder: session.folder, validity: session.validity, id: message.id },
     ...(session.resync ? { resync: session.resync } : {}),
     receivedAt: message.receivedAt ? message.receivedAt.toISOString() : null,
     ingestedAt: ctx.now().toISOString(),
-    size,
-    sha256: hash.digest('hex'),
+    size: stored.size,
+    sha256: stored.sha256,
     container: container.containerName,
-    raw: { blob: `${prefix}/message.eml`, contentType: 'message/rfc822' },
+    raw: { blob: `${names.prefix}/message.eml`, contentType: 'message/rfc822' },
     headers: parsed.headers,
-    text: await body(parsed.text, 'body.txt', 'text/plain; charset=utf-8'),
-    html: await body(parsed.html, 'body.html', 'text/html; charset=utf-8'),
-    attachments,
+    text: await bodyRef(parsed.text, 'body.txt', 'text/plain; charset=utf-8', ctx, names),
+    html: await bodyRef(parsed.html, 'body.html', 'text/html; charset=utf-8', ctx, names),
+    attachments: stored.attachments,
     parseError: parsed.parseError,
+    limit: parsed.limit,
   };
+}
 
-  let json = JSON.stringify(out);
+/** One queue message: the JSON itself, or a pointer to it in a blob when it would not fit. */
+async function enqueue(out: OutputMessage, ctx: DeliveryContext, names: DeliveryNames): Promise<void> {
+  let message: OutputMessage | OverflowPointer = out;
+  const json = JSON.stringify(out);
   if (Buffer.byteLength(json, 'utf8') > MAX_QUEUE_JSON_BYTES) {
-    const blob = `${prefix}/message.json`;
-    try {
-      await writeBlob(container, blob, json, 'application/json');
-    } catch (e) {
-      fail('message.json upload failed', e);
-    }
-    const pointer: OverflowPointer = { schema: MESSAGE_SCHEMA, idempotencyKey: key, source: out.source, overflow: { container: container.containerName, blob } };
-    json = JSON.stringify(pointer);
+    const blob = `${names.prefix}/message.json`;
+    await step(names, 'message.json upload failed', () => writeBlob(ctx.container, blob, json, 'application/json', ctx.signal));
+    message = { schema: MESSAGE_SCHEMA, idempotencyKey: names.key, source: out.source, overflow: { container: ctx.container.containerName, blob } };
   }
-  try {
-    await timeStorageWrite('queue', () => ctx.queue.sendMessage(Buffer.from(json, 'utf8').toString('base64'), { abortSignal: ctx.signal }));
-  } catch (e) {
-    fail('queue write failed', e);
-  }
-  return {
-    idempotencyKey: key,
-    size,
-    subject: parsed.headers.subject,
-    from: parsed.headers.from,
-    attachments: attachments.length,
-    parseError: parsed.parseError,
-    blobPrefix: prefix,
-  };
+  const body = encodeQueueJson(message, `message ${names.key}`);
+  await step(names, 'queue write failed', () => timeStorageWrite('queue', () => ctx.queue.sendMessage(body, { abortSignal: ctx.signal })));
 }
 
 /**
@@ -214,14 +262,18 @@ export async function deliverMessage(message: SourceMessage, ctx: DeliveryContex
  * iteration would concatenate whatever is buffered into one large Buffer) until more
  * than `limit` bytes or the end, then leaves the stream paused.
  */
-function readHead(src: Readable, limit: number): Promise<{ chunks: Buffer[]; bytes: number; ended: boolean }> {
+function readHead(src: Readable, limit: number, signal?: AbortSignal): Promise<{ chunks: Buffer[]; bytes: number; ended: boolean }> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let bytes = 0;
+    const onAbort = () => src.destroy(signal!.reason instanceof Error ? signal!.reason : new Error('aborted'));
+    if (signal?.aborted) return reject(signal.reason);
+    signal?.addEventListener('abort', onAbort, { once: true });
     const done = (ended: boolean) => {
       src.off('data', onData);
       src.off('end', onEnd);
       src.off('error', onError);
+      signal?.removeEventListener('abort', onAbort);
       resolve({ chunks, bytes, ended });
     };
     const onData = (c: Buffer | string) => {
@@ -241,6 +293,7 @@ function readHead(src: Readable, limit: number): Promise<{ chunks: Buffer[]; byt
     const onError = (e: Error) => {
       src.off('data', onData);
       src.off('end', onEnd);
+      signal?.removeEventListener('abort', onAbort);
       reject(e);
     };
     src.on('data', onData);
