@@ -4,6 +4,7 @@ import type { z } from 'zod';
 import { PostroomError } from '../errors.js';
 import { CLOUDS, DEFAULT_PORTS, type CloudName, type CloudPreset } from './clouds.js';
 import { AppsSchema, MailboxesSchema, type AppSettings, type MailboxSettings } from './schema.js';
+import { settingWarnings } from '../diagnose/settings.js';
 
 export { CLOUDS, DEFAULT_PORTS, PROTOCOL_ROLES } from './clouds.js';
 export type { CloudName } from './clouds.js';
@@ -27,6 +28,8 @@ export interface AppConfig {
   readonly resource: string;
   readonly scope: string;
   readonly endpoints: { readonly imap: HostPort; readonly pop3: HostPort; readonly smtp: HostPort };
+  /** The Enterprise application's (service principal's) object id, when configured: filled into fixes. */
+  readonly servicePrincipalObjectId?: string;
 }
 
 export interface HostPort { readonly host: string; readonly port: number }
@@ -257,6 +260,7 @@ export function loadConfig(env: Env = process.env): PostroomConfig {
     connectTimeoutMs: int('POSTROOM_CONNECT_TIMEOUT_MS', 15000, 100, 120000),
   };
 
+  warnings.push(...settingWarnings([...appConfigs.values()], mailboxes).map((w) => w.message));
   if (problems.length) {
     throw new PostroomError('ConfigInvalid', `${problems.length} problem(s):\n- ${problems.join('\n- ')}`, { subject: 'Postroom settings' });
   }
@@ -332,6 +336,7 @@ function resolveApp(a: AppSettings, i: number, problems: string[]): AppConfig {
       pop3: ep(a.pop3Host, preset.pop3Host, DEFAULT_PORTS.pop3, 'pop3Host'),
       smtp: ep(a.smtpHost, preset.smtpHost, DEFAULT_PORTS.smtp, 'smtpHost'),
     },
+    ...(a.servicePrincipalObjectId ? { servicePrincipalObjectId: a.servicePrincipalObjectId } : {}),
   };
 }
 
