@@ -102,7 +102,11 @@ function ids(c: FixContext) {
 /** Why the object id matters, said once per fix, only when it is not configured. */
 function spNote(c: FixContext): string {
   if (c.servicePrincipalObjectId) return '';
-  return ` (az ad sp show --id ${ids(c).appId} --query id -o tsv prints the Enterprise application's object id; the object id shown under App registrations belongs to the application object, not to the service principal that Exchange matches against the token's oid; set servicePrincipalObjectId in the app's settings to have it filled in here)`;
+  return (
+    ` — the -ObjectId/-User value is the Enterprise application's object id, which az ad sp show --id ${ids(c).appId} --query id -o tsv prints; ` +
+    'the object id shown under App registrations is the application object\'s, not the service principal\'s that Exchange matches against the token\'s oid ' +
+    '(set servicePrincipalObjectId in the app\'s settings to have the id written here)'
+  );
 }
 
 const registerSp = (c: FixContext) => `New-ServicePrincipal -AppId ${ids(c).appId} -ObjectId ${ids(c).sp}`;

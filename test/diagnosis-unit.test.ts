@@ -58,7 +58,7 @@ describe('fixes are filled in with the real ids', () => {
     assert.ok(withSp.includes(`Connect-ExchangeOnline -Organization ${TENANT}`), withSp);
     const without = ERROR_CATALOG.ServicePrincipalNotRegistered.fix({ ...full(), servicePrincipalObjectId: undefined });
     assert.ok(without.includes(`-ObjectId (az ad sp show --id ${APP_ID} --query id -o tsv)`), without);
-    assert.match(without, /App registrations belongs to the application object/);
+    assert.match(without, /object id shown under App registrations is the application object's, not the service principal's/);
   });
 
   it('splits AuthenticationFailed by protocol: SMTP lists SMTP AUTH and SendAsApp, never the IMAP/POP switches', () => {

@@ -3,7 +3,8 @@ import { isIP } from 'node:net';
 import type { Transporter } from 'nodemailer';
 import type { AppConfig } from '../config/index.js';
 import { PROTOCOL_ROLES } from '../config/index.js';
-import { PostroomError } from '../errors.js';
+import { PostroomError, withContext } from '../errors.js';
+import { fixContextOf } from '../diagnose/context.js';
 import type { Logger } from '../logger.js';
 import type { Runtime } from '../runtime.js';
 import { requireRole } from '../auth/jwt.js';
@@ -222,7 +223,8 @@ async function createSmtpSender(runtime: Runtime, app: AppConfig, from: string, 
           });
           return { messageId: info.messageId, response: info.response, tries: attempts };
         } catch (e) {
-          const err = mapSmtpError(e, subject);
+          // Authenticated as `from` and sent as `from`: the fix says so (issue 12).
+          const err = withContext(mapSmtpError(e, subject), fixContextOf(app, { mailbox: from, from, protocol: 'smtp' })) as PostroomError;
           if (err.code === 'AuthenticationFailed' && !renew) {
             log.warn('SMTP refused the app token; retrying once with a fresh one', { sender: from, reply: err.responseText });
             continue;

@@ -1,6 +1,7 @@
 import { setMaxListeners } from 'node:events';
 import type { MailboxConfig } from '../config/index.js';
-import { PostroomError } from '../errors.js';
+import { PostroomError, withContext } from '../errors.js';
+import { fixContextOfMailbox } from '../diagnose/context.js';
 import { acquireMailboxLease } from '../lease/index.js';
 import type { Logger } from '../logger.js';
 import type { Runtime, SourceHooks } from '../runtime.js';
@@ -110,7 +111,12 @@ export async function pollMailbox(runtime: Runtime, mailbox: MailboxConfig, opti
   return { mailbox: mailbox.id, outcome: error ? 'failed' : 'ok', delivered, error, status, durationMs };
 }
 
+// The fix is filled in with this mailbox's app, tenant and hosts (issue 12).
 function asPostroomError(e: unknown, mailbox: MailboxConfig): PostroomError {
+  return withContext(toPostroomError(e, mailbox), fixContextOfMailbox(mailbox)) as PostroomError;
+}
+
+function toPostroomError(e: unknown, mailbox: MailboxConfig): PostroomError {
   if (e instanceof PostroomError) return e;
   if ((e as Error)?.name === 'AbortError' || (e instanceof DOMException && e.name === 'AbortError')) {
     return new PostroomError('Aborted', 'the poll was aborted', { subject: mailbox.id, cause: e });
