@@ -76,6 +76,7 @@ export async function startSandbox(o: SandboxOptions): Promise<Sandbox> {
         issuer: token.issuer,
         kid: token.kid,
         publicKeyPem: token.publicKeyPem,
+        tenantId: SANDBOX_TENANT,
         grants,
         log,
       }).then((d) => {
@@ -88,6 +89,7 @@ export async function startSandbox(o: SandboxOptions): Promise<Sandbox> {
         key: certs.key,
         issuer: token.issuer,
         publicKeyPem: token.publicKeyPem,
+        tenantId: SANDBOX_TENANT,
         grants,
         dir: join(o.dir, 'smtp-captured'),
         logger: log,

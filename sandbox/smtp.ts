@@ -40,6 +40,10 @@ export const EXCHANGE_SMTP_REPLIES = Object.freeze({
     code: 535,
     message: '5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant. Visit https://aka.ms/smtp_auth_disabled for more information.',
   },
+  authDisabledMailbox: {
+    code: 535,
+    message: '5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Mailbox. Visit https://aka.ms/smtp_auth_disabled for more information.',
+  },
   authFailed: { code: 535, message: '5.7.3 Authentication unsuccessful' },
   sendAsDenied: {
     code: 554,
@@ -62,9 +66,15 @@ export interface SmtpServerOptions {
   /** CA (PEM) to trust when fetching `jwksUri`. */
   ca?: string;
   audience?: string;
+  /** When set, a token whose `tid` differs is refused with 535 5.7.3. */
+  tenantId?: string;
   grants: SmtpGrant[];
   sendAs?: SmtpSendAs[];
   failures?: SmtpFault[];
+  /** Mailboxes with SMTP AUTH off (`Set-CASMailbox -SmtpClientAuthenticationDisabled $true`): AUTH gets 535 5.7.139. */
+  smtpAuthDisabled?: string[];
+  /** Apps whose service principal Exchange does not know: AUTH gets 535 5.7.3. */
+  unregisteredApps?: string[];
   /** Exchange allows 3 concurrent SMTP connections per mailbox; the 4th authenticated one gets 432 4.3.2. */
   maxConnectionsPerMailbox?: number;
   /** Where captured messages are written as .eml; a fresh dir under os.tmpdir() when omitted (kept after stop). */
@@ -92,6 +102,10 @@ export interface SmtpSandbox {
   messages(): CapturedMessage[];
   /** Queues more scripted replies (same meaning as the `failures` option). */
   fail(fault: SmtpFault): void;
+  /** The sandbox's `Set-CASMailbox <mailbox> -SmtpClientAuthenticationDisabled`; effective for the next AUTH. */
+  setSmtpAuthEnabled(mailbox: string, enabled: boolean): void;
+  /** Registers (New-ServicePrincipal) or unregisters an app's service principal; effective for the next AUTH. */
+  setServicePrincipal(appId: string, registered: boolean): void;
   /** AUTH attempts so far (successful or not), optionally for one mailbox. */
   authAttempts(mailbox?: string): number;
   /** Most authenticated connections seen at once for a mailbox. */
@@ -162,6 +176,8 @@ export async function startSmtpServer(o: SmtpServerOptions): Promise<SmtpSandbox
 
   const grants = new Set(o.grants.map((g) => `${g.appId} ${g.mailbox.toLowerCase()}`));
   const sendAs = (o.sendAs ?? []).map((s) => ({ ...s, mailbox: s.mailbox.toLowerCase(), from: s.from.toLowerCase() }));
+  const authDisabled = new Set((o.smtpAuthDisabled ?? []).map((m) => m.toLowerCase()));
+  const unregistered = new Set(o.unregisteredApps ?? []);
   const faults: Array<Required<SmtpFault>> = [];
   const fail = (f: SmtpFault) => faults.push({ stage: f.stage ?? 'auth', code: f.code, message: f.message, times: f.times ?? 1 });
   for (const f of o.failures ?? []) fail(f);
@@ -214,7 +230,13 @@ export async function startSmtpServer(o: SmtpServerOptions): Promise<SmtpSandbox
         ({ payload }) => {
           const roles = Array.isArray(payload.roles) ? (payload.roles as unknown[]) : [];
           const appId = String(payload.appid ?? '');
+          if (o.tenantId && String(payload.tid ?? '').toLowerCase() !== o.tenantId.toLowerCase()) return refuse(`token from tenant ${String(payload.tid)}`);
           if (!roles.includes(ROLE)) return refuse(`token lacks ${ROLE}`);
+          if (authDisabled.has(user)) {
+            const r = EXCHANGE_SMTP_REPLIES.authDisabledMailbox;
+            return cb(replyError(r.code, r.message));
+          }
+          if (unregistered.has(appId)) return refuse(`app ${appId} has no service principal`);
           if (!grants.has(`${appId} ${user}`)) return refuse(`app ${appId} has no grant on ${user}`);
           const open = active.get(user) ?? new Set<string>();
           if (open.size >= maxPerMailbox) {
@@ -298,6 +320,14 @@ export async function startSmtpServer(o: SmtpServerOptions): Promise<SmtpSandbox
     dir,
     messages: () => [...captured],
     fail,
+    setSmtpAuthEnabled(mailbox, enabled) {
+      if (enabled) authDisabled.delete(mailbox.toLowerCase());
+      else authDisabled.add(mailbox.toLowerCase());
+    },
+    setServicePrincipal(appId, registered) {
+      if (registered) unregistered.delete(appId);
+      else unregistered.add(appId);
+    },
     authAttempts: (mailbox) => (mailbox === undefined ? [...attempts.values()].reduce((a, b) => a + b, 0) : (attempts.get(mailbox.toLowerCase()) ?? 0)),
     peakConnections: (mailbox) => peak.get(mailbox.toLowerCase()) ?? 0,
     activeConnections: (mailbox) => active.get(mailbox.toLowerCase())?.size ?? 0,

@@ -25,6 +25,15 @@ export interface SandboxApp {
   certificatePem?: string | string[];
   /** Federated identity credentials: external tokens (e.g. a managed identity's) accepted as client assertions. */
   federatedCredentials?: SandboxFederatedCredential[];
+  /**
+   * Claims merged over every access token this app gets through the token
+   * endpoint (a claim set to `undefined` is removed), for broken set-ups the
+   * client must recognise: `{ aud: 'https://graph.microsoft.com' }`, another
+   * `tid`, or, as a function of the issued claims, `exp` in the past
+   * (`expires_in` in the reply stays as it was, like a login host whose clock
+   * differs from the client's).
+   */
+  tokenClaims?: Record<string, unknown> | ((issued: Readonly<Record<string, unknown>>) => Record<string, unknown>);
 }
 
 export interface TokenEndpointOptions {
@@ -370,7 +379,7 @@ export async function startTokenEndpoint(o: TokenEndpointOptions): Promise<Token
     },
     formats: {
       customizers: {
-        async jwt(_ctx: KoaContext, _token: unknown, jwt: { header: Record<string, unknown> | undefined; payload: Record<string, unknown> }) {
+        async jwt(_ctx: KoaContext, token: { clientId?: string }, jwt: { header: Record<string, unknown> | undefined; payload: Record<string, unknown> }) {
           // Dovecot 2.3 only accepts typ "JWT" (RFC 9068's "at+jwt" is refused); Entra sends "JWT" too.
           jwt.header = { ...(jwt.header ?? {}), typ: 'JWT' };
           // Entra app tokens have neither; `azp` would also move Dovecot's key lookup to keys/<azp>/.
@@ -378,6 +387,11 @@ export async function startTokenEndpoint(o: TokenEndpointOptions): Promise<Token
           delete jwt.payload.client_id;
           delete jwt.payload.azp;
           jwt.payload.nbf = jwt.payload.iat;
+          const extra = apps.get(String(token.clientId ?? ''))?.tokenClaims;
+          if (extra) {
+            Object.assign(jwt.payload, typeof extra === 'function' ? extra({ ...jwt.payload }) : extra);
+            for (const k of Object.keys(jwt.payload)) if (jwt.payload[k] === undefined) delete jwt.payload[k];
+          }
           return jwt;
         },
       },

@@ -11,6 +11,7 @@ import type { StateStore } from './state.js';
 import type { CreateSource, MailSource } from './source.js';
 import type { SmtpSender, SmtpSenderOptions } from './notify/smtp.js';
 import { trustedCas } from './tls.js';
+import { fixContextOf } from './diagnose/context.js';
 
 /**
  * Everything one process needs, built lazily once: config, clients, token
@@ -125,7 +126,10 @@ function createSenderPool(config: PostroomConfig, tokens: (app: AppConfig) => To
         const subject = `${from} via SMTP ${host}:${port}`;
         const getToken = protocolTokenGetter(tokens(app).getToken, 'smtp', subject);
         sender = import('./notify/smtp.js').then((m) =>
-          m.createSmtpSender({ endpoint: { host, port }, from, getToken, ca: config.ca, connectTimeoutMs: config.poll.connectTimeoutMs, logger }, options),
+          m.createSmtpSender(
+            { endpoint: { host, port }, from, getToken, ca: config.ca, connectTimeoutMs: config.poll.connectTimeoutMs, logger, fixContext: fixContextOf(app, { mailbox: from, from, protocol: 'smtp' }) },
+            options,
+          ),
         );
         sender.catch(() => pool.delete(key));
         pool.set(key, sender);

@@ -1,43 +1,19 @@
 import { PostroomError } from '../errors.js';
+import { APP_ROLES, decodeClaims, isJwt, roleProblem, type MailProtocol } from './claims.js';
 
-export interface AppTokenClaims {
-  readonly aud?: string | string[];
-  readonly roles?: string[];
-  readonly appid?: string;
-  readonly tid?: string;
-  readonly idtyp?: string;
-  readonly exp?: number;
-}
+export { decodeClaims, type AppTokenClaims } from './claims.js';
 
 /**
- * Reads an access token's claims without verifying it: the mail server does
- * the verifying; we only look, so a missing role gets a precise message
- * instead of Exchange's bare "AUTHENTICATE failed".
- */
-export function decodeClaims(token: string): AppTokenClaims {
-  const part = token.split('.')[1];
-  if (!part) return {};
-  try {
-    return JSON.parse(Buffer.from(part, 'base64url').toString('utf8')) as AppTokenClaims;
-  } catch {
-    return {};
-  }
-}
-
-/**
- * Fails with `MissingRole` when the app token lacks `role`.
- * Tokens that are not JWTs (opaque test tokens) are let through.
+ * Fails with `MissingRole` when the app token lacks `role`; tokens that are
+ * not JWTs (opaque test tokens) are let through.
+ *
+ * @deprecated Use `checkAppToken` (shared/auth/claims.ts), which also checks
+ * tenant, audience, lifetime and app-only, and fills the fix in with the app's ids.
  */
 export function requireRole(token: string, role: string, subject: string): void {
-  if (token.split('.').length !== 3) return;
-  const claims = decodeClaims(token);
-  const roles = Array.isArray(claims.roles) ? claims.roles : [];
-  if (!roles.includes(role)) {
-    const aud = Array.isArray(claims.aud) ? claims.aud.join(' ') : (claims.aud ?? 'none');
-    throw new PostroomError(
-      'MissingRole',
-      `the token (aud ${aud}, app ${claims.appid ?? '?'}) has roles [${roles.join(', ') || 'none'}] but needs ${role}`,
-      { subject },
-    );
-  }
+  if (!isJwt(token)) return;
+  const protocol = (Object.keys(APP_ROLES) as MailProtocol[]).find((p) => APP_ROLES[p] === role);
+  if (!protocol) throw new TypeError(`requireRole: unknown role ${role}`);
+  const problem = roleProblem(decodeClaims(token), protocol);
+  if (problem) throw new PostroomError('MissingRole', problem.detail, { subject, context: { protocol } });
 }

@@ -42,7 +42,10 @@ export interface AppConfig {
   /** Exchange resource; tokens are asked for `${resource}/.default`. */
   readonly resource: string;
   readonly scope: string;
+  /** Mail endpoints of the app's cloud (or overrides). */
   readonly endpoints: { readonly imap: HostPort; readonly pop3: HostPort; readonly smtp: HostPort };
+  /** The Enterprise application's (service principal's) object id, when configured: filled into fixes. */
+  readonly servicePrincipalObjectId?: string;
 }
 
 /** Options of {@link parseApps}. */
@@ -112,5 +115,6 @@ function resolveApp(a: AppSettings, i: number, problems: string[]): AppConfig {
       pop3: ep(a.pop3Host, preset.pop3Host, DEFAULT_PORTS.pop3, 'pop3Host'),
       smtp: ep(a.smtpHost, preset.smtpHost, DEFAULT_PORTS.smtp, 'smtpHost'),
     },
+    ...(a.servicePrincipalObjectId ? { servicePrincipalObjectId: a.servicePrincipalObjectId } : {}),
   };
 }

@@ -3,6 +3,7 @@ import { Cron } from 'croner';
 import type { z } from 'zod';
 import { PostroomError } from '../errors.js';
 import { parseLogLevel } from '../logger.js';
+import { settingWarnings } from '../diagnose/settings.js';
 import { parseApps } from './apps.js';
 import { parseMailboxes } from './mailboxes.js';
 import { AppsSchema } from './schema.js';
@@ -64,6 +65,7 @@ export function loadConfig(env: Env = process.env): PostroomConfig {
   const mailboxes = parseMailboxes(readJson('POSTROOM_MAILBOXES', env.POSTROOM_MAILBOXES, problems), apps, problems);
   const logLevel = readLogLevel(env, problems);
   const poll = parsePoll(env, problems);
+  warnings.push(...settingWarnings([...apps.values()], mailboxes).map((w) => w.message));
   if (problems.length) {
     throw new PostroomError('ConfigInvalid', `${problems.length} problem(s):\n- ${problems.join('\n- ')}`, { subject: 'Postroom settings' });
   }

@@ -61,6 +61,10 @@ export const AppSchema = z
     imapHost: hostPort.optional(),
     pop3Host: hostPort.optional(),
     smtpHost: hostPort.optional(),
+    servicePrincipalObjectId: z
+      .uuid({ version: undefined })
+      .optional()
+      .describe("The Enterprise application's (service principal's) object id: filled into the admin fixes (New-ServicePrincipal -ObjectId, Add-MailboxPermission -User)."),
   })
   .strict()
   .superRefine((a, ctx) => {

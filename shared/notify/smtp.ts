@@ -1,6 +1,7 @@
 import { isIP } from 'node:net';
 import type { Transporter } from 'nodemailer';
 import type { HostPort } from '../config/index.js';
+import { withContext, type FixContext, type PostroomError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { AccessToken, TokenGetter } from '../auth/token.js';
 import { caOption } from '../tls.js';
@@ -36,6 +37,8 @@ export interface SmtpSenderDeps {
   readonly ca?: string;
   readonly connectTimeoutMs: number;
   readonly logger: Logger;
+  /** The app's ids, filled into the fixes of errors (issue 12). */
+  readonly fixContext?: FixContext;
 }
 
 /** One message to send. */
@@ -88,7 +91,8 @@ export async function createSmtpSender(deps: SmtpSenderDeps, options: SmtpSender
           const info = await pool.send(toNodemailer(from, mail));
           return { messageId: info.messageId, response: info.response, tries };
         } catch (e) {
-          const err = mapSmtpError(e, subject);
+          // Authenticated as `from` and sent as `from`: the fix says so, with the app's real ids.
+          const err = deps.fixContext ? (withContext(mapSmtpError(e, subject), deps.fixContext) as PostroomError) : mapSmtpError(e, subject);
           if (err.code === 'AuthenticationFailed' && tries === 1) {
             log.warn('SMTP refused the app token; retrying once with a fresh one', { sender: from, reply: err.responseText });
             continue;

@@ -1,5 +1,6 @@
 import type { MailboxConfig } from '../config/index.js';
-import { PostroomError } from '../errors.js';
+import { fixContextOfMailbox } from '../diagnose/context.js';
+import { PostroomError, withContext } from '../errors.js';
 
 /**
  * A library's or the platform's error, as the poll reports it. A
@@ -7,6 +8,11 @@ import { PostroomError } from '../errors.js';
  * it is, never dressed up as a retryable failure of the mailbox (jose's rule).
  */
 export function asPostroomError(e: unknown, mailbox: MailboxConfig): PostroomError {
+  // The fix is filled in with this mailbox's app, tenant and hosts.
+  return withContext(toPostroomError(e, mailbox), fixContextOfMailbox(mailbox)) as PostroomError;
+}
+
+function toPostroomError(e: unknown, mailbox: MailboxConfig): PostroomError {
   if (e instanceof PostroomError) return e;
   // fetch() reports a network failure as TypeError('fetch failed', { cause }): not a bug.
   const fetchFailed = e instanceof TypeError && e.message === 'fetch failed';
