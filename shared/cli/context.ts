@@ -45,7 +45,11 @@ export function createCliContext(io: CliIo, o: CreateCliContextOptions = {}): Cl
   let settings: CliSettings | undefined;
   let config: PostroomConfig | undefined;
   let runtime: Promise<Runtime> | undefined;
-  const logger = createLogger((level, line) => io.stderr.write(`${level.toUpperCase()} ${line}\n`), { level: o.verbose ? 'info' : 'warn', prefix: 'postroom' });
+  // Commands report every failure themselves, with its fix; the library's own error lines would say it twice.
+  const sink = (level: string, line: string) => {
+    if (level !== 'error' || o.verbose) io.stderr.write(`${level.toUpperCase()} ${line}\n`);
+  };
+  const logger = createLogger(sink, { level: o.verbose ? 'info' : 'warn', prefix: 'postroom' });
   const ctx: CliContext = {
     io,
     logger,
