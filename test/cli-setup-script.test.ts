@@ -175,6 +175,9 @@ describe('postroom setup-script', () => {
     assert.match(bad.stderr, /--format must be powershell or bash/);
     const unknown = await cli(['setup-script', '--nope'], tmpdir(), PRODUCTION);
     assert.equal(unknown.code, 2);
+    const help = await cli(['help', 'setup-script'], tmpdir(), {});
+    assert.equal(help.code, 0);
+    assert.match(help.stdout, /^postroom setup-script \[--format powershell\|bash\]/);
     const doctor = await cli(['doctor'], tmpdir(), PRODUCTION);
     assert.equal(doctor.code, 2);
     assert.match(doctor.stderr, /not yet/);

@@ -44,6 +44,12 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
   }
   const { name, rest, settings, verbose, help } = split;
   const ctx = createCliContext(io, { settingsFile: settings, verbose });
+  if (name === 'help') {
+    // `npx postroom --help` is npx's own help: `postroom help [command]` gets there too.
+    const about = rest[0] ? COMMANDS[rest[0]] : undefined;
+    ctx.out(about ? await about.usage() : USAGE);
+    return rest[0] && !about ? EXIT.usage : EXIT.ok;
+  }
   const command = name ? COMMANDS[name] : undefined;
   if (!command) {
     (name ? ctx.err : ctx.out)(name ? `postroom: unknown command "${name}"\n\n${USAGE}` : USAGE);
