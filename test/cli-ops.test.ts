@@ -6,6 +6,8 @@ import { QueueClient } from '@azure/storage-queue';
 import { encodeQueueJson } from '../shared/queue-json.js';
 import { JOB_SCHEMA } from '../shared/poll/jobs.js';
 import { setRuntime } from '../shared/runtime.js';
+import { Writable } from 'node:stream';
+import { main } from '../shared/cli/main.js';
 import { plainMessage } from '../sandbox/messages.js';
 import { MAILBOXES, startStack, type Stack } from './support/stack.js';
 
@@ -143,6 +145,22 @@ describe('postroom CLI against the local stack (poll, status, poison)', () => {
     const purge = await cli('poison', 'purge', '--yes');
     assert.equal(purge.code, 0, purge.stderr);
     assert.equal((await jobsPoison.peekMessages()).peekedMessageItems.length, 0);
+  });
+
+  it('on a terminal, a long poll shows a progress line on stderr and clears it before the summary', async () => {
+    for (let i = 0; i < 7; i++) await stack.sandbox.dovecot.deliver(HAPPY, plainMessage({ subject: `Progress ${i}` }));
+    const sink = () => Object.assign(new Writable({ write: (c, _e, cb) => (chunks.push(String(c)), cb()) }), { isTTY: true, columns: 100 });
+    const chunks: string[] = [];
+    const out: string[] = [];
+    const stdout = Object.assign(new Writable({ write: (c, _e, cb) => (out.push(String(c)), cb()) }), { isTTY: true });
+    const code = await main(['poll', '--once', '--mailbox', HAPPY], { stdout, stderr: sink(), env: env, cwd: stack.dir });
+    assert.equal(code, 0, chunks.join(''));
+    const progress = chunks.filter((c) => c.startsWith('\r') && c.includes('msgs,'));
+    // Batches of 2: the line appears once more than one batch came in, and counts up to the 7 delivered.
+    assert.ok(progress.length >= 2, chunks.join('|'));
+    assert.match(progress.at(-1)!, new RegExp(`imap:${HAPPY}/INBOX \\[[= ]+\\] 7 msgs, [\\d.]+ KiB, [\\d.]+ msg/s`));
+    assert.equal(chunks.at(-1), '\r\x1b[K', 'the line is cleared');
+    assert.match(out.join(''), new RegExp(`✓ imap:${HAPPY}/INBOX: 7 message\\(s\\)`));
   });
 
   it('bad settings and bad usage are exit 2; an unknown mailbox names the configured ones', async () => {
