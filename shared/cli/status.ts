@@ -1,0 +1,41 @@
+import { parseArgs } from 'node:util';
+import { mailboxStatusReport, type MailboxStatusEntry } from '../poll/report.js';
+import { EXIT, formatDuration, renderTable, type CliContext } from './context.js';
+
+export const STATUS_USAGE = `postroom status [--json]
+  Every configured mailbox: last poll, result, lag since the last success, counts, last error and its fix.`;
+
+/** `postroom status`: exit 1 when any mailbox's last poll failed. */
+export async function statusCommand(args: string[], ctx: CliContext): Promise<number> {
+  const { values } = parseArgs({ args, options: { json: { type: 'boolean', default: false } }, strict: true });
+  const report = await mailboxStatusReport(await ctx.runtime());
+  const failed = report.mailboxes.filter((m) => m.status?.lastResult === 'failed');
+  if (values.json) ctx.out(JSON.stringify(report, null, 2));
+  else printStatus(report.mailboxes, ctx);
+  return failed.length ? EXIT.failed : EXIT.ok;
+}
+
+function printStatus(mailboxes: readonly MailboxStatusEntry[], ctx: CliContext): void {
+  const rows = mailboxes.map((m) => {
+    const s = m.status;
+    return [
+      m.id,
+      s ? s.lastPollAt.replace(/\.\d+Z$/, 'Z') : 'never',
+      s ? s.lastResult : '-',
+      m.lagSeconds === null ? '-' : formatDuration(m.lagSeconds),
+      s ? String(s.lastDelivered) : '-',
+      s ? String(s.totalDelivered) : '-',
+      s ? String(s.consecutiveFailures) : '-',
+      s?.lastResult === 'failed' ? (s.lastErrorCode ?? '') : '',
+    ];
+  });
+  for (const l of renderTable(['MAILBOX', 'LAST POLL', 'RESULT', 'LAG', 'LAST', 'TOTAL', 'FAILS', 'LAST ERROR'], rows)) ctx.out(l);
+  for (const m of mailboxes.filter((x) => x.status?.lastResult === 'failed')) {
+    ctx.out();
+    const fix = m.lastErrorFix ? ` Fix: ${m.lastErrorFix}` : '';
+    const message = fix && m.status!.lastError?.endsWith(fix) ? m.status!.lastError.slice(0, -fix.length) : m.status!.lastError;
+    ctx.out(`${m.id}: ${m.status!.lastErrorCode}: ${message}`);
+    if (m.lastErrorFix) ctx.out(`  fix: ${m.lastErrorFix}`);
+  }
+  if (!mailboxes.length) ctx.out('(no mailboxes configured)');
+}
