@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { mkdir, readFile, readlink, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { join, resolve } from 'node:path';
-import { assertPortsFree, freePort, processCommand } from './ports.js';
+import { assertPortsFree, freePort, isRunning, processCommand } from './ports.js';
 
 /** Azurite's fixed development account (public, documented by Microsoft; not a secret). */
 export const AZURITE_ACCOUNT = 'devstoreaccount1';
@@ -107,11 +107,12 @@ export async function stopOrphanAzurite(dir: string): Promise<number | undefined
   const pidFile = join(base, PID_FILE);
   const pid = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
   if (!Number.isInteger(pid) || pid <= 1 || pid === process.pid) return undefined;
-  const alive = async () => (await processCommand(pid))?.includes('azurite') === true && (await readlink(`/proc/${pid}/cwd`).catch(() => '')) === base;
-  if (!(await alive())) {
+  const ours = (await processCommand(pid))?.includes('azurite') === true && (await readlink(`/proc/${pid}/cwd`).catch(() => '')) === base;
+  if (!ours) {
     await rm(pidFile, { force: true });
     return undefined;
   }
+  const alive = () => isRunning(pid);
   for (const sig of ['SIGTERM', 'SIGKILL'] as const) {
     try {
       process.kill(pid, sig);

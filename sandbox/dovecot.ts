@@ -19,7 +19,7 @@ import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import type { Logger } from '../shared/logger.js';
 import { silentLogger } from '../shared/logger.js';
-import { assertPortsFree, freePort, isPortOpen, processCommand } from './ports.js';
+import { assertPortsFree, freePort, isPortOpen, isRunning, processCommand } from './ports.js';
 
 const run = promisify(execFile);
 
@@ -396,15 +396,17 @@ export async function stopOrphanDovecot(dir: string, log: Logger = silentLogger)
     // The master names our config; its children (dovecot-<instance>/imap, …/auth) are in its group.
     return p === pid ? /(^|\/)dovecot\b/.test(cmd) && cmd.includes(confFile) : /^dovecot(-[^/ ]+)?\//.test(cmd);
   };
+  const found: number[] = [];
+  for (const p of await groupMembers(pid)) if (await ours(p)) found.push(p);
+  if (!found.length) return undefined;
+  const count = found.length;
+  let left = found;
+  // Gone or a zombie: a process that exits has an empty command line before its sockets close.
   const members = async () => {
-    const all = await groupMembers(pid);
-    const mine: number[] = [];
-    for (const p of all) if (await ours(p)) mine.push(p);
-    return mine;
+    const still: number[] = [];
+    for (const p of found) if (await isRunning(p)) still.push(p);
+    return still;
   };
-  let left = await members();
-  if (!left.length) return undefined;
-  const count = left.length;
   log.warn(`found a sandbox Dovecot left running by an earlier run (pid ${pid}, ${count} process(es), config ${confFile}): stopping it`);
   for (const sig of ['SIGTERM', 'SIGKILL'] as const) {
     for (const p of left) {

@@ -128,3 +128,19 @@ function ownerHint(holder: PortHolder): string {
   if (/azurite/.test(holder.command)) return ' (an Azurite, maybe of another sandbox or a VS Code extension)';
   return '';
 }
+
+/**
+ * Whether a process still runs (Linux /proc): any of its threads is not a
+ * zombie. Neither its command line (empty while it exits, before its sockets
+ * close) nor its main thread's state (a zombie while other threads still
+ * hold its files) tells.
+ */
+export async function isRunning(pid: number): Promise<boolean> {
+  const { readdir, readFile } = await import('node:fs/promises');
+  const tasks = await readdir(`/proc/${pid}/task`).catch(() => [] as string[]);
+  for (const t of tasks) {
+    const stat = await readFile(`/proc/${pid}/task/${t}/stat`, 'utf8').catch(() => undefined);
+    if (stat !== undefined && stat.replace(/^.*\) /, '')[0] !== 'Z') return true;
+  }
+  return false;
+}
