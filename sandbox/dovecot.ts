@@ -390,11 +390,13 @@ export async function stopOrphanDovecot(dir: string, log: Logger = silentLogger)
   const pid = Number((await readFile(join(base, 'run', 'master.pid'), 'utf8').catch(() => '')).trim());
   if (!Number.isInteger(pid) || pid <= 1) return undefined;
   const confFile = join(base, 'dovecot.conf');
+  // The config is rewritten at each start: until then it names the instance that ran last.
+  const instance = /^instance_name = (\S+)$/m.exec(await readFile(confFile, 'utf8').catch(() => ''))?.[1];
   const ours = async (p: number) => {
     const cmd = await processCommand(p);
     if (!cmd) return false;
     // The master names our config; its children (dovecot-<instance>/imap, …/auth) are in its group.
-    return p === pid ? /(^|\/)dovecot\b/.test(cmd) && cmd.includes(confFile) : /^dovecot(-[^/ ]+)?\//.test(cmd);
+    return p === pid ? /(^|\/)dovecot\b/.test(cmd) && cmd.includes(confFile) : instance !== undefined && cmd.startsWith(`dovecot-${instance}/`);
   };
   const found: number[] = [];
   for (const p of await groupMembers(pid)) if (await ours(p)) found.push(p);
