@@ -1,9 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { request } from 'node:http';
 import { readFileSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile, readlink, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { freePort } from './ports.js';
+import { join, resolve } from 'node:path';
+import { assertPortsFree, freePort, isRunning, processCommand } from './ports.js';
 
 /** Azurite's fixed development account (public, documented by Microsoft; not a secret). */
 export const AZURITE_ACCOUNT = 'devstoreaccount1';
@@ -19,6 +20,15 @@ export interface AzuriteOptions {
   inMemory?: boolean;
   /** How long to wait for all three services; default 30 s. */
   startTimeoutMs?: number;
+  /**
+   * Its own process group, so that a terminal's Ctrl-C reaches only the owner,
+   * which stops the work using storage before storage. The owner must stop()
+   * it (an exit of the owner's process still kills it; a SIGKILL leaves it to
+   * the next start, which finds it by its pid file).
+   */
+  detached?: boolean;
+  /** Told when an Azurite left running by an earlier run on `dir` was found and stopped. */
+  onOrphanStopped?: (pid: number) => void;
 }
 
 export interface Azurite {
@@ -85,6 +95,38 @@ async function kill(child: ChildProcess): Promise<void> {
 
 class EarlyExit extends Error {}
 
+const PID_FILE = 'azurite.pid';
+
+/**
+ * Stops an Azurite left running by an earlier run on `dir` (its pid file
+ * names a live Azurite whose working directory is `dir`: every instance is
+ * started there). Returns its pid, or undefined when there was none.
+ */
+export async function stopOrphanAzurite(dir: string): Promise<number | undefined> {
+  const base = resolve(dir);
+  const pidFile = join(base, PID_FILE);
+  const pid = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
+  if (!Number.isInteger(pid) || pid <= 1 || pid === process.pid) return undefined;
+  const ours = (await processCommand(pid))?.includes('azurite') === true && (await readlink(`/proc/${pid}/cwd`).catch(() => '')) === base;
+  if (!ours) {
+    await rm(pidFile, { force: true });
+    return undefined;
+  }
+  const alive = () => isRunning(pid);
+  for (const sig of ['SIGTERM', 'SIGKILL'] as const) {
+    try {
+      process.kill(pid, sig);
+    } catch {
+      /* gone */
+    }
+    for (let i = 0; i < 100 && (await alive()); i++) await new Promise((r) => setTimeout(r, 30));
+    if (!(await alive())) break;
+  }
+  if (await alive()) throw new Error(`could not stop the Azurite left running by an earlier run (pid ${pid}); stop it by hand: kill -9 ${pid}`);
+  await rm(pidFile, { force: true });
+  return pid;
+}
+
 async function startOnce(o: AzuriteOptions, ports: { blob: number; queue: number; table: number }): Promise<Omit<Azurite, 'restart'>> {
   const args = [
     azuriteBin(),
@@ -98,7 +140,10 @@ async function startOnce(o: AzuriteOptions, ports: { blob: number; queue: number
     // The SDKs send API versions newer than Azurite 3.35 knows (400 InvalidHeaderValue otherwise).
     '--skipApiVersionCheck',
   ];
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], cwd: o.dir });
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], cwd: o.dir, detached: o.detached === true });
+  // Lets the next start find it if this process dies without stop() (SIGKILL, crash).
+  const pidFile = join(o.dir, PID_FILE);
+  if (child.pid !== undefined) await writeFile(pidFile, `${child.pid}\n`);
   let output = '';
   const keep = (b: Buffer) => {
     output = (output + b.toString('utf8')).slice(-4_000);
@@ -125,6 +170,7 @@ async function startOnce(o: AzuriteOptions, ports: { blob: number; queue: number
   } catch (e) {
     await kill(child);
     process.off('exit', onParentExit);
+    await rm(pidFile, { force: true });
     throw e;
   }
 
@@ -146,7 +192,10 @@ async function startOnce(o: AzuriteOptions, ports: { blob: number; queue: number
       return (Number(f[11]) + Number(f[12])) * 10;
     },
     stop() {
-      stopping ??= kill(child).finally(() => process.off('exit', onParentExit));
+      stopping ??= kill(child).finally(() => {
+        process.off('exit', onParentExit);
+        return rm(pidFile, { force: true });
+      });
       return stopping;
     },
   };
@@ -158,7 +207,16 @@ async function startOnce(o: AzuriteOptions, ports: { blob: number; queue: number
  */
 export async function startAzurite(o: AzuriteOptions): Promise<Azurite> {
   await mkdir(o.dir, { recursive: true });
+  o = { ...o, dir: resolve(o.dir) };
+  const orphan = await stopOrphanAzurite(o.dir);
+  if (orphan !== undefined) o.onOrphanStopped?.(orphan);
   const picked = o.blobPort === undefined || o.queuePort === undefined || o.tablePort === undefined;
+  // Fixed ports held by someone else would be answered by that process (another Azurite looks just like ours).
+  await assertPortsFree([
+    { port: o.blobPort, what: 'Azurite blob' },
+    { port: o.queuePort, what: 'Azurite queue' },
+    { port: o.tablePort, what: 'Azurite table' },
+  ].filter((p): p is { port: number; what: string } => p.port !== undefined));
   // A port we picked can be taken by someone else before Azurite binds it; pick again then.
   for (let attempt = 1; ; attempt++) {
     const ports = {

@@ -19,7 +19,7 @@ import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import type { Logger } from '../shared/logger.js';
 import { silentLogger } from '../shared/logger.js';
-import { freePort, isPortOpen } from './ports.js';
+import { assertPortsFree, freePort, isPortOpen, isRunning, processCommand } from './ports.js';
 
 const run = promisify(execFile);
 
@@ -408,6 +408,72 @@ function killGroup(c: ChildProcess, signal: NodeJS.Signals): boolean {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** The processes of process group `pgid` (Linux /proc), from field 5 of /proc/<pid>/stat. */
+async function groupMembers(pgid: number): Promise<number[]> {
+  const out: number[] = [];
+  for (const entry of await readdir('/proc').catch(() => [] as string[])) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = await readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '');
+    const f = stat.replace(/^.*\) /, '').split(' ');
+    if (Number(f[2]) === pgid) out.push(Number(entry));
+  }
+  return out;
+}
+
+/** A sandbox Dovecot found running from an earlier run and stopped. */
+export interface OrphanStopped {
+  pid: number;
+  /** How many processes of its group were ended (master, login, auth, mail processes). */
+  processes: number;
+}
+
+/**
+ * Stops a Dovecot left running by an earlier run of the sandbox in `dir`
+ * (a crash or SIGKILL skips stop()): its master.pid names a live `dovecot`
+ * started with `<dir>/dovecot.conf`, or processes of that master's group are
+ * still alive. Anything else (a stale pid file, a reused pid) is left alone.
+ */
+export async function stopOrphanDovecot(dir: string, log: Logger = silentLogger): Promise<OrphanStopped | undefined> {
+  const base = resolve(dir);
+  const pid = Number((await readFile(join(base, 'run', 'master.pid'), 'utf8').catch(() => '')).trim());
+  if (!Number.isInteger(pid) || pid <= 1) return undefined;
+  const confFile = join(base, 'dovecot.conf');
+  // The config is rewritten at each start: until then it names the instance that ran last.
+  const instance = /^instance_name = (\S+)$/m.exec(await readFile(confFile, 'utf8').catch(() => ''))?.[1];
+  const ours = async (p: number) => {
+    const cmd = await processCommand(p);
+    if (!cmd) return false;
+    // The master names our config; its children (dovecot-<instance>/imap, …/auth) are in its group.
+    return p === pid ? /(^|\/)dovecot\b/.test(cmd) && cmd.includes(confFile) : instance !== undefined && cmd.startsWith(`dovecot-${instance}/`);
+  };
+  const found: number[] = [];
+  for (const p of await groupMembers(pid)) if (await ours(p)) found.push(p);
+  if (!found.length) return undefined;
+  const count = found.length;
+  let left = found;
+  // Gone or a zombie: a process that exits has an empty command line before its sockets close.
+  const members = async () => {
+    const still: number[] = [];
+    for (const p of found) if (await isRunning(p)) still.push(p);
+    return still;
+  };
+  log.warn(`found a sandbox Dovecot left running by an earlier run (pid ${pid}, ${count} process(es), config ${confFile}): stopping it`);
+  for (const sig of ['SIGTERM', 'SIGKILL'] as const) {
+    for (const p of left) {
+      try {
+        process.kill(p, sig);
+      } catch {
+        /* already gone */
+      }
+    }
+    for (let i = 0; i < 100 && (left = await members()).length; i++) await sleep(30);
+    if (!left.length) break;
+  }
+  if (left.length) throw new Error(`could not stop the orphaned sandbox Dovecot (pids ${left.join(', ')}); stop it by hand: kill -9 ${left.join(' ')}`);
+  await rm(join(base, 'run', 'master.pid'), { force: true });
+  return { pid, processes: count };
+}
+
 /**
  * Starts a Dovecot instance under `o.dir` and resolves once its listeners
  * accept connections.
@@ -431,6 +497,15 @@ export async function startDovecot(o: DovecotOptions): Promise<Dovecot> {
   await ensureDovecotInstalled(log);
 
   const dir = resolve(o.dir);
+  // A Dovecot of an earlier run on this dir would answer on our ports and be silently taken for ours.
+  await stopOrphanDovecot(dir, log);
+  const fixed = [
+    { port: o.imapPort, what: 'sandbox IMAP' },
+    { port: o.pop3Port, what: 'sandbox POP3' },
+    { port: o.imapStarttlsPort, what: 'sandbox IMAP STARTTLS' },
+    { port: o.pop3StarttlsPort, what: 'sandbox POP3 STLS' },
+  ].filter((p): p is { port: number; what: string } => p.port !== undefined);
+  await assertPortsFree(fixed);
   const ids = await mailIds();
   const grantsFile = join(dir, 'grants');
   const keysDir = join(dir, 'keys');

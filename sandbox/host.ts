@@ -1,30 +1,111 @@
 import { randomUUID } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
 import type { DequeuedMessageItem, QueueClient } from '@azure/storage-queue';
 import type { Logger } from '../shared/logger.js';
 import { setRuntime, type Runtime } from '../shared/runtime.js';
+import { isPostroomError } from '../shared/errors.js';
+
+/**
+ * The queue settings of host.json (`extensions.queues`) the stand-in honours,
+ * with the Functions host's defaults for those left out.
+ */
+export interface HostQueueSettings {
+  /** Tries before a message is moved to `<queue>-poison` (default 5). */
+  maxDequeueCount: number;
+  /** Seconds a failed message stays invisible before its next try (default 0). */
+  visibilityTimeoutSeconds: number;
+  /** Messages fetched at once per queue (default 16, at most 32). */
+  batchSize: number;
+  /** The next batch is fetched when this many or fewer still run (default batchSize / 2). */
+  newBatchThreshold: number;
+  /** `base64` (default): message bodies are base64 and decoded first; `none`: the body is the text. */
+  messageEncoding: 'base64' | 'none';
+}
+
+/** A .NET TimeSpan as host.json writes it (`hh:mm:ss`, `d.hh:mm:ss`, optional `.fff`) in seconds. */
+export function parseTimeSpan(value: string): number {
+  const m = /^(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})(\.\d+)?$/.exec(value.trim());
+  if (!m) throw new Error(`not a TimeSpan ("hh:mm:ss"): ${JSON.stringify(value)}`);
+  return Number(m[1] ?? 0) * 86_400 + Number(m[2]) * 3_600 + Number(m[3]) * 60 + Number(m[4]) + Number(m[5] ?? 0);
+}
+
+/** The project's host.json, next to package.json (this file runs from dist/sandbox/). */
+export const PROJECT_HOST_JSON = new URL('../../host.json', import.meta.url).pathname;
+
+/**
+ * Reads `extensions.queues` of a host.json like the Functions host does. A
+ * missing file means the host's defaults; a value of the wrong kind is refused
+ * with the file and field named.
+ */
+export function readHostQueueSettings(file: string = PROJECT_HOST_JSON): HostQueueSettings {
+  let json: { extensions?: { queues?: Record<string, unknown> } } = {};
+  if (existsSync(file)) {
+    try {
+      json = JSON.parse(readFileSync(file, 'utf8')) as typeof json;
+    } catch (e) {
+      throw new Error(`${file} is not valid JSON: ${(e as Error).message}. Fix the file (the Functions host would not start either).`, { cause: e });
+    }
+  }
+  const q = json.extensions?.queues ?? {};
+  const bad = (field: string, want: string) => new Error(`${file}: extensions.queues.${field} must be ${want}, got ${JSON.stringify(q[field])}`);
+  const int = (field: string, def: number, min: number, max: number) => {
+    const v = q[field] ?? def;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw bad(field, `an integer from ${min} to ${max}`);
+    return v;
+  };
+  const batchSize = int('batchSize', 16, 1, 32);
+  const encoding = q.messageEncoding ?? 'base64';
+  if (encoding !== 'base64' && encoding !== 'none') throw bad('messageEncoding', '"base64" or "none"');
+  let visibility = 0;
+  if (q.visibilityTimeout !== undefined) {
+    try {
+      visibility = parseTimeSpan(String(q.visibilityTimeout));
+    } catch {
+      throw bad('visibilityTimeout', 'a TimeSpan like "00:00:30"');
+    }
+    // Azure Storage accepts at most 7 days of invisibility.
+    if (visibility > 7 * 86_400) throw bad('visibilityTimeout', 'at most 7 days');
+  }
+  return {
+    maxDequeueCount: int('maxDequeueCount', 5, 1, 10_000),
+    visibilityTimeoutSeconds: visibility,
+    batchSize,
+    newBatchThreshold: int('newBatchThreshold', Math.floor(batchSize / 2), 0, 1_000),
+    messageEncoding: encoding,
+  };
+}
 
 /**
  * A small stand-in for the Azure Functions host, for machines without the
  * Functions Core Tools: it fires the timer function on its NCRONTAB schedule
- * and feeds queue-triggered functions the way the host does (base64 JSON
- * decoded, dequeueCount, retries after a visibility timeout, and
- * `<queue>-poison` after maxDequeueCount failures). It calls the very
- * handlers the function files register.
+ * and feeds queue-triggered functions the way the host does with host.json's
+ * `extensions.queues` (message encoding, batches, dequeueCount, a failed try
+ * offered again after visibilityTimeout, `<queue>-poison` after
+ * maxDequeueCount tries). It calls the very handlers the function files register.
  */
 export interface LocalHostOptions {
   runtime: Runtime;
   logger: Logger;
   /** NCRONTAB (six fields); default the runtime's schedule. */
   schedule?: string;
+  /** The host.json whose `extensions.queues` applies; default the project's. Options below override it. */
+  hostJson?: string;
+  /** Overrides host.json `maxDequeueCount`. */
   maxDequeueCount?: number;
-  /** Seconds before a failed message is offered again (the host uses host.json's visibilityTimeout). */
+  /** Overrides host.json `visibilityTimeout` (seconds before a failed message is offered again). */
   retryVisibilitySeconds?: number;
   pollIntervalMs?: number;
-  /** Messages fetched at once per queue (host.json `queues.batchSize`; default 4, as ours). */
+  /** Overrides host.json `batchSize`. */
   batchSize?: number;
-  /** A new batch is fetched when this many or fewer are still running (host.json `newBatchThreshold`; default 2). */
+  /** Overrides host.json `newBatchThreshold`. */
   newBatchThreshold?: number;
-  /** Called after each queue message was handled (or failed). */
+  /**
+   * How long stop() waits for running invocations before it returns anyway
+   * (they are abandoned as in a crash: their messages come back after their
+   * visibility timeout); default 10 s.
+   */
+  stopGraceMs?: number;
+  /** Called after each queue message was handled (or failed, or was moved to poison untried). */
   onHandled?: (event: { queue: string; ok: boolean; dequeueCount: number; poisoned: boolean; error?: unknown; body: unknown }) => void;
 }
 
@@ -33,6 +114,7 @@ export interface LocalHost {
   tick(): Promise<void>;
   /** Processes the jobs (and other) queues until they are empty. */
   drain(): Promise<void>;
+  /** Stops the timer and fetching; waits for running invocations (at most `stopGraceMs`). */
   stop(): Promise<void>;
 }
 
@@ -68,8 +150,9 @@ export async function startLocalHost(o: LocalHostOptions): Promise<LocalHost> {
     /* notifications not built */
   }
   const { Cron } = await import('croner');
-  const max = o.maxDequeueCount ?? 5;
-  const retryVis = o.retryVisibilitySeconds ?? 2;
+  const settings = readHostQueueSettings(o.hostJson);
+  const max = o.maxDequeueCount ?? settings.maxDequeueCount;
+  const retryVis = o.retryVisibilitySeconds ?? settings.visibilityTimeoutSeconds;
   const log = o.logger;
   const context = (functionName: string, dequeueCount?: number) =>
     new InvocationContext({
@@ -90,14 +173,25 @@ export async function startLocalHost(o: LocalHostOptions): Promise<LocalHost> {
     ...extra.map((e) => ({ name: e.queue, fn: e.name, handler: e.handler })),
   ];
 
+  const poison = async (q: { name: string }, client: QueueClient, m: DequeuedMessageItem) => {
+    const target = (await o.runtime.storage.queue(`${q.name}-poison`)) as QueueClient;
+    // As the host does: the message as it was (same encoding), then removed from its queue.
+    await target.sendMessage(m.messageText);
+    await client.deleteMessage(m.messageId, m.popReceipt);
+  };
+  const whatToDo = 'It will not be retried. After fixing the cause, list it with `postroom poison list` and run it again with `postroom poison replay`.';
+
   const handle = async (q: { name: string; fn: string; handler: QueueHandler }, client: QueueClient, m: DequeuedMessageItem) => {
-    let body: unknown = m.messageText;
-    try {
-      const text = Buffer.from(m.messageText, 'base64').toString('utf8');
-      body = JSON.parse(text);
-    } catch {
-      /* not base64 JSON: hand over the text, as the host does */
+    const decoded = decodeBody(m.messageText, settings.messageEncoding);
+    if (!decoded.ok || m.dequeueCount > max) {
+      // The host does not run these: a body it cannot decode, or one already tried maxDequeueCount times (a host died mid-try).
+      await poison(q, client, m);
+      const why = decoded.ok ? `it was already tried ${m.dequeueCount - 1} times (host.json maxDequeueCount ${max})` : 'its body is not base64 (host.json messageEncoding "base64")';
+      log.error(`${q.fn}: moved a message to ${q.name}-poison without running it: ${why}. ${whatToDo}`);
+      o.onHandled?.({ queue: q.name, ok: false, dequeueCount: m.dequeueCount, poisoned: true, body: m.messageText });
+      return;
     }
+    const body = decoded.body;
     try {
       await q.handler(body, context(q.fn, m.dequeueCount));
       await client.deleteMessage(m.messageId, m.popReceipt);
@@ -105,20 +199,18 @@ export async function startLocalHost(o: LocalHostOptions): Promise<LocalHost> {
     } catch (e) {
       const poisoned = m.dequeueCount >= max;
       if (poisoned) {
-        const poison = (await o.runtime.storage.queue(`${q.name}-poison`)) as QueueClient;
-        await poison.sendMessage(m.messageText);
-        await client.deleteMessage(m.messageId, m.popReceipt);
-        log.error(`${q.fn}: message moved to ${q.name}-poison after ${m.dequeueCount} tries: ${(e as Error).message}`);
+        await poison(q, client, m);
+        log.error(`${q.fn}: gave up after ${m.dequeueCount} tries (host.json maxDequeueCount ${max}); the message was moved to ${q.name}-poison. Last error: ${reason(e)} ${whatToDo}`);
       } else {
         await client.updateMessage(m.messageId, m.popReceipt, undefined, retryVis);
-        log.warn(`${q.fn}: try ${m.dequeueCount} failed, will retry: ${(e as Error).message}`);
+        log.warn(`${q.fn}: try ${m.dequeueCount} of ${max} failed; it runs again in ${retryVis} s (host.json visibilityTimeout): ${reason(e)}`);
       }
       o.onHandled?.({ queue: q.name, ok: false, dequeueCount: m.dequeueCount, poisoned, error: e, body });
     }
   };
 
-  const batchSize = o.batchSize ?? 4;
-  const threshold = o.newBatchThreshold ?? Math.floor(batchSize / 2);
+  const batchSize = o.batchSize ?? settings.batchSize;
+  const threshold = o.newBatchThreshold ?? (o.batchSize === undefined ? settings.newBatchThreshold : Math.floor(batchSize / 2));
   /**
    * Runs a queue until it is empty, the way the Functions host does: a batch of
    * `batchSize`, and the next batch as soon as no more than `newBatchThreshold`
@@ -129,6 +221,11 @@ export async function startLocalHost(o: LocalHostOptions): Promise<LocalHost> {
     let handled = 0;
     for (;;) {
       while (running.size > threshold) await Promise.race(running);
+      // Stopping: no new batch; what runs is finished.
+      if (stopped) {
+        await Promise.all(running);
+        return handled;
+      }
       const { receivedMessageItems } = await client.receiveMessages({ numberOfMessages: batchSize, visibilityTimeout: 300 });
       for (const m of receivedMessageItems) {
         const p: Promise<void> = handle(q, client, m)
@@ -177,7 +274,33 @@ export async function startLocalHost(o: LocalHostOptions): Promise<LocalHost> {
     async stop() {
       stopped = true;
       cron.stop();
-      await loop;
+      let timer: NodeJS.Timeout | undefined;
+      const grace = new Promise<void>((r) => (timer = setTimeout(r, o.stopGraceMs ?? 10_000)));
+      await Promise.race([loop, grace]).finally(() => clearTimeout(timer));
     },
   };
+}
+
+/** The body a function receives: decoded as host.json `messageEncoding` says, then JSON when it parses. */
+function decodeBody(text: string, encoding: 'base64' | 'none'): { ok: true; body: unknown } | { ok: false } {
+  let decoded = text;
+  if (encoding === 'base64') {
+    const compact = text.replace(/\s+/g, '');
+    if (compact.length % 4 !== 0 || !/^[A-Za-z0-9+/]*={0,2}$/.test(compact)) return { ok: false };
+    decoded = Buffer.from(compact, 'base64').toString('utf8');
+  }
+  try {
+    return { ok: true, body: JSON.parse(decoded) };
+  } catch {
+    return { ok: true, body: decoded };
+  }
+}
+
+/**
+ * The failure worth logging: a poll job's own error wraps the poll's error
+ * ("…; the queue will retry"), which would contradict a poison line.
+ */
+function reason(e: unknown): string {
+  if (isPostroomError(e) && isPostroomError(e.cause)) return e.cause.message;
+  return e instanceof Error ? e.message : String(e);
 }

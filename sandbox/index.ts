@@ -1,9 +1,10 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { silentLogger, type Logger } from '../shared/logger.js';
-import { startAzurite, type Azurite } from './azurite.js';
+import { startAzurite, stopOrphanAzurite, type Azurite } from './azurite.js';
 import { ensureCertificates, type SandboxCertificates } from './ca.js';
-import { ensureDovecotInstalled, startDovecot, type Dovecot } from './dovecot.js';
+import { ensureDovecotInstalled, startDovecot, stopOrphanDovecot, type Dovecot } from './dovecot.js';
+import { assertPortsFree, type NeededPort } from './ports.js';
 import { startTokenEndpoint, type SandboxApp, type TokenEndpoint } from './token-endpoint.js';
 import { startSmtpServer, type SmtpSandbox } from './smtp.js';
 
@@ -30,6 +31,12 @@ export interface SandboxOptions {
   apps?: SandboxApp[];
   grants?: Array<{ appId: string; mailbox: string }>;
   inMemoryStorage?: boolean;
+  /**
+   * Azurite in its own process group too (Dovecot always is): a terminal's
+   * Ctrl-C then reaches only the caller, which stops its work before storage
+   * goes. The caller must stop() the sandbox on every signal (npm start does).
+   */
+  detached?: boolean;
   tokenTtlSeconds?: number;
   logger?: Logger;
 }
@@ -47,6 +54,31 @@ export interface Sandbox {
 }
 
 /**
+ * Stops what an earlier run of the sandbox in `dir` left running (a crash or
+ * SIGKILL skips stop()): its Dovecot (master and children) and its Azurite,
+ * found by their pid files and checked to be ours. Each one is logged.
+ */
+export async function stopSandboxOrphans(dir: string, logger: Logger = silentLogger): Promise<string[]> {
+  const stopped: string[] = [];
+  const dovecot = await stopOrphanDovecot(join(dir, 'dovecot'), logger);
+  if (dovecot) stopped.push(`Dovecot (pid ${dovecot.pid}, ${dovecot.processes} process(es))`);
+  const azurite = await stopOrphanAzurite(join(dir, 'azurite'));
+  if (azurite !== undefined) {
+    logger.warn(`found an Azurite left running by an earlier run (pid ${azurite}, data ${join(dir, 'azurite')}): stopped it`);
+    stopped.push(`Azurite (pid ${azurite})`);
+  }
+  return stopped;
+}
+
+/** The fixed ports of a sandbox, named for a refusal. */
+export function sandboxPorts(ports: NonNullable<SandboxOptions['ports']>): NeededPort[] {
+  const names: Record<string, string> = { token: 'token endpoint (HTTPS)', imap: 'Dovecot IMAP', pop3: 'Dovecot POP3', smtp: 'SMTP', blob: 'Azurite blob', queue: 'Azurite queue', table: 'Azurite table' };
+  return Object.entries(ports)
+    .filter((e): e is [string, number] => e[1] !== undefined)
+    .map(([k, port]) => ({ port, what: names[k] ?? k }));
+}
+
+/**
  * Starts the local stack: a generated CA, an Entra-like token endpoint
  * (oidc-provider over HTTPS), Azurite, and Dovecot checking app tokens and
  * per-app mailbox grants like Exchange Online.
@@ -55,6 +87,9 @@ export async function startSandbox(o: SandboxOptions): Promise<Sandbox> {
   const log = o.logger ?? silentLogger;
   await mkdir(o.dir, { recursive: true });
   await ensureDovecotInstalled(log);
+  // Before the port check: an orphan of ours holds exactly these ports.
+  await stopSandboxOrphans(o.dir, log);
+  await assertPortsFree(sandboxPorts(o.ports ?? {}));
   const certs = await ensureCertificates(join(o.dir, 'certs'));
   const apps = o.apps ?? [SANDBOX_APP];
   const started: Array<{ stop(): Promise<void> }> = [];
@@ -63,7 +98,7 @@ export async function startSandbox(o: SandboxOptions): Promise<Sandbox> {
     started.push(token);
     const grants = o.grants ?? Object.values(SANDBOX_MAILBOXES).map((mailbox) => ({ appId: SANDBOX_APP.clientId, mailbox }));
     const [azurite, dovecot, smtp] = await Promise.all([
-      startAzurite({ dir: join(o.dir, 'azurite'), blobPort: o.ports?.blob, queuePort: o.ports?.queue, tablePort: o.ports?.table, inMemory: o.inMemoryStorage }).then((a) => {
+      startAzurite({ dir: join(o.dir, 'azurite'), blobPort: o.ports?.blob, queuePort: o.ports?.queue, tablePort: o.ports?.table, inMemory: o.inMemoryStorage, detached: o.detached }).then((a) => {
         started.push(a);
         return a;
       }),

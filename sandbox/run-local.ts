@@ -14,13 +14,73 @@ import { readStatus } from '../shared/status/index.js';
 import { parsePollJob } from '../shared/poll/jobs.js';
 import { startLocalHost } from './host.js';
 import { startAzurite, type Azurite } from './azurite.js';
-import { startSandbox, SANDBOX_MAILBOXES, type Sandbox } from './index.js';
+import { sandboxPorts, startSandbox, stopSandboxOrphans, SANDBOX_MAILBOXES, type Sandbox } from './index.js';
+import { assertPortsFree } from './ports.js';
 import { sampleMailbox, plainMessage, multipartWithAttachments } from './messages.js';
 
 const root = resolve(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..', '..');
-const stateDir = join(root, '.sandbox');
+const argv = process.argv.slice(2);
+const option = (name: string) => {
+  const i = argv.indexOf(name);
+  return i >= 0 ? argv[i + 1] : undefined;
+};
+/** `--state-dir <dir>` or POSTROOM_SANDBOX_DIR: where the sandbox keeps its state (default .sandbox/). */
+const stateDir = resolve(option('--state-dir') ?? process.env.POSTROOM_SANDBOX_DIR ?? join(root, '.sandbox'));
+/** `--port-base <n>` or POSTROOM_SANDBOX_PORT_BASE: the sandbox's ports are n, n+1, n+2 (storage), n+443, n+587, n+993, n+995. */
+const portBase = Number(option('--port-base') ?? process.env.POSTROOM_SANDBOX_PORT_BASE ?? 10_000);
 const log = consoleLogger({ prefix: 'postroom' });
-const say = (line: string) => process.stdout.write(`${line}\n`);
+// After a hang-up the terminal is gone and writes fail (EIO); that must not cut the shutdown short.
+process.stdout.on('error', () => undefined);
+process.stderr.on('error', () => undefined);
+const say = (line: string) => {
+  if (process.stdout.writable) process.stdout.write(`${line}\n`);
+};
+
+/** What is running, stopped in reverse order on the first signal (later signals only wait for it). */
+const running: Array<{ name: string; stop(): Promise<unknown> }> = [];
+let stopping: Promise<void> | undefined;
+/** A poll that does not end must not keep the stack (and its ports) alive: then the exit hooks SIGKILL Dovecot and Azurite. */
+const STOP_DEADLINE_MS = 15_000;
+
+function shutdown(reason: string, code: number): Promise<void> {
+  stopping ??= (async () => {
+    say(`\n[start] ${reason}: stopping…`);
+    setTimeout(() => {
+      say(`[start] not stopped within ${STOP_DEADLINE_MS / 1000} s: killing the sandbox processes`);
+      process.exit(code || 1);
+    }, STOP_DEADLINE_MS);
+    for (const r of running.reverse()) {
+      await r.stop().catch((e: unknown) => log.warn(`stopping ${r.name} failed: ${(e as Error).message}`));
+    }
+    say('[start] stopped.');
+    process.exit(code);
+  })();
+  return stopping;
+}
+
+// Installed before anything starts: a terminal's Ctrl-C reaches every process of the group, and
+// npm and scripts/start.mjs forward it again, so the same signal may come 2-3 times.
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  process.on(sig, () => {
+    if (stopping) say(`[start] ${sig} again: still stopping…`);
+    else void shutdown(`${sig} received`, 0);
+  });
+}
+// Started by scripts/start.mjs: if it dies without forwarding a signal (SIGKILL), stop too.
+const parent = Number(process.env.POSTROOM_STARTED_BY);
+if (parent) {
+  setInterval(() => {
+    if (process.ppid !== parent) void shutdown('npm start went away', 1);
+  }, 1_000).unref();
+}
+
+/** Ports of the sandbox under `npm start` (fixed, so that local.settings.json and tools can name them). */
+function startPorts(base: number) {
+  if (!Number.isInteger(base) || base < 1024 || base > 64_000) {
+    throw new Error(`POSTROOM_SANDBOX_PORT_BASE / --port-base must be an integer from 1024 to 64000, got ${JSON.stringify(String(base))}`);
+  }
+  return { blob: base, queue: base + 1, table: base + 2, token: base + 443, smtp: base + 587, imap: base + 993, pop3: base + 995 };
+}
 
 function localSettings(): Record<string, string> {
   const file = join(root, 'local.settings.json');
@@ -36,12 +96,15 @@ async function main(): Promise<void> {
   let azurite: Azurite | undefined;
   const useSandbox = !env.POSTROOM_APPS?.trim();
   if (useSandbox) {
-    say('[start] no tenant configured (POSTROOM_APPS is empty): starting the local sandbox…');
-    sandbox = await startSandbox({
-      dir: stateDir,
-      ports: { token: 10443, imap: 10993, pop3: 10995, smtp: 10587, blob: 10000, queue: 10001, table: 10002 },
-      logger: log,
-    });
+    say(`[start] no tenant configured (POSTROOM_APPS is empty): starting the local sandbox in ${stateDir}…`);
+    const ports = startPorts(portBase);
+    const orphans = await stopSandboxOrphans(stateDir, log);
+    if (orphans.length) say(`[start] stopped what an earlier run left running: ${orphans.join(', ')}`);
+    await assertPortsFree(sandboxPorts(ports), `The sandbox needs these ports free; or run it on others: POSTROOM_SANDBOX_PORT_BASE=20000 npm start`);
+    const starting = startSandbox({ dir: stateDir, ports, logger: log, detached: true });
+    // A signal during start-up stops whatever of it comes up.
+    running.push({ name: 'sandbox', stop: () => starting.then((s) => s.stop(), () => undefined) });
+    sandbox = await starting;
     const fresh = (await countMaildir(join(stateDir, 'dovecot'))) === 0;
     if (fresh) {
       for (const raw of sampleMailbox(24)) await sandbox.dovecot.deliver(SANDBOX_MAILBOXES.shared, raw);
@@ -55,17 +118,23 @@ async function main(): Promise<void> {
       say('[sandbox] running. Put these into local.settings.json "Values" and run `func start` in another terminal:');
       say(JSON.stringify(sandbox.env(), null, 2));
       say(`[sandbox] Node must trust the sandbox CA for msal's discovery too: POSTROOM_CA_FILE is set above. Ctrl-C to stop.`);
-      const stopOnly = async () => {
-        await sandbox!.stop();
-        process.exit(0);
-      };
-      process.once('SIGINT', stopOnly);
-      process.once('SIGTERM', stopOnly);
       return;
     }
   } else if (/UseDevelopmentStorage=true/i.test(env.POSTROOM_STORAGE ?? '')) {
     say('[start] POSTROOM_STORAGE is the development storage: starting Azurite…');
-    azurite = await startAzurite({ dir: join(stateDir, 'azurite'), blobPort: 10000, queuePort: 10001, tablePort: 10002 });
+    const ports = startPorts(portBase);
+    const starting = startAzurite({
+      dir: join(stateDir, 'azurite'),
+      blobPort: ports.blob,
+      queuePort: ports.queue,
+      tablePort: ports.table,
+      detached: true,
+      onOrphanStopped: (pid) => say(`[start] stopped an Azurite an earlier run left running (pid ${pid})`),
+    });
+    running.push({ name: 'Azurite', stop: () => starting.then((a) => a.stop(), () => undefined) });
+    azurite = await starting;
+    // The same Azurite as UseDevelopmentStorage=true names, also on another port base.
+    env.POSTROOM_STORAGE = azurite.connectionString;
   }
 
   let config;
@@ -74,17 +143,19 @@ async function main(): Promise<void> {
   } catch (e) {
     if (isPostroomError(e, 'ConfigInvalid')) {
       process.stderr.write(`${e.message}\n`);
-      await sandbox?.stop();
-      await azurite?.stop();
-      process.exit(2);
+      return shutdown('settings invalid', 2);
     }
     throw e;
   }
   const runtime = createRuntime({ config, logger: log });
   let total = 0;
+  if (stopping) return;
   const host = await startLocalHost({
     runtime,
     logger: log,
+    hostJson: join(root, 'host.json'),
+    // Ctrl-C should be quick; an abandoned poll is what a crash is (its lease expires, its job comes back).
+    stopGraceMs: 5_000,
     onHandled: async (ev) => {
       if (ev.queue !== config.storage.jobsQueue || !ev.ok) return;
       const job = parsePollJob(ev.body);
@@ -104,6 +175,7 @@ async function main(): Promise<void> {
     say(`[start] storage: ${sandbox.azurite.connectionString.replace(/AccountKey=[^;]+/, 'AccountKey=…')}`);
     say(`[start] notifications (digests, alerts) are sent over SMTP XOAUTH2 to 127.0.0.1:${sandbox.smtp.port} and captured as .eml in ${sandbox.smtp.dir}`);
   }
+  running.push({ name: 'the local Functions host', stop: () => host.stop() });
   say('[start] Ctrl-C to stop.');
   await host.tick();
 
@@ -118,16 +190,7 @@ async function main(): Promise<void> {
       }, 15_000)
     : undefined;
 
-  const stop = async () => {
-    say('\n[start] stopping…');
-    if (arrivals) clearInterval(arrivals);
-    await host.stop();
-    await sandbox?.stop();
-    await azurite?.stop();
-    process.exit(0);
-  };
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
+  if (arrivals) running.push({ name: 'sample arrivals', stop: async () => clearInterval(arrivals) });
 }
 
 async function countMaildir(dir: string): Promise<number> {
@@ -143,6 +206,6 @@ async function countMaildir(dir: string): Promise<number> {
 }
 
 main().catch((e) => {
-  process.stderr.write(`[start] failed: ${e instanceof Error ? e.message : String(e)}\n`);
-  process.exit(1);
+  if (!stopping) process.stderr.write(`[start] failed: ${e instanceof Error ? e.message : String(e)}\n`);
+  return shutdown('start-up failed', 1);
 });
