@@ -4,6 +4,7 @@
  * 40 ms, storage through a 2 ms one when the mail link is not 0 (Azure Storage in-region).
  * Ratios are paired per repeat, as in figure 1.
  */
+import https from 'node:https';
 import { connect as tlsConnect } from 'node:tls';
 import { QueueClient } from '@azure/storage-queue';
 import { AZURITE_ACCOUNT, AZURITE_KEY } from '../sandbox/azurite.js';
@@ -119,12 +120,27 @@ async function linked(l: Links, address: string, protocol: 'imap' | 'pop3' = 'im
 
 /** App settings with the token endpoint behind the link and storage behind its own. */
 function linkedEnv(d: DistanceDeps, l: Links, mailboxes: unknown[], extra: Record<string, string> = {}): Record<string, string> {
-  const env = d.env(mailboxes, { POSTROOM_STORAGE: l.storageConn, ...extra });
-  const apps = JSON.parse(env.POSTROOM_APPS!);
-  // oidc-provider builds its endpoints from the request's Host, so msal's token POST takes the link too.
-  apps[0].authorityHost = `https://localhost:${l.tokenPort}`;
-  env.POSTROOM_APPS = JSON.stringify(apps);
-  return env;
+  return d.env(mailboxes, { POSTROOM_STORAGE: l.storageConn, ...extra });
+}
+
+/**
+ * Routes this process's HTTPS connections to the token endpoint through `l`'s token link (none:
+ * direct). The authority URL cannot name the link's port: msal checks that the discovery
+ * document's issuer has the authority's host and port, and the sandbox's issuer names the
+ * endpoint's own port (Dovecot checks that issuer). So the route is taken where a hosts entry
+ * would act: the global HTTPS agent (which Postroom's msal network client uses) connects to the
+ * link instead, with the same Host and TLS server name. A new agent each time: no warm sockets.
+ */
+function routeTokenEndpoint(sb: Sandbox, l: Links | undefined): void {
+  const real = Number(new URL(sb.token.authorityHost).port);
+  class Routed extends https.Agent {
+    override createConnection(opts: Record<string, unknown>, cb?: unknown): ReturnType<https.Agent['createConnection']> {
+      const to = l && Number(opts.port) === real ? { ...opts, host: '127.0.0.1', port: l.tokenPort } : opts;
+      return (https.Agent.prototype as unknown as { createConnection: (o: unknown, c?: unknown) => ReturnType<https.Agent['createConnection']> }).createConnection.call(this, to, cb);
+    }
+  }
+  https.globalAgent.destroy();
+  https.globalAgent = new Routed({ keepAlive: true }) as https.Agent;
 }
 
 // ------------------------------------------------------------ link check
@@ -330,6 +346,7 @@ async function figureIdleAtDistance(d: DistanceDeps, links: Links[], mb: string)
   const results: DistanceResult[] = [];
   for (const l of links) {
     const box = await linked(l, mb);
+    routeTokenEndpoint(d.sandbox, l);
     const rt = d.runtime(linkedEnv(d, l, [box]));
     const m = rt.config.mailboxes[0]!;
     await rt.state.delete(m.id, 'imap-checkpoint');
@@ -379,6 +396,7 @@ async function figureFirstAtDistance(d: DistanceDeps, links: Links[], mb: string
       const box = await linked(l, mb);
       const env = linkedEnv(d, l, [box], { POSTROOM_OUTPUT_QUEUE: out, POSTROOM_BLOB_CONTAINER: out, POSTROOM_MAX_MESSAGES_PER_POLL: '20' });
       resetTokenProviders();
+      routeTokenEndpoint(d.sandbox, l);
       const rt = d.runtime(env);
       const m = rt.config.mailboxes[0]!;
       await rt.state.delete(m.id, 'imap-checkpoint');
@@ -520,6 +538,7 @@ export async function runDistanceFigures(d: DistanceDeps, selected: (f: Distance
       }
     }
   } finally {
+    routeTokenEndpoint(d.sandbox, undefined);
     await Promise.all(links.map((l) => l.stop()));
   }
 }

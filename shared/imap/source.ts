@@ -7,6 +7,7 @@ import type { Logger } from '../logger.js';
 import type { MailSession, MailSource, SourceMessage } from '../source.js';
 import type { StateStore } from '../state.js';
 import { mapImapError } from './errors.js';
+import { applyLeanSession } from './lean-session.js';
 
 export interface ImapSourceOptions {
   mailbox: MailboxConfig;
@@ -83,6 +84,8 @@ export function createImapSource(o: ImapSourceOptions): MailSource {
       socketTimeout: 5 * 60_000,
       clientInfo: { name: 'Postroom' },
     } as ConstructorParameters<typeof ImapFlow>[0]);
+    // Skips the start-up round trips a poll does not need (2nd ID, NAMESPACE, LIST, LSUB).
+    applyLeanSession(client, { folders: [mailbox.folder] });
     client.on('error', (e: Error) => logger.debug('imap connection error', { mailbox: mailbox.address, error: e }));
     if (o.onCommand) {
       // imapflow has no command hook; wrap its exec, which every command goes through.
