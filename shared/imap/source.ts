@@ -8,6 +8,7 @@ import type { MailSession, MailSource, SourceMessage } from '../source.js';
 import type { StateStore } from '../state.js';
 import { mapImapError } from './errors.js';
 import { applyLeanSession } from './lean-session.js';
+import { partialDownload } from './partial-download.js';
 
 export interface ImapSourceOptions {
   mailbox: MailboxConfig;
@@ -242,9 +243,8 @@ export function createImapSource(o: ImapSourceOptions): MailSource {
                   return Readable.from([buf]);
                 }
                 try {
-                  const dl = await client.download(String(m.uid), undefined, { uid: true, chunkSize: STREAM_CHUNK } as never);
-                  if (!dl?.content) throw new PostroomError('CommandFailed', `message UID ${m.uid} is gone`, { subject });
-                  return inPieces(dl.content as Readable);
+                  // Windows queued back to back and sized from the link (one round trip per window, not per 512 KiB).
+                  return inPieces(partialDownload(client, { uid: m.uid, size: m.size, window: STREAM_CHUNK, piece: STREAM_PIECE, subject }));
                 } catch (e) {
                   throw fail(e);
                 }
