@@ -244,7 +244,7 @@ export function createImapSource(o: ImapSourceOptions): MailSource {
                 }
                 try {
                   // Windows queued back to back and sized from the link (one round trip per window, not per 512 KiB).
-                  return inPieces(partialDownload(client, { uid: m.uid, size: m.size, window: STREAM_CHUNK, piece: STREAM_PIECE, subject }));
+                  return inPieces(partialDownload(client, { uid: m.uid, size: m.size, window: STREAM_CHUNK, maxWindow: 2 * 1024 * 1024, maxInFlight: 4 * 1024 * 1024, piece: STREAM_PIECE, subject }));
                 } catch (e) {
                   throw fail(e);
                 }
