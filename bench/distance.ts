@@ -224,9 +224,10 @@ async function figureIngestAtDistance(d: DistanceDeps, links: Links[], mb: strin
   const ca = d.sandbox.certs.ca;
   const resetKey = (p: 'imap' | 'pop3') => (p === 'imap' ? 'imap-checkpoint' : 'pop3-uidls');
   // The writes Postroom makes (RTT-independent): one counted run, replayed raw as the storage ceiling.
+  // Azurite first, then the proxy: its keep-alive sockets must not point at the old process.
+  await d.freshStorage();
   const proxy = await startCountingProxy(d.sandbox.azurite);
   const cnt = d.freshName('dcnt');
-  await d.freshStorage();
   const counted = await d.runPollChild({ mode: 'poll', env: d.env([{ address: mb }], { POSTROOM_OUTPUT_QUEUE: cnt, POSTROOM_BLOB_CONTAINER: cnt, POSTROOM_STORAGE: proxy.connectionString }), mailboxIndex: 0, resetKey: 'imap-checkpoint' });
   const writes = d.writesOf([...proxy.requests], cnt, cnt);
   await proxy.stop();
