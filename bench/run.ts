@@ -3,7 +3,7 @@
  * same run on the same local stack (Azurite, Dovecot, token endpoint).
  * Ratios are what we track: the machine is shared and noisy.
  *
- *   node dist/bench/run.js [--quick] [--only=ingest,idle,memory,tokens,scale,coldstart] [--repeats=N]
+ *   node dist/bench/run.js [--quick] [--only=ingest,idle,memory,tokens,scale,coldstart,link,rtt-idle,rtt-first,rtt-big,rtt-ingest,rtt-scale,rss] [--repeats=N]
  */
 import { fork, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -23,6 +23,7 @@ import { OUTLOOK_RESOURCE, VAULT_RESOURCE } from '../sandbox/token-endpoint.js';
 import { largeAttachmentStream } from '../sandbox/messages.js';
 import { startKeyVault } from '../test/support/keyvault-endpoint.js';
 import type { ChildRequest, PollReply } from './child.js';
+import { DISTANCE_FIGURES, distanceMailboxes, runDistanceFigures, type DistanceDeps } from './distance.js';
 import {
   attachmentMessage,
   fmt,
@@ -49,7 +50,7 @@ const argv = process.argv.slice(2);
 const flag = (name: string) => argv.includes(`--${name}`);
 const opt = (name: string) => argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1];
 const QUICK = flag('quick');
-const FIGURES = ['ingest', 'idle', 'memory', 'tokens', 'scale', 'coldstart'] as const;
+const FIGURES = ['ingest', 'idle', 'memory', 'tokens', 'scale', 'coldstart', ...DISTANCE_FIGURES] as const;
 type Figure = (typeof FIGURES)[number];
 const only = opt('only')?.split(',').filter(Boolean) as Figure[] | undefined;
 for (const o of only ?? []) if (!FIGURES.includes(o)) throw new TypeError(`--only: unknown figure "${o}" (have: ${FIGURES.join(', ')})`);
@@ -69,6 +70,7 @@ const MB = {
   ingestWarm: 'bench-ingest-warm@contoso.test',
   kv: Array.from({ length: 10 }, (_, i) => `bench-kv-${i}@contoso.test`),
   scale: Array.from({ length: SIZE.scaleMailboxes }, (_, i) => `bench-scale-${String(i).padStart(3, '0')}@contoso.test`),
+  distance: Object.values(distanceMailboxes(QUICK)).flat(),
 };
 
 // ------------------------------------------------------------------ helpers
@@ -675,18 +677,22 @@ function machineCpu(): { idle: number; total: number } {
 /** Messages each scale-out worker polls before the clock starts. */
 const SCALE_WARM = 600;
 
-async function scaleRun(ctx: Ctx, workers: number): Promise<{ seconds: number; messages: number; unique: number; duplicates: number; lost: number; failedJobs: number; handled: number; workerCpuMicrosPerMsg: number; machineBusy: number; azuriteBusy: number; warnings: string[] }> {
+/** Which mailboxes a scale-out run polls (default: figure 5's, on loopback) and how many messages they hold. */
+interface ScaleRunOptions {
+  expected: number;
+  envOf(extra: Record<string, string>): Record<string, string>;
+}
+
+async function scaleRun(ctx: Ctx, workers: number, o?: ScaleRunOptions): Promise<{ seconds: number; messages: number; unique: number; duplicates: number; lost: number; failedJobs: number; handled: number; workerCpuMicrosPerMsg: number; machineBusy: number; azuriteBusy: number; warnings: string[] }> {
   const out = freshName('scale');
   const jobs = freshName('jobs');
-  const env = ctx.env(
-    MB.scale.map((address) => ({ address })),
-    { POSTROOM_OUTPUT_QUEUE: out, POSTROOM_BLOB_CONTAINER: out, POSTROOM_JOBS_QUEUE: jobs },
-  );
+  const extra = { POSTROOM_OUTPUT_QUEUE: out, POSTROOM_BLOB_CONTAINER: out, POSTROOM_JOBS_QUEUE: jobs };
+  const env = o ? o.envOf(extra) : ctx.env(MB.scale.map((address) => ({ address })), extra);
   await freshStorage(ctx);
   const rt = ctx.runtime(env);
   await mapPool(rt.config.mailboxes, 16, (mb) => rt.state.delete(mb.id, 'imap-checkpoint'));
   const children = Array.from({ length: workers }, () => forkChild());
-  const expected = SIZE.scaleMailboxes * SIZE.scaleMessages;
+  const expected = o?.expected ?? SIZE.scaleMailboxes * SIZE.scaleMessages;
   try {
     const next = (c: ReturnType<typeof forkChild>, key: string) =>
       new Promise<Record<string, unknown>>((resolve, reject) => {
@@ -833,6 +839,30 @@ async function figureColdStart(): Promise<FigureResult[]> {
   ];
 }
 
+// ------------------------------------------- figures at distance (issue 14)
+
+function distanceDeps(ctx: Ctx): DistanceDeps {
+  return {
+    sandbox: ctx.sandbox,
+    conn: ctx.conn,
+    quick: QUICK,
+    repeats: REPEATS,
+    warmMailbox: MB.ingestWarm,
+    env: ctx.env,
+    runtime: ctx.runtime,
+    token: ctx.token,
+    progress,
+    freshName,
+    freshStorage: () => freshStorage(ctx),
+    dropOutputs: (names) => dropOutputs(ctx.conn, names),
+    ensureWarmMailbox: () => ensureWarmMailbox(ctx),
+    runPollChild,
+    writesOf,
+    replayWrites,
+    scaleRun: (workers, o) => scaleRun(ctx, workers, o),
+  };
+}
+
 // -------------------------------------------------------------------- main
 
 async function writeReport(results: FigureResult[], started: number, complete: boolean) {
@@ -879,6 +909,12 @@ async function main(): Promise<void> {
     };
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
+    if (ctx && DISTANCE_FIGURES.some((f) => selected(f))) {
+      await runDistanceFigures(distanceDeps(ctx), (f) => selected(f), async (rs) => {
+        results.push(...(rs as FigureResult[]));
+        await writeReport(results, started, false);
+      });
+    }
     for (const [fig, run] of plan) {
       if (!selected(fig)) continue;
       const t0 = Date.now();

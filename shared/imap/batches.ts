@@ -115,7 +115,7 @@ function toMessage(session: ImapSession, m: MessageMeta, sources: Map<number, Bu
     receivedAt: m.internalDate,
     async open() {
       const buf = sources.get(m.uid);
-      if (!buf) return downloadMessage(session, m.uid);
+      if (!buf) return downloadMessage(session, m.uid, m.size);
       sources.delete(m.uid);
       return Readable.from([buf]);
     },

@@ -1,5 +1,5 @@
 import { Transform, type Readable } from 'node:stream';
-import { PostroomError } from '../errors.js';
+import { partialDownload } from './partial-download.js';
 import type { ImapSession } from './session.js';
 
 /**
@@ -15,12 +15,19 @@ import type { ImapSession } from './session.js';
 const STREAM_CHUNK = 512 * 1024;
 const STREAM_PIECE = 64 * 1024;
 
-/** Streams one (large) message in partial fetches, handed on in 64 KiB slices. */
-export async function downloadMessage(session: ImapSession, uid: number): Promise<Readable> {
+/** Windows grow up to this while the round trip, not the transfer, is what the download waits for. */
+const MAX_WINDOW = 2 * 1024 * 1024;
+/** Bytes requested and not yet handed on, at most: the memory bound of a large message. */
+const MAX_IN_FLIGHT = 4 * 1024 * 1024;
+
+/**
+ * Streams one (large) message in partial fetches queued back to back (one
+ * round trip per window, not per 512 KiB), handed on in 64 KiB slices.
+ */
+export function downloadMessage(session: ImapSession, uid: number, size: number): Readable {
   try {
-    const dl = await session.client.download(String(uid), undefined, { uid: true, chunkSize: STREAM_CHUNK } as never);
-    if (!dl?.content) throw new PostroomError('CommandFailed', `message UID ${uid} is gone`, { subject: session.subject });
-    return inPieces(dl.content as Readable, session);
+    const content = partialDownload(session.client, { uid, size, window: STREAM_CHUNK, maxWindow: MAX_WINDOW, maxInFlight: MAX_IN_FLIGHT, piece: STREAM_PIECE, subject: session.subject });
+    return inPieces(content, session);
   } catch (e) {
     throw session.fail(e);
   }

@@ -5,6 +5,7 @@ import type { Logger } from '../logger.js';
 import type { SourceDeps } from '../source.js';
 import { caOption } from '../tls.js';
 import { mapImapError } from './errors.js';
+import { applyLeanSession } from './lean-session.js';
 
 /** One authenticated IMAP connection to one mailbox, and how to name it in errors. */
 export interface ImapSession {
@@ -57,6 +58,8 @@ async function connect(mailbox: MailboxConfig, deps: SourceDeps, subject: string
     clientInfo: { name: 'Postroom' },
   } as ConstructorParameters<typeof ImapFlow>[0]);
   client.on('error', (e: Error) => deps.logger.debug('imap connection error', { mailbox: mailbox.address, error: e }));
+  // A poll needs neither the second ID, NAMESPACE, LIST nor LSUB: each is a round trip to Exchange.
+  applyLeanSession(client, { folders: [mailbox.folder] });
   if (deps.onCommand) countCommands(client, deps.onCommand);
   // imapflow's connect takes no signal: closing the client is how an abort reaches it.
   const onAbort = () => client.close();
