@@ -137,7 +137,8 @@ console.log('loaded');`;
 
     const bytes = files.reduce((n, f) => n + f.size, 0);
     t.diagnostic(`upload: ${files.length} files, ${(bytes / 1048576).toFixed(1)} MiB (${shipped.size} production packages)`);
-    assert.ok(bytes < 60 * 1048576, `upload ${bytes} bytes`);
+    // ~32 MiB of SDKs plus ~31 MiB for the OpenTelemetry distro (@azure/monitor-opentelemetry); Core Tools once shipped 312 MB here.
+    assert.ok(bytes < 80 * 1048576, `upload ${bytes} bytes`);
   } finally {
     rmSync(join(out, '..'), { recursive: true, force: true });
   }
