@@ -61,9 +61,11 @@ export interface ParseAppsOptions {
  * Resolves the validated `POSTROOM_APPS` entries into app configs by name
  * (cloud presets, overrides, credential kind).
  */
-export function parseApps(apps: readonly AppSettings[], o: ParseAppsOptions): Map<string, AppConfig> {
+export function parseApps(apps: readonly (AppSettings | undefined)[], o: ParseAppsOptions): Map<string, AppConfig> {
   const out = new Map<string, AppConfig>();
   apps.forEach((a, i) => {
+    // An entry that failed the schema was reported already; the others are still checked.
+    if (!a) return;
     if (out.has(a.name)) o.problems.push(`POSTROOM_APPS[${i}].name: "${a.name}" is used twice`);
     if (a.secret && 'value' in a.secret && !o.sandbox) {
       o.problems.push(`POSTROOM_APPS[${i}].secret: a plain secret value is accepted only for the local sandbox (POSTROOM_SANDBOX=true); use { "vaultUrl", "name" }`);

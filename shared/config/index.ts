@@ -6,7 +6,7 @@ import { parseLogLevel } from '../logger.js';
 import { settingWarnings } from '../diagnose/settings.js';
 import { parseApps } from './apps.js';
 import { parseMailboxes } from './mailboxes.js';
-import { AppsSchema } from './schema.js';
+import { AppSchema, issuePath } from './schema.js';
 import { parseStorageSettings, STORAGE_SETTINGS } from './storage.js';
 import type { AppConfig, PollSettings, PostroomConfig } from './types.js';
 
@@ -129,10 +129,27 @@ function readCaFile(env: Env, problems: string[]): { ca?: string; caFile?: strin
   }
 }
 
+/**
+ * `POSTROOM_APPS` entry by entry: an entry that fails the schema is reported
+ * and left out, and the others are still resolved, so that mailboxes naming
+ * them are checked too and every problem is listed at once.
+ */
 function readApps(env: Env, sandbox: boolean, problems: string[], warnings: string[]): Map<string, AppConfig> {
-  const apps = parseJson('POSTROOM_APPS', env.POSTROOM_APPS, AppsSchema, problems) ?? [];
+  const raw = readJson('POSTROOM_APPS', env.POSTROOM_APPS, problems);
+  if (raw === undefined) return new Map();
+  if (!Array.isArray(raw) || raw.length === 0) {
+    problems.push('POSTROOM_APPS: must be a JSON array of at least one app registration');
+    return new Map();
+  }
+  const apps = raw.map((entry, i) => {
+    const r = AppSchema.safeParse(entry);
+    if (r.success) return r.data;
+    for (const issue of r.error.issues) problems.push(`POSTROOM_APPS[${i}]${issuePath(issue.path)}: ${issue.message}`);
+    return undefined;
+  });
   return parseApps(apps, { sandbox, problems, warnings });
 }
+
 
 function readJson(setting: string, raw: string | undefined, problems: string[]): unknown {
   if (raw === undefined || raw.trim() === '') {

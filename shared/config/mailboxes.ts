@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { DEFAULT_PORTS } from './clouds.js';
-import { MailboxSchema, type MailboxSettings } from './schema.js';
+import { issuePath, MailboxSchema, type MailboxSettings } from './schema.js';
 import type { AppConfig, MailboxConfig, PostAction } from './types.js';
 
 /**
@@ -20,7 +20,7 @@ export function parseMailboxes(raw: unknown, apps: ReadonlyMap<string, AppConfig
     const at = `POSTROOM_MAILBOXES[${i}]`;
     const r = MailboxSchema.safeParse(entry);
     if (!r.success) {
-      for (const issue of r.error.issues) problems.push(`${at}${issue.path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`)).join('')}: ${issue.message}`);
+      for (const issue of r.error.issues) problems.push(`${at}${issuePath(issue.path)}: ${issue.message}`);
       return;
     }
     const mailbox = resolveMailbox(r.data, at, apps, problems);

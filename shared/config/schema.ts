@@ -132,3 +132,8 @@ export function settingsJsonSchemas(): { apps: unknown; mailboxes: unknown } {
     mailboxes: z.toJSONSchema(MailboxesSchema, { io: 'input' }),
   };
 }
+
+/** A zod issue path as settings problems name it: `.field[2].sub`. */
+export function issuePath(path: readonly PropertyKey[]): string {
+  return path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`)).join('');
+}
