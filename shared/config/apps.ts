@@ -52,8 +52,8 @@ export interface AppConfig {
   readonly resource: string;
   /** The token scope, always `${resource}/.default` (app-only: the consented roles, never a Graph scope). */
   readonly scope: string;
-  /** Mail endpoints of the app's cloud (or overrides). */
-  readonly endpoints: { /** IMAP over implicit TLS; default port 993. */ readonly imap: HostPort; /** POP3 over implicit TLS; default port 995. */ readonly pop3: HostPort; /** SMTP submission with STARTTLS; default port 587. */ readonly smtp: HostPort };
+  /** Mail endpoints of the app's cloud (or overrides): IMAP (default port 993, implicit TLS), POP3 (995, implicit TLS), SMTP submission (587, STARTTLS). */
+  readonly endpoints: { readonly imap: HostPort; readonly pop3: HostPort; readonly smtp: HostPort };
   /** The Enterprise application's (service principal's) object id, when configured: filled into fixes. */
   readonly servicePrincipalObjectId?: string;
 }

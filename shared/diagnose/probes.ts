@@ -129,7 +129,7 @@ export interface DirectProbesOptions {
   /** IMAP folder to open; default INBOX. */
   folder?: string;
   /** Per-protocol `{ host, port }` overrides (a mailbox's own host); default the app's endpoints. */
-  endpoints?: Partial<Record<'imap' | 'pop3' | 'smtp', { /** Server host name. */ host: string; /** Server port. */ port: number }>>;
+  endpoints?: Partial<Record<'imap' | 'pop3' | 'smtp', { host: string; port: number }>>;
 }
 
 /** The three direct probes for `narrowAuthRefusal`, at the app's endpoints. */

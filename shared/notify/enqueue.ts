@@ -32,9 +32,9 @@ export interface NotifyDeps {
   /** Default logger when the call gives none. */
   readonly logger: Logger;
   /** Opens queues by name; the notify queue is created if missing. */
-  readonly storage: { /** The queue client for `name`. */ queue(name: string): Promise<QueueClient> };
+  readonly storage: { queue(name: string): Promise<QueueClient> };
   /** Settings: only the notify queue's name is read. */
-  readonly config: { /** Storage settings. */ readonly storage: { /** Name of the queue the notification jobs go to (`POSTROOM_NOTIFY_QUEUE`). */ readonly notifyQueue: string } };
+  readonly config: { readonly storage: { readonly notifyQueue: string } };
 }
 
 /** One ingested message, as notifications list it (the sink's `Delivered` is one). */
@@ -42,7 +42,7 @@ export interface IngestedMessage {
   /** Decoded Subject, or null when absent (cut and escaped downstream). */
   readonly subject: string | null;
   /** From addresses; only the first is shown. Empty when the message has none. */
-  readonly from: ReadonlyArray<{ /** Display name, when given. */ readonly name?: string | null; /** E-mail address, when given. */ readonly address?: string | null }>;
+  readonly from: ReadonlyArray<{ readonly name?: string | null; readonly address?: string | null }>;
   /** Raw size in bytes. */
   readonly size: number;
   /** Number of attachments written. */
@@ -64,9 +64,9 @@ export interface PollOutcome {
   /** Wall time of the poll in milliseconds. */
   readonly durationMs: number;
   /** The failure, with its admin fix. */
-  readonly error?: { /** PostroomError code; an alert is sent once per code until recovery. */ readonly code: string; /** What failed and why. */ readonly message: string; /** The admin step that fixes it. */ readonly fix: string };
+  readonly error?: { readonly code: string; readonly message: string; readonly fix: string };
   /** The mailbox's status as recorded after this poll, when it could be. */
-  readonly status?: { /** Polls in a row that failed, this one included. */ readonly consecutiveFailures: number; /** ISO 8601 time of the last successful poll, or null. */ readonly lastSuccessAt: string | null };
+  readonly status?: { readonly consecutiveFailures: number; readonly lastSuccessAt: string | null };
 }
 
 /** The alert de-duplication state of `mailbox`, if any. */

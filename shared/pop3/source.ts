@@ -23,11 +23,11 @@ export interface Pop3SourceOptions {
   /** `none`: remember delivered UIDLs; `delete`: DELE delivered messages (committed at QUIT). */
   postAction: 'none' | 'delete';
   /** Token provider; `renew: true` must bypass any cache. */
-  getToken: (opts: { /** True after the server refused a token: get a fresh one. */ renew: boolean; /** Aborts the token request. */ signal?: AbortSignal }) => Promise<string>;
+  getToken: (opts: { renew: boolean; signal?: AbortSignal }) => Promise<string>;
   /** Where the delivered-UIDL set (hashes) is kept between polls, ETag-guarded. */
   state: StateStore;
-  /** Row of the UIDL set (`createSource` uses partition = mailbox id, key `pop3-uidls`). */
-  stateKey: { /** Partition key of the row. */ partition: string; /** Row key. */ key: string };
+  /** Partition and key of the UIDL set's row (`createSource` uses the mailbox id and `pop3-uidls`). */
+  stateKey: { partition: string; key: string };
   /** Messages per batch. Default 100. */
   batchSize?: number;
   /** When set, larger messages (by LIST size) are skipped with a warning on every poll. Default: no limit. */

@@ -50,10 +50,10 @@ export interface OutputMessage {
   schema: typeof MESSAGE_SCHEMA;
   /** SHA-256 (64 hex) of tenant, mailbox, folder, validity and id: the same for every re-delivery of the message — de-duplicate on it. */
   idempotencyKey: string;
-  /** Where the message came from; together these make the idempotency key. */
-  source: { /** Entra tenant id of the app that read the mailbox. */ tenantId: string; /** The mailbox's SMTP address. */ mailbox: string; /** The protocol it was read with. */ protocol: 'imap' | 'pop3'; /** IMAP folder path (POP3: `INBOX`). */ folder: string; /** The folder's IMAP UIDVALIDITY as a decimal string; POP3: the literal `pop3`. */ validity: string; /** IMAP UID (decimal string) or POP3 UIDL of the message. */ id: string };
-  /** Set only when the message was delivered again by a UIDVALIDITY resync (docs/uidvalidity.md); de-duplicate such messages on `sha256` or `headers.messageId`. */
-  resync?: { /** Why the folder was re-read (`UIDVALIDITY changed`). */ reason: string; /** The UIDVALIDITY before the change, when it was known. */ previousValidity?: string };
+  /** Where the message came from, the inputs of the idempotency key: the app's `tenantId`, the `mailbox` address, `protocol`, IMAP `folder` (POP3: `INBOX`), `validity` (IMAP UIDVALIDITY as a string; POP3: `pop3`) and `id` (IMAP UID as a string, or POP3 UIDL). */
+  source: { tenantId: string; mailbox: string; protocol: 'imap' | 'pop3'; folder: string; validity: string; id: string };
+  /** Set only when the message was delivered by a UIDVALIDITY resync (docs/uidvalidity.md): `reason` (`UIDVALIDITY changed`) and the `previousValidity`; de-duplicate such messages on `sha256` or `headers.messageId`. */
+  resync?: { reason: string; previousValidity?: string };
   /** IMAP INTERNALDATE as an ISO 8601 string; null for POP3 (which has none). */
   receivedAt: string | null;
   /** ISO 8601 time at which Postroom wrote the message. */
@@ -64,8 +64,8 @@ export interface OutputMessage {
   sha256: string;
   /** Name of the blob container holding the raw message, bodies and attachments. */
   container: string;
-  /** The raw message, byte-exact; always written, even when parsing failed. */
-  raw: { /** Blob name in `container`: `<prefix>/message.eml`. */ blob: string; /** Always `message/rfc822`. */ contentType: 'message/rfc822' };
+  /** The raw message, byte-exact, always written (even when parsing failed): its `blob` name `<prefix>/message.eml` in `container`, content type `message/rfc822`. */
+  raw: { blob: string; contentType: 'message/rfc822' };
   /** Decoded headers (sender-controlled: escape before use); only what was read before a parse stopped when `parseError` is set. */
   headers: ParsedHeaders;
   /** The plain-text body, inline or as a blob; null when the message has none. */
@@ -88,16 +88,16 @@ export interface OverflowPointer {
   idempotencyKey: string;
   /** The message's origin, as in the full message. */
   source: OutputMessage['source'];
-  /** Where the full message JSON is; a consumer checks for this field first. */
-  overflow: { /** Blob container of the JSON. */ container: string; /** Blob name of the JSON: `<prefix>/message.json`. */ blob: string };
+  /** Where the full message JSON is (`container` and `blob` `<prefix>/message.json`); a consumer checks for this field first. */
+  overflow: { container: string; blob: string };
 }
 
 /** What `deliverMessage` needs besides the message: where it came from and where it goes. */
 export interface DeliveryContext {
   /** The mailbox the message was read from (its app's tenant and its address go into the key and `source`). */
   mailbox: MailboxConfig;
-  /** The open folder: its identity goes into the key and `source`. */
-  session: { /** IMAP folder path (POP3: `INBOX`). */ folder: string; /** IMAP UIDVALIDITY as a string; POP3: `pop3`. */ validity: string; /** Set while a UIDVALIDITY resync re-reads the folder; copied to each message's `resync`. */ resync?: { /** Why the folder is re-read. */ reason: string; /** The UIDVALIDITY before the change, when known. */ previousValidity?: string } };
+  /** The open folder: `folder` (POP3: `INBOX`) and `validity` (IMAP UIDVALIDITY; POP3: `pop3`) go into the key and `source`; `resync`, set while a UIDVALIDITY change re-reads the folder, is copied to each message. */
+  session: { folder: string; validity: string; resync?: { reason: string; previousValidity?: string } };
   /** Blob container for the raw message, long bodies, attachments and overflow JSON. */
   container: ContainerClient;
   /** Output queue that gets one message per delivered mail. */
