@@ -44,7 +44,7 @@ export interface DigestData {
 
 /** Payload of a `failure` alert: sent once per error code when `failureThreshold` polls in a row failed. */
 export interface FailureData {
-  /** The PostroomError code of the failure (e.g. `AuthFailed`). */
+  /** The PostroomError code of the failure (e.g. `MissingRole`, `MailboxNotConnected`). */
   code: string;
   /** What failed, for whom and why (no secrets), cut to 2000 characters. */
   message: string;
