@@ -4,6 +4,7 @@
  * every Exchange Online / Entra failure maps to the admin step that fixes it.
  */
 
+/** Every `PostroomError.code`; each has an entry in ERROR_CATALOG with its summary, fix and retryability. Stable: match on these. */
 export type PostroomErrorCode =
   | 'ConfigInvalid'
   | 'SecretUnavailable'
@@ -78,6 +79,7 @@ export interface FixContext {
   readonly servicePrincipalObjectId?: string;
 }
 
+/** What the catalog says about one error code. */
 export interface CatalogEntry {
   /** What went wrong, in one line. */
   readonly summary: string;
@@ -345,6 +347,7 @@ export const ERROR_CATALOG: Readonly<Record<PostroomErrorCode, CatalogEntry>> = 
   },
 });
 
+/** Options of the `PostroomError` constructor: whom it concerns, what the server said, and the cause. */
 export interface PostroomErrorOptions {
   /** Whom it happened for: a mailbox address, an app (tenant/client), a queue. */
   subject?: string;

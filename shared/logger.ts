@@ -1,7 +1,9 @@
 import { redact } from './errors.js';
 import { emitTelemetryLog } from './telemetry/index.js';
 
+/** Severity of a log line, lowest first; `POSTROOM_LOG_LEVEL` sets the lowest one written. */
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+/** Structured fields of a log line; keys that look like credentials or bodies are dropped and values redacted before output. */
 export type LogFields = Record<string, unknown>;
 
 const LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error'];
@@ -24,15 +26,21 @@ export function logLevelFromEnv(env: NodeJS.ProcessEnv = process.env): LogLevel 
 
 /** The one logger shape every Postroom module takes (injected, never global). */
 export interface Logger {
+  /** Protocol-level detail (commands, state changes), off unless the level is `debug`. */
   debug(message: string, fields?: LogFields): void;
+  /** Normal progress: sessions opened, polls finished, jobs enqueued. */
   info(message: string, fields?: LogFields): void;
+  /** Something that worked but needs a look (a skipped message, an expiring credential). */
   warn(message: string, fields?: LogFields): void;
+  /** A failure (a poll or a send that failed), with its code. */
   error(message: string, fields?: LogFields): void;
 }
 
 /** One log call after filtering: the redacted message and the safe fields (structured sinks use these, not `line`). */
 export interface LogEntry {
+  /** The message, redacted, with the logger's `[prefix] ` in front when it has one. */
   message: string;
+  /** The fields, credential-like keys dropped and every string redacted. */
   fields: LogFields;
 }
 
@@ -43,6 +51,7 @@ export type LogSink = (level: LogLevel, line: string, entry: LogEntry) => void;
 export interface CreateLoggerOptions {
   /** Lowest level written; default {@link logLevelFromEnv}. */
   level?: LogLevel;
+  /** Category name: written as `[prefix] ` before each line and sent as the telemetry `category`; default none. */
   prefix?: string;
   /** W3C traceparent of the current invocation, put on telemetry log records. */
   traceParent?: string;

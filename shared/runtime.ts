@@ -20,9 +20,11 @@ import { fixContextOf } from './diagnose/context.js';
 export interface Runtime {
   /** Validated, frozen settings. */
   readonly config: PostroomConfig;
+  /** The process logger (level from the settings); use cases take their invocation's logger instead where they have one. */
   readonly logger: Logger;
   /** The clock (injected in tests). */
   readonly now: () => Date;
+  /** Blob containers, queues and tables, built on first use and shared by every use case. */
   readonly storage: StorageClients;
   /** Checkpoints, delivered-id sets, poll status, alert state. */
   readonly state: StateStore;
@@ -44,8 +46,11 @@ export interface SourceHooks {
 
 /** Options of {@link createRuntime}. */
 export interface CreateRuntimeOptions {
+  /** Validated settings (`loadConfig`); their warnings are logged once here. */
   config: PostroomConfig;
+  /** Process logger; default a console logger at the settings' level with prefix `postroom`. */
   logger?: Logger;
+  /** Clock for statuses, messages and notifications; default `() => new Date()`. */
   now?: () => Date;
   /** Credential for Key Vault; default DefaultAzureCredential. */
   credential?: TokenCredential;

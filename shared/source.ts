@@ -30,6 +30,7 @@ export interface MailSession {
    * Part of every idempotency key.
    */
   readonly folder: string;
+  /** IMAP: the folder's UIDVALIDITY as a decimal string; POP3: the literal `pop3`. */
   readonly validity: string;
   /** Set when the source had to resync (e.g. UIDVALIDITY changed); carried on every message delivered. */
   readonly resync?: { readonly reason: string; readonly previousValidity?: string };
@@ -80,6 +81,7 @@ export interface SourceDeps {
   readonly getToken: TokenGetter;
   /** Checkpoints and delivered-id sets. */
   readonly state: StateStore;
+  /** Logger of the poll the source serves. */
   readonly logger: Logger;
   /** Extra CA (PEM) added to the default trust; undefined: the default trust only. */
   readonly ca?: string;

@@ -49,8 +49,11 @@ export function describeStorageCredential(config: Pick<StorageConfig, 'credentia
  * to import, so a cold start that never touches tables never loads them).
  */
 export interface StorageClients {
+  /** The blob container `name`, created on first use where allowed (a 403 on create under managed identity is tolerated); memoised per name. */
   container(name: string): Promise<ContainerClient>;
+  /** The Storage queue `name`, created on first use where allowed; memoised per name. */
   queue(name: string): Promise<QueueClient>;
+  /** The table `name`, created on first use where allowed; memoised per name. */
   table(name: string): Promise<TableClient>;
 }
 

@@ -9,6 +9,7 @@ import type { AppConfig } from '../config/index.js';
 import { PostroomError, type PostroomErrorCode } from '../errors.js';
 import { fixContextOf } from '../diagnose/context.js';
 
+/** The protocols an app token is used for; each needs its own app role (`APP_ROLES`). */
 export type MailProtocol = 'imap' | 'pop3' | 'smtp';
 
 /** The role an app token needs per protocol (as config's PROTOCOL_ROLES; repeated to keep this file free of config imports). */
@@ -29,18 +30,31 @@ const EXCHANGE_HOSTS = new Set([
 const GENERIC_TENANTS = new Set(['common', 'organizations', 'consumers']);
 const GUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
+/** The claims of an Entra access token that the checks read; unverified, and any may be missing. */
 export interface AppTokenClaims {
+  /** Audience: the resource the token is for; Exchange Online's URL (e.g. `https://outlook.office365.com`) or app id, not Graph's. */
   readonly aud?: string | string[];
+  /** App roles granted (application permissions), e.g. `IMAP.AccessAsApp`; absent when none is consented. */
   readonly roles?: string[];
+  /** Delegated scopes; present only on a user (delegated) token, which Postroom cannot use. */
   readonly scp?: string;
+  /** Client id of the app the token was issued to (v1 tokens). */
   readonly appid?: string;
+  /** Client id of the app the token was issued to (v2 tokens). */
   readonly azp?: string;
+  /** Directory (tenant) id that issued the token. */
   readonly tid?: string;
+  /** Object id of the subject (for an app token: the service principal). */
   readonly oid?: string;
+  /** Identity type: `app` for an app-only token, `user` for a delegated one. */
   readonly idtyp?: string;
+  /** User principal name; present only on a delegated token. */
   readonly upn?: string;
+  /** Issued at, in seconds since the epoch (login host's clock). */
   readonly iat?: number;
+  /** Not valid before, in seconds since the epoch (login host's clock). */
   readonly nbf?: number;
+  /** Expiry, in seconds since the epoch (login host's clock). */
   readonly exp?: number;
 }
 
@@ -85,11 +99,13 @@ export function tenantKind(tenant: string): 'id' | 'domain' | 'generic' {
 
 /** One thing wrong with a token, with its error code. */
 export interface TokenProblem {
+  /** The error code it is thrown with (`WrongAudience`, `WrongTenant`, `NotAppToken`, `ClockSkew`, `TokenExpired`, `MissingRole`). */
   readonly code: PostroomErrorCode;
   /** What was found, with the values (never the token). */
   readonly detail: string;
 }
 
+/** Options of `checkAppToken` / `inspectAppToken`: what the token is for and against which clock. */
 export interface CheckAppTokenOptions {
   /** The protocol the token is about to be (or was) used for. */
   protocol: MailProtocol;
@@ -111,7 +127,9 @@ export interface CheckAppTokenOptions {
   skewToleranceSeconds?: number;
 }
 
+/** Everything `inspectAppToken` found out about a token (no token text in it). */
 export interface AppTokenReport {
+  /** The decoded claims; `{}` when the token is not a JWT. */
   readonly claims: AppTokenClaims;
   /** Whether the token was a JWT and so was checked at all. */
   readonly checked: boolean;

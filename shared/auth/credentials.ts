@@ -10,10 +10,12 @@ import type { SecretProvider } from './token-provider.js';
 /** The audience Entra expects on a managed identity token used as a federated client assertion. */
 export const TOKEN_EXCHANGE_SCOPE = 'api://AzureADTokenExchange/.default';
 
+/** How an app proves itself to Entra: a client secret or certificate from Key Vault, or a managed identity's token (federated). */
 export type CredentialKind = 'secret' | 'certificate' | 'federated';
 
 /** What the status report shows about an app's credential (never the credential itself). */
 export interface CredentialInfo {
+  /** Which kind of credential the app's settings chose. */
   readonly kind: CredentialKind;
   /** When the secret or certificate expires, once read (Key Vault `exp`, certificate notAfter); none for federated. */
   readonly expiresOn?: Date;
@@ -25,27 +27,35 @@ export interface CredentialInfo {
 
 /** The msal-node `auth` fields for one credential. */
 export interface MsalCredentialAuth {
+  /** The client secret's value (kind `secret`); secret: never log it. */
   clientSecret?: string;
+  /** The certificate and its private key in PEM (kind `certificate`); the key is secret. */
   clientCertificate?: { thumbprintSha256: string; privateKey: string; x5c: string };
+  /** Returns the managed identity's token as the client assertion, at each token request (kind `federated`). */
   clientAssertion?: (config: { clientId: string; tokenEndpoint?: string }) => Promise<string>;
 }
 
 /** The material msal needs now, and a key that changes when the material does (the client is rebuilt then). */
 export interface MsalCredential {
+  /** Identifies the material without revealing it (kind plus a short hash or thumbprint); a new key means a new msal client. */
   readonly key: string;
+  /** The fields to spread into msal-node's `auth` configuration. */
   readonly auth: MsalCredentialAuth;
 }
 
 /** An app's credential, of whichever kind the settings chose. */
 export interface AppCredential {
+  /** Which kind of credential this is. */
   readonly kind: CredentialKind;
   /** Reads (or re-reads with `renew`) the material and checks its expiry. */
   msalAuth(options?: { renew?: boolean; signal?: AbortSignal }): Promise<MsalCredential>;
+  /** Kind, expiry and thumbprint as last read, for the status report; expiry is known only after the first `msalAuth`. */
   info(): CredentialInfo;
 }
 
 /** Options of {@link createAppCredential}. */
 export interface AppCredentialOptions {
+  /** Gets the expiry warning (`CredentialExpiring`, at most once a day per secret or certificate). */
   logger: Logger;
   /** Credential for Key Vault; default DefaultAzureCredential. */
   credential?: TokenCredential;
@@ -59,6 +69,7 @@ export interface AppCredentialOptions {
   managedIdentity?: TokenCredential;
   /** Warn when the credential expires within this many days; default 30. */
   warnDays?: number;
+  /** Clock in epoch milliseconds for the expiry checks; default `Date.now` (tests inject one). */
   now?: () => number;
 }
 

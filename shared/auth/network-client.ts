@@ -8,6 +8,7 @@ import {
 } from '@azure/msal-node';
 import { trustedCas } from '../tls.js';
 
+/** Options of `createNetworkClient`. */
 export interface NetworkClientOptions {
   /**
    * Extra CA certificate(s) (PEM) to trust besides Node's default trust, e.g.

@@ -31,6 +31,7 @@ export interface AppTokenProviderOptions {
   credential?: AppCredential;
   /** A client secret source (the credential before certificates and federated credentials existed). */
   secrets?: SecretProvider;
+  /** Gets msal's own log lines (at debug) and the warning when a refused credential is re-read; never a token or secret. */
   logger: Logger;
   /** Extra CA (PEM) for a private login host, added to the default trust. */
   ca?: string;

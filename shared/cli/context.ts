@@ -15,21 +15,29 @@ export class CliUsageError extends Error {
 
 /** Where a command writes, and what it runs in (tests pass their own). */
 export interface CliIo {
+  /** Results and tables (what a script pipes on). */
   readonly stdout: Writable & { isTTY?: boolean };
+  /** Errors with their fixes, warnings and (with --verbose) logs. */
   readonly stderr: Writable & { isTTY?: boolean; columns?: number };
+  /** Settings environment; a variable set here wins over local.settings.json. */
   readonly env: Readonly<Record<string, string | undefined>>;
+  /** Directory that local.settings.json (default or `--settings`) is resolved against. */
   readonly cwd: string;
 }
 
 /** What every command gets: its output streams and the settings, loaded on first use. */
 export interface CliContext {
+  /** The command's streams, environment and directory. */
   readonly io: CliIo;
   /** Validated settings; throws `ConfigInvalid` (exit 2). */
   config(): PostroomConfig;
   /** The process runtime over those settings (the same one the functions use). */
   runtime(): Promise<Runtime>;
+  /** Logger to stderr at warn (info with --verbose); error lines only with --verbose, as commands print failures themselves. */
   readonly logger: Logger;
+  /** Writes one line (newline added) to stdout; no argument: an empty line. */
   out(line?: string): void;
+  /** Writes one line (newline added) to stderr; no argument: an empty line. */
   err(line?: string): void;
 }
 

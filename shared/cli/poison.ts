@@ -14,18 +14,27 @@ postroom poison purge [--queue jobs|notifications] [--yes]
 
 /** A poison queue and the queue its messages came from. */
 export interface PoisonQueue {
+  /** Which one, as `--queue` names it. */
   kind: 'jobs' | 'notifications';
+  /** The poison queue's name, `<original>-poison`. */
   name: string;
+  /** The queue a replayed message is put back on (POSTROOM_JOBS_QUEUE or POSTROOM_NOTIFY_QUEUE). */
   original: string;
 }
 
 /** One message in a poison queue, as listed. */
 export interface PoisonMessage {
+  /** Name of the poison queue it is in. */
   queue: string;
+  /** The queue message id (what `show` and `replay` take). */
   id: string;
+  /** ISO 8601 time it was put on the poison queue, or null when the queue did not say. */
   insertedOn: string | null;
+  /** Dequeue count the poison queue reports for it (not the tries on the original queue). */
   dequeueCount: number;
+  /** One line: the kind of job and its mailbox, or `(not JSON)` / `(unknown schema …)`. */
   summary: string;
+  /** The decoded JSON body, or the raw text when it is not JSON. */
   body: unknown;
 }
 

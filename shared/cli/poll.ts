@@ -12,11 +12,17 @@ export const POLL_USAGE = `postroom poll [--once] [--mailbox <id or address>]...
 
 /** One mailbox's poll as the summary reports it. */
 export interface PollSummary {
+  /** The mailbox id, `<protocol>:<address>/<folder>`. */
   mailbox: string;
+  /** `leased`: another instance was polling it, nothing was done. */
   outcome: 'ok' | 'failed' | 'leased';
+  /** Messages ingested. */
   messages: number;
+  /** Their raw size in bytes. */
   bytes: number;
+  /** Wall time of the poll in milliseconds. */
   durationMs: number;
+  /** Why the poll failed (with its fix); absent when it did not. */
   error?: PostroomError;
 }
 

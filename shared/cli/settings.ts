@@ -16,6 +16,7 @@ export interface ReadCliSettingsOptions {
   env?: Readonly<Record<string, string | undefined>>;
   /** local.settings.json to read; default `./local.settings.json` in `cwd`, skipped when absent. */
   file?: string;
+  /** Directory that `file` (or the default local.settings.json) is resolved against; default `process.cwd()`. */
   cwd?: string;
 }
 

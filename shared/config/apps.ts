@@ -8,8 +8,11 @@ export type SecretSource =
 
 /** A Key Vault certificate whose private key is read through the secret of the same name. */
 export interface CertificateSource {
+  /** Key Vault URL without a trailing slash, e.g. `https://contoso-postroom.vault.azure.net`. */
   readonly vaultUrl: string;
+  /** Name of the Key Vault certificate (content type PEM); its key and chain are read through the secret of that name. */
   readonly name: string;
+  /** A pinned certificate version; absent: the current version, so a renewal is picked up on re-read. */
   readonly version?: string;
 }
 
@@ -20,12 +23,18 @@ export type AppCredentialConfig =
   /** `clientId`: the user-assigned managed identity; omitted: the system-assigned one. */
   | { readonly kind: 'federated'; readonly clientId?: string };
 
-export interface HostPort { readonly host: string; readonly port: number }
+/** A mail server endpoint. */
+export interface HostPort { /** Host name (or IP address) the client connects to and verifies the certificate for. */ readonly host: string; /** TCP port, 1-65535. */ readonly port: number }
 
+/** One app registration from `POSTROOM_APPS`, with its cloud's defaults and overrides resolved. */
 export interface AppConfig {
+  /** How mailboxes refer to it (`app` in `POSTROOM_MAILBOXES`); default `default`. */
   readonly name: string;
+  /** Exchange Online's national cloud: picks the login host, resource and mail hosts; default `public`. */
   readonly cloud: CloudName;
+  /** Directory (tenant) id, or a verified domain (then token `tid` checks are skipped). */
   readonly tenantId: string;
+  /** The app registration's application (client) id. */
   readonly clientId: string;
   /** The app's credential: client secret, certificate or federated (managed identity). */
   readonly credential: AppCredentialConfig;
@@ -41,8 +50,9 @@ export interface AppConfig {
   readonly authority: string;
   /** Exchange resource; tokens are asked for `${resource}/.default`. */
   readonly resource: string;
+  /** The token scope, always `${resource}/.default` (app-only: the consented roles, never a Graph scope). */
   readonly scope: string;
-  /** Mail endpoints of the app's cloud (or overrides). */
+  /** Mail endpoints of the app's cloud (or overrides): IMAP (default port 993, implicit TLS), POP3 (995, implicit TLS), SMTP submission (587, STARTTLS). */
   readonly endpoints: { readonly imap: HostPort; readonly pop3: HostPort; readonly smtp: HostPort };
   /** The Enterprise application's (service principal's) object id, when configured: filled into fixes. */
   readonly servicePrincipalObjectId?: string;
@@ -54,6 +64,7 @@ export interface ParseAppsOptions {
   sandbox: boolean;
   /** Problems found are appended here (reported together by loadConfig). */
   problems: string[];
+  /** Things that work but deserve a look (e.g. a plain sandbox secret) are appended here. */
   warnings: string[];
 }
 

@@ -3,14 +3,20 @@
  * from third-party reports (see docs/exchange-setup.md); every one of them
  * can be overridden per app registration for private or test stacks.
  */
+/** Exchange Online's clouds: `public`, `usgov` (GCC High), `usgovdod` (DoD), `china` (21Vianet). */
 export type CloudName = 'public' | 'usgov' | 'usgovdod' | 'china';
 
+/** The endpoints of one cloud, used unless an app overrides them. */
 export interface CloudPreset {
+  /** Entra login host as an https URL (the authority is `<loginHost>/<tenantId>`). */
   readonly loginHost: string;
   /** Exchange Online resource; the token scope is `${resource}/.default` (never a Graph scope). */
   readonly resource: string;
+  /** IMAP host (port 993, implicit TLS). */
   readonly imapHost: string;
+  /** POP3 host (port 995, implicit TLS). */
   readonly pop3Host: string;
+  /** SMTP submission host (port 587, STARTTLS). */
   readonly smtpHost: string;
 }
 

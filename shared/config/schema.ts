@@ -122,7 +122,9 @@ export const MailboxSchema = z
 export const AppsSchema = z.array(AppSchema).min(1);
 export const MailboxesSchema = z.array(MailboxSchema);
 
+/** One `POSTROOM_APPS` entry as validated, before cloud defaults are resolved (see `AppConfig`). */
 export type AppSettings = z.infer<typeof AppSchema>;
+/** One `POSTROOM_MAILBOXES` entry as validated, with its defaults applied (see `MailboxConfig`). */
 export type MailboxSettings = z.infer<typeof MailboxSchema>;
 
 /** JSON Schemas published in docs/ for the two JSON-valued settings. */

@@ -22,8 +22,11 @@ export const STORAGE_SUFFIXES: Readonly<Record<StorageCloudName, string>> = Obje
 
 /** The three storage services Postroom uses, as absolute URIs without a trailing slash. */
 export interface StorageServiceUris {
+  /** Blob service, e.g. `https://<account>.blob.core.windows.net` (`POSTROOM_STORAGE__blobServiceUri`). */
   readonly blob: string;
+  /** Queue service, e.g. `https://<account>.queue.core.windows.net` (`POSTROOM_STORAGE__queueServiceUri`). */
   readonly queue: string;
+  /** Table service, e.g. `https://<account>.table.core.windows.net` (`POSTROOM_STORAGE__tableServiceUri`). */
   readonly table: string;
 }
 
@@ -34,6 +37,7 @@ export interface StorageServiceUris {
  */
 export type StorageCredentialConfig = { readonly kind: 'managedidentity'; readonly clientId?: string } | { readonly kind: 'default' };
 
+/** Storage access (`POSTROOM_STORAGE*`) and the names of the queues, containers and table Postroom uses. */
 export interface StorageConfig {
   /** A connection string; undefined in identity mode. */
   readonly connectionString?: string;
@@ -45,11 +49,17 @@ export interface StorageConfig {
   readonly cloud: StorageCloudName;
   /** The credential for identity mode; also the one used for Key Vault. */
   readonly credential: StorageCredentialConfig;
+  /** Fan-out queue of poll jobs (`POSTROOM_JOBS_QUEUE`, default `postroom-jobs`); failed jobs end in `<name>-poison`. */
   readonly jobsQueue: string;
+  /** Queue of ingested messages (`POSTROOM_OUTPUT_QUEUE`, default `postroom-messages`). */
   readonly outputQueue: string;
+  /** Queue of notification jobs (`POSTROOM_NOTIFY_QUEUE`, default `postroom-notifications`). */
   readonly notifyQueue: string;
+  /** Container for raw messages, attachments and long bodies (`POSTROOM_BLOB_CONTAINER`, default `postroom-messages`). */
   readonly blobContainer: string;
+  /** Container of the per-mailbox lease blobs (`POSTROOM_LEASE_CONTAINER`, default `postroom-leases`). */
   readonly leaseContainer: string;
+  /** Table of checkpoints, POP3 UIDL sets, poll status and notification state (`POSTROOM_STATE_TABLE`, default `postroomstate`). */
   readonly stateTable: string;
 }
 

@@ -36,18 +36,23 @@ export interface MailboxConfig {
   readonly address: string;
   /** The app registration that reads it. */
   readonly app: AppConfig;
+  /** Protocol it is read with; default `imap`. */
   readonly protocol: 'imap' | 'pop3';
+  /** Mail server host: the mailbox's `host` setting, else the app's endpoint for the protocol. */
   readonly host: string;
+  /** Mail server port: the mailbox's `port`, else the protocol's default (993/995) with a `host` override, else the app's endpoint port. */
   readonly port: number;
   /** `implicit` TLS (993/995) or STARTTLS. */
   readonly tls: 'implicit' | 'starttls';
   /** The folder (POP3: INBOX). */
   readonly folder: string;
+  /** What is done to a message once it is in the queue; default `none`. POP3 allows only `none` and `delete`. */
   readonly postAction: PostAction;
   /** IMAP: ignore messages received before this date. */
   readonly since?: Date;
   /** Messages larger than this are not fetched; they are reported as skipped. */
   readonly maxMessageBytes?: number;
+  /** Notification settings; absent: this mailbox sends no notifications. */
   readonly notify?: NotifyConfig;
 }
 
@@ -75,11 +80,17 @@ export interface PostroomConfig {
   readonly sandbox: boolean;
   /** Contents of the CA file named by POSTROOM_CA_FILE: added to TLS trust for every client. */
   readonly ca?: string;
+  /** Path of that CA file (POSTROOM_CA_FILE), for messages; absent when no extra CA is trusted. */
   readonly caFile?: string;
+  /** Storage account access and the names of the queues, containers and table. */
   readonly storage: StorageConfig;
+  /** App registrations (`POSTROOM_APPS`), in settings order. */
   readonly apps: readonly AppConfig[];
+  /** Mailboxes to poll (`POSTROOM_MAILBOXES`), in settings order. */
   readonly mailboxes: readonly MailboxConfig[];
+  /** How polls are cut and bounded (`POSTROOM_BATCH_SIZE` and friends). */
   readonly poll: PollSettings;
+  /** Lowest level logged (`POSTROOM_LOG_LEVEL`); default `info`. */
   readonly logLevel: 'debug' | 'info' | 'warn' | 'error';
   /** Things that work but deserve a look (logged once at start, shown by the doctor). */
   readonly warnings: readonly string[];

@@ -8,8 +8,11 @@ import type { FixContext } from '../errors.js';
 
 /** What a caller knows beyond the app: the mailbox, the From address, the protocol. */
 export interface FixContextExtras {
+  /** The mailbox address the failure concerns; absent: fixes use a placeholder. */
   mailbox?: string;
+  /** The From address a notification was sent as (SMTP send-as fixes). */
   from?: string;
+  /** The protocol that failed; fixes that differ per protocol (switches, roles) pick by it. */
   protocol?: 'imap' | 'pop3' | 'smtp';
 }
 

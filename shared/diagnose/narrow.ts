@@ -18,7 +18,9 @@ import { fixContextOf } from './context.js';
 /** What one protocol made of the token: authenticated and opened the mailbox, refused the token, authenticated but could not open the mailbox, or failed otherwise (network, TLS: no verdict). */
 export type ProbeOutcome = 'ok' | 'refused' | 'not-connected' | 'error';
 
+/** One probe's verdict, with the mapped error code and the server's words when it failed. */
 export interface ProbeResult {
+  /** What the protocol made of the token (see `ProbeOutcome`). */
   readonly outcome: ProbeOutcome;
   /** The error code the failure mapped to (e.g. `SmtpAuthDisabled` for 535 5.7.139: a refusal with a reason). */
   readonly code?: PostroomErrorCode;
@@ -31,15 +33,20 @@ export type Probe = () => Promise<ProbeOutcome | ProbeResult>;
 
 /** The probes available; a protocol without one is not tried. */
 export interface AuthProbes {
+  /** Authenticates over IMAP and opens the folder read-only. */
   imap?: Probe;
+  /** Authenticates over POP3 and runs STAT. */
   pop3?: Probe;
+  /** EHLO, STARTTLS and AUTH XOAUTH2 over SMTP submission; sends nothing. */
   smtp?: Probe;
 }
 
+/** How sure a diagnosis is; see `Diagnosis.confidence`. */
 export type DiagnosisConfidence = 'certain' | 'likely' | 'possible';
 
 /** The narrowed-down cause of a refusal, with the filled-in fix and how sure it is. */
 export interface Diagnosis {
+  /** The narrowed-down error code (e.g. `ProtocolDisabled`, `ServicePrincipalNotRegistered`, `MailboxNotConnected`). */
   readonly code: PostroomErrorCode;
   /** Why, in one or two sentences naming the mailbox and protocols. */
   readonly cause: string;
@@ -53,16 +60,21 @@ export interface Diagnosis {
   readonly error: PostroomError;
 }
 
+/** Options of `narrowAuthRefusal`: the refusal, the token it refused, and the probes to contrast it with. */
 export interface NarrowAuthRefusalOptions {
   /** The protocol whose server refused the token. */
   refused: MailProtocol;
   /** The refused token: re-checked locally, and its roles decide which protocols are probed. */
   token: string;
+  /** The app registration the token was issued to: its ids fill in the fix. */
   app: AppConfig;
+  /** The mailbox address the token was refused for (XOAUTH2 `user=`); the probes use the same one. */
   mailbox: string;
+  /** The probes to try the token with; a protocol without one, or whose role the token lacks, is not tried. */
   probe: AuthProbes;
   /** The refusal as mapped (a `SmtpAuthDisabled` or `MailboxNotConnected` is already certain). */
   error?: PostroomError;
+  /** This host's clock for the token's time checks; default now. */
   now?: Date;
   /** The token's expiry by this host's clock (see `checkAppToken`). */
   expiresOn?: Date;

@@ -16,10 +16,13 @@ import type { AuthProbes, ProbeResult } from './narrow.js';
 
 /** Where and as whom one probe connects. */
 export interface ProbeTarget {
+  /** Server host name; certificates are verified against it (or the IP, when it is one). */
   host: string;
+  /** Server port (IMAP 993, POP3 995, SMTP 587 on Exchange Online). */
   port: number;
   /** The mailbox (XOAUTH2 `user=`). */
   mailbox: string;
+  /** The app access token to try; secret: never logged or put into a result. */
   token: string;
   /** IMAP/POP3: `implicit` (993/995, default) or `starttls`. SMTP always uses STARTTLS. */
   tls?: 'implicit' | 'starttls';
@@ -111,11 +114,17 @@ export async function probeSmtp(t: ProbeTarget): Promise<ProbeResult> {
   }
 }
 
+/** Options of `directProbes`: the app whose endpoints are probed, and the token and mailbox to probe with. */
 export interface DirectProbesOptions {
+  /** The app registration: its endpoints are where the probes connect unless `endpoints` overrides them. */
   app: AppConfig;
+  /** The mailbox address (XOAUTH2 `user=`). */
   mailbox: string;
+  /** The refused app access token to try over each protocol; secret. */
   token: string;
+  /** Extra CA (PEM) added to the public roots, for private or test stacks; absent: public roots only. */
   ca?: string;
+  /** Milliseconds each probe may take to connect and get the greeting; default 15000. */
   timeoutMs?: number;
   /** IMAP folder to open; default INBOX. */
   folder?: string;

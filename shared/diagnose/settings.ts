@@ -8,6 +8,7 @@ import { CLOUDS } from '../config/clouds.js';
 
 /** One setting that will not work, and what to set instead. */
 export interface SettingWarning {
+  /** `NonExchangeResource`: the token would not be for Exchange Online; `GenericTenant`: `common` or similar instead of a tenant; `AppWithoutMailbox`: no mailbox uses the app. */
   readonly code: 'NonExchangeResource' | 'GenericTenant' | 'AppWithoutMailbox';
   /** The app's settings name. */
   readonly app: string;

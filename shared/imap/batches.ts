@@ -18,6 +18,7 @@ export interface ImapBatchOptions {
   maxMessages: number;
   /** Messages up to this size are fetched with their group; larger ones stream. */
   prefetchLimitBytes: number;
+  /** Stops cutting batches (the poll's stop signal); the generator then throws the abort reason. */
   signal?: AbortSignal;
 }
 

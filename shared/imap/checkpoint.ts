@@ -12,6 +12,7 @@ export interface ImapCheckpoint extends Record<string, string | number | boolean
   lastUid: number;
   /** Delivered UIDs whose post-action has not been applied yet (a UID set; '' when none). */
   pendingPostAction: string;
+  /** ISO 8601 time of the last write (for people reading the table; not used to decide anything). */
   updatedAt: string;
 }
 
@@ -20,10 +21,13 @@ export const CHECKPOINT_KEY = 'imap-checkpoint';
 
 /** Where a session starts: the checkpoint's last UID, its ETag, and a resync when UIDVALIDITY changed. */
 export interface CheckpointPosition {
+  /** Read messages with a higher UID; 0 when there is no checkpoint or UIDVALIDITY changed. */
   lastUid: number;
+  /** The checkpoint row's ETag for the next guarded write; null when there is no row yet. */
   etag: string | null;
   /** UIDs (of this UIDVALIDITY) delivered but not yet post-actioned. */
   pending: number[];
+  /** Set when UIDVALIDITY changed: the folder is re-read and each message carries it; absent otherwise. */
   resync?: MailSession['resync'];
 }
 

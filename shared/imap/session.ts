@@ -9,8 +9,11 @@ import { applyLeanSession } from './lean-session.js';
 
 /** One authenticated IMAP connection to one mailbox, and how to name it in errors. */
 export interface ImapSession {
+  /** The authenticated imapflow client, with the folder not yet opened. */
   readonly client: ImapFlow;
+  /** The mailbox the session is for. */
   readonly mailbox: MailboxConfig;
+  /** Logger of the session (the poll's). */
   readonly logger: Logger;
   /** `mailbox a@b (INBOX) via host:port`: the subject of every error. */
   readonly subject: string;

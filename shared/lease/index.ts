@@ -6,6 +6,7 @@ import type { Logger } from '../logger.js';
 export interface MailboxLease {
   /** Aborted when the lease could not be renewed: stop work, acknowledge nothing more. */
   readonly signal: AbortSignal;
+  /** Stops renewing and releases the lease so that the next poll need not wait for it to expire; never throws (a failed release is logged). */
   release(): Promise<void>;
 }
 
@@ -13,6 +14,7 @@ export interface MailboxLease {
 export interface AcquireLeaseOptions {
   /** Lease duration; Azure allows 15-60 s (or infinite, which a crash would leave held). */
   seconds: number;
+  /** Gets the lease's warnings: renewal stopped for lack of progress, lease lost, release failed. */
   logger: Logger;
   /**
    * Asked before each renewal: a poll that no longer moves (or is past its

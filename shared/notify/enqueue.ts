@@ -15,35 +15,53 @@ export const PER_MESSAGE_MAX = 25;
 
 /** Which failure kind (error code) has been alerted and not yet recovered. */
 export interface NotifyState extends StateValue {
+  /** Error code of the failure alerted and not yet recovered; null when no alert is outstanding. */
   alertedCode: string | null;
+  /** ISO 8601 time the outstanding alert was enqueued; null when none. */
   alertedAt: string | null;
+  /** Consecutive failures counted when it was alerted; 0 when none. */
   alertedFailures: number;
 }
 
 /** What notifications need from the process (a `Runtime` is one). */
 export interface NotifyDeps {
+  /** Holds the alert de-duplication state (`notify-state`) and, as fallback, the mailbox status. */
   readonly state: StateStore;
+  /** Clock for the jobs' `createdAt` and `alertedAt`. */
   readonly now: () => Date;
+  /** Default logger when the call gives none. */
   readonly logger: Logger;
+  /** Opens queues by name; the notify queue is created if missing. */
   readonly storage: { queue(name: string): Promise<QueueClient> };
+  /** Settings: only the notify queue's name is read. */
   readonly config: { readonly storage: { readonly notifyQueue: string } };
 }
 
 /** One ingested message, as notifications list it (the sink's `Delivered` is one). */
 export interface IngestedMessage {
+  /** Decoded Subject, or null when absent (cut and escaped downstream). */
   readonly subject: string | null;
+  /** From addresses; only the first is shown. Empty when the message has none. */
   readonly from: ReadonlyArray<{ readonly name?: string | null; readonly address?: string | null }>;
+  /** Raw size in bytes. */
   readonly size: number;
+  /** Number of attachments written. */
   readonly attachments: number;
+  /** The message's idempotency key. */
   readonly idempotencyKey: string;
+  /** Blob prefix `<mailboxKey>/<idempotencyKey>` of its blobs. */
   readonly blobPrefix: string;
+  /** Why parsing failed (delivered raw-only), or null. */
   readonly parseError: string | null;
 }
 
 /** What a finished poll tells notifications (the poll's `PollResult` is one). */
 export interface PollOutcome {
+  /** `ok` (also when stopped early), `failed`, or `leased` (another instance polled: nothing is sent). */
   readonly outcome: 'ok' | 'failed' | 'leased';
+  /** Messages ingested by the poll, in order (also those before a failure). */
   readonly delivered: readonly IngestedMessage[];
+  /** Wall time of the poll in milliseconds. */
   readonly durationMs: number;
   /** The failure, with its admin fix. */
   readonly error?: { readonly code: string; readonly message: string; readonly fix: string };

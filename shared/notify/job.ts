@@ -10,41 +10,63 @@ const MAX_TEXT = 300;
 
 /** One ingested message as a digest or per-message notice lists it. */
 export interface NotifiedMessage {
+  /** Decoded Subject, cut to 300 characters (untrusted: escaped when rendered); null when the message has none. */
   subject: string | null;
+  /** The first From address as `Name <address>` (or the bare address), cut to 300 characters; null when there is none. */
   from: string | null;
+  /** Raw message size in bytes. */
   size: number;
+  /** Number of attachments written to blobs. */
   attachments: number;
+  /** The message's idempotency key, to find its queue message and blobs. */
   idempotencyKey: string;
   /** Blob prefix of the raw message, attachments and bodies (`<container>/<blobPrefix>/message.eml`). */
   blobPrefix: string;
+  /** Why the message could not be parsed (it was delivered raw-only), cut to 200 characters; null when it parsed. */
   parseError: string | null;
 }
 
+/** Payload of a `digest` job: what one poll ingested. */
 export interface DigestData {
+  /** Messages ingested by the poll (all of them, including those `omitted` from the list). */
   count: number;
+  /** Sum of their raw sizes in bytes. */
   totalBytes: number;
   /** The first messages; `omitted` more did not fit in one queue message. */
   messages: NotifiedMessage[];
+  /** How many messages were left out of `messages` to keep the job within one queue message; 0 when none. */
   omitted: number;
+  /** How the poll ended: `failed` still lists what was ingested before the failure. */
   outcome: 'ok' | 'failed' | 'leased';
+  /** Wall time of the poll in milliseconds. */
   durationMs: number;
 }
 
+/** Payload of a `failure` alert: sent once per error code when `failureThreshold` polls in a row failed. */
 export interface FailureData {
+  /** The PostroomError code of the failure (e.g. `MissingRole`, `MailboxNotConnected`). */
   code: string;
+  /** What failed, for whom and why (no secrets), cut to 2000 characters. */
   message: string;
+  /** The admin step that fixes it, from the error catalog. */
   fix: string;
+  /** Polls in a row that have failed, this one included. */
   consecutiveFailures: number;
+  /** ISO 8601 time of the mailbox's last successful poll; null when it never had one. */
   lastSuccessAt: string | null;
 }
 
+/** Payload of a `recovered` notice: the first good poll after a failure alert. */
 export interface RecoveredData {
   /** The failure kind that had been alerted. */
   code: string;
+  /** ISO 8601 time the failure alert was enqueued; null if it was not recorded. */
   alertedAt: string | null;
+  /** Messages ingested by the recovering poll. */
   delivered: number;
 }
 
+/** One notification job on the notify queue (`postroom.notification.v1`), by `kind`: the payload is in `data`. */
 export type NotificationJob =
   | (JobBase & { kind: 'digest'; data: DigestData })
   | (JobBase & { kind: 'message'; data: NotifiedMessage })
@@ -62,6 +84,7 @@ interface JobBase {
   deferrals?: number;
 }
 
+/** The kinds of notification: `digest`, `message`, `failure`, `recovered`. */
 export type NotificationKind = NotificationJob['kind'];
 
 /** Cuts untrusted text to a bounded length (it is escaped when rendered, not here). */

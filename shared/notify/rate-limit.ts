@@ -12,9 +12,13 @@ export interface RateLimiter {
   waitMs(): number;
 }
 
+/** Options of `createRateLimiter`. */
 export interface RateLimiterOptions {
+  /** Acquisitions allowed in any window; at least 1 (the SMTP sender uses 30). */
   limit: number;
+  /** Length of the sliding window in milliseconds (the SMTP sender uses 60000). */
   windowMs: number;
+  /** Clock in epoch milliseconds; default `Date.now` (tests inject one). */
   now?: () => number;
 }
 

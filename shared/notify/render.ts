@@ -1,8 +1,12 @@
 import type { NotificationJob, NotifiedMessage } from './job.js';
 
+/** A notification ready to send: header-safe subject, and the same content as text and as escaped HTML. */
 export interface RenderedNotification {
+  /** Subject with the mailbox's `subjectPrefix`, header-safe (one line, no control characters). */
   subject: string;
+  /** Plain-text body; untrusted values cannot start lines of their own. */
   text: string;
+  /** HTML body; every untrusted value is escaped. */
   html: string;
 }
 

@@ -8,9 +8,13 @@ import { mapSmtpError } from './smtp-errors.js';
 
 /** What sending needs from the process (a `Runtime` is one). */
 export interface SendDeps {
+  /** Settings: the mailboxes (a job names its mailbox by id), the notify queue (deferrals) and the blob container (named in notices). */
   readonly config: { readonly mailboxes: readonly MailboxConfig[]; readonly storage: { readonly notifyQueue: string; readonly blobContainer: string } };
+  /** Default logger when the call gives none. */
   readonly logger: Logger;
+  /** Opens the notify queue, to put a deferred job back. */
   readonly storage: { queue(name: string): Promise<QueueClient> };
+  /** The pooled sender for `from` with the app's token (one per app and sender mailbox). */
   smtpSender(app: AppConfig, from: string, options?: SmtpSenderOptions): Promise<SmtpSender>;
 }
 
@@ -21,6 +25,7 @@ export type NotificationOutcome =
 
 /** Options of {@link handleNotificationJob}. */
 export interface SendNotificationOptions {
+  /** Logger of this job (e.g. the invocation's); default the deps' logger. */
   logger?: Logger;
   /** The queue's dequeue count of this job (for the log). */
   dequeueCount?: number;

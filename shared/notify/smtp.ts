@@ -35,7 +35,9 @@ export interface SmtpSenderDeps {
   readonly getToken: TokenGetter;
   /** Extra CA (PEM) added to the default trust. */
   readonly ca?: string;
+  /** Milliseconds before the TCP connect to the SMTP server is given up (the greeting then has 30 s of its own); the runtime passes POSTROOM_CONNECT_TIMEOUT_MS. */
   readonly connectTimeoutMs: number;
+  /** Default logger of sends (pool errors at debug level); a send may pass its own. */
   readonly logger: Logger;
   /** The app's ids, filled into the fixes of errors (issue 12). */
   readonly fixContext?: FixContext;
@@ -43,17 +45,23 @@ export interface SmtpSenderDeps {
 
 /** One message to send. */
 export interface OutgoingMail {
+  /** Recipient addresses; all go in the To header of one message. */
   to: readonly string[];
+  /** Subject line; must already be header-safe (one line, no control characters). */
   subject: string;
+  /** Plain-text body. */
   text: string;
+  /** HTML body; every untrusted value in it must already be escaped. */
   html: string;
   /** Without angle brackets, e.g. `<uuid>@postroom`. */
   messageId: string;
+  /** Extra headers, e.g. `Auto-Submitted: auto-generated`; values must be header-safe. */
   headers?: Record<string, string>;
 }
 
 /** A message the server accepted. */
 export interface SendResult {
+  /** The Message-ID as nodemailer reports it (with angle brackets), for finding the message in the recipient's mailbox. */
   messageId: string;
   /** The server's final reply. */
   response: string;
@@ -63,8 +71,11 @@ export interface SendResult {
 
 /** One pooled, paced SMTP sender for one sender mailbox (XOAUTH2 `user=` and From). */
 export interface SmtpSender {
+  /** The sender mailbox: XOAUTH2 `user=` and From address of every message. */
   readonly from: string;
+  /** Sends one message, paced and pooled; refreshes the token and tries once more when AUTH is refused. Throws a mapped PostroomError. */
   send(mail: OutgoingMail, options?: { signal?: AbortSignal; logger?: Logger }): Promise<SendResult>;
+  /** Closes the pooled connections; a later send opens a new pool. */
   close(): void;
 }
 

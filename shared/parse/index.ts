@@ -1,33 +1,53 @@
 import { Transform, type Readable } from 'node:stream';
 import type { AddressObject, HeaderValue } from 'mailparser';
 
+/** One mailbox of an address header; members of a group are listed one by one. */
 export interface ParsedAddress {
+  /** Display name, decoded to Unicode; `''` when the address has none. */
   readonly name: string;
+  /** The e-mail address as written (not validated); `''` when the header had only a name. */
   readonly address: string;
 }
 
+/** The message's headers, decoded to Unicode (encoded-words, legacy charsets); all values come from the sender. */
 export interface ParsedHeaders {
+  /** Message-ID header as written (with angle brackets), or null when absent. */
   messageId: string | null;
+  /** In-Reply-To header, or null when absent. */
   inReplyTo: string | null;
+  /** Message ids of the References header, in order; empty when absent. */
   references: string[];
+  /** Date header as an ISO 8601 string; null when absent or unparsable. */
   date: string | null;
+  /** Subject header, or null when absent. */
   subject: string | null;
+  /** From header addresses; empty when absent. */
   from: ParsedAddress[];
+  /** Sender header addresses; empty when absent (the usual case). */
   sender: ParsedAddress[];
+  /** To header addresses; empty when absent. */
   to: ParsedAddress[];
+  /** Cc header addresses; empty when absent. */
   cc: ParsedAddress[];
+  /** Bcc header addresses; usually empty, as senders strip it. */
   bcc: ParsedAddress[];
+  /** Reply-To header addresses; empty when absent. */
   replyTo: ParsedAddress[];
 }
 
+/** Describes one attachment handed to `onAttachment`, before its content is read. */
 export interface AttachmentInfo {
   /** Index in document order, from 0. */
   readonly index: number;
   /** The filename as the sender gave it: untrusted. */
   readonly filename: string | null;
+  /** The part's MIME type as the message states it; `application/octet-stream` when missing. Sender-controlled. */
   readonly contentType: string;
+  /** The part's Content-ID (what `cid:` links in the HTML refer to), or null. */
   readonly contentId: string | null;
+  /** Content-Disposition value (`attachment`, `inline`), or null when the part has none. */
   readonly disposition: string | null;
+  /** True when the part belongs to a multipart/related (an inline image of the HTML body) rather than being a separate file. */
   readonly related: boolean;
 }
 
@@ -59,9 +79,13 @@ export interface ParseLimits {
 /** Above Exchange Online's 150 MB message size, 250 attachments and any nesting real mail uses. */
 export const PARSE_LIMITS: Readonly<ParseLimits> = { size: 200 * 1024 * 1024, parts: 1000, nesting: 100, headerSize: 1024 * 1024, stallMs: 60_000 };
 
+/** What one parse produced; a failed or limited parse returns what it read before it stopped. */
 export interface ParsedMessage {
+  /** Decoded headers; empty values when the parse stopped before the header block was read. */
   headers: ParsedHeaders;
+  /** Plain-text body, decoded to Unicode; null when the message has none. */
   text: string | null;
+  /** HTML body as sent (not sanitised), decoded to Unicode; null when the message has none. */
   html: string | null;
   /** What went wrong parsing; the raw message is delivered all the same. */
   parseError: string | null;
@@ -69,6 +93,7 @@ export interface ParsedMessage {
   limit: ParseLimit | null;
 }
 
+/** Options of `parseMessage`: where attachments go, and its bounds. */
 export interface ParseMessageOptions {
   /**
    * Receives each attachment's decoded bytes as a stream, in order; must
@@ -77,6 +102,7 @@ export interface ParseMessageOptions {
    * stays bounded because the parser waits for it.
    */
   onAttachment(info: AttachmentInfo, content: Readable, signal: AbortSignal): Promise<void>;
+  /** Aborts the parse (poll deadline, lost lease): open attachment streams end and `parseMessage` rejects with the reason. */
   signal?: AbortSignal;
   /** The message size when known beforehand (a message over `limits.size` is not parsed at all). */
   size?: number;

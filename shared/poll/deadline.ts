@@ -29,6 +29,7 @@ export interface PollClock {
   progress(): void;
   /** Whether the lease should still be renewed: before the hard deadline, and progress seen lately. */
   alive(): boolean;
+  /** Clears the timers; call once the poll has ended (the signals then stay as they are). */
   dispose(): void;
 }
 

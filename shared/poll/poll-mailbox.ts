@@ -14,7 +14,9 @@ import { runSessions } from './sessions.js';
 export interface PollMailboxOptions {
   /** Aborts the poll (host shutdown). */
   signal?: AbortSignal;
+  /** Logger of this poll (e.g. the invocation's); default the runtime's. */
   logger?: Logger;
+  /** Observation hooks passed to the mail source (benchmarks count protocol commands). */
   hooks?: SourceHooks;
   /** Test seam: called after each batch is durably enqueued, before it is acknowledged. */
   beforeAcknowledge?: (delivered: readonly Delivered[]) => Promise<void> | void;
@@ -28,13 +30,16 @@ export interface PollResult {
   outcome: 'ok' | 'failed' | 'leased';
   /** What was durably delivered and acknowledged, in order. */
   delivered: Delivered[];
+  /** Why the poll failed (`outcome` `failed`), with its fix; absent otherwise. */
   error?: PostroomError;
   /**
    * Set when the poll ended early without failing: its deadline, or a server
    * back-off longer than the time left (`retryAfterMs`). The next poll goes on.
    */
   stopped?: PostroomError;
+  /** The status row as recorded after this poll; absent when leased, or when recording it failed (logged). */
   status?: MailboxStatus;
+  /** Wall time of the poll in milliseconds, lease to status. */
   durationMs: number;
 }
 

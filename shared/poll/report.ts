@@ -5,9 +5,13 @@ import { readStatus, type MailboxStatus } from '../status/index.js';
 
 /** One configured mailbox in the status report. */
 export interface MailboxStatusEntry {
+  /** The mailbox id, `<protocol>:<address>/<folder>`. */
   id: string;
+  /** The mailbox address. */
   address: string;
+  /** `imap` or `pop3`. */
   protocol: string;
+  /** The polled folder (POP3: `INBOX`). */
   folder: string;
   /** The last recorded poll; null when the mailbox was never polled. */
   status: MailboxStatus | null;
@@ -19,15 +23,21 @@ export interface MailboxStatusEntry {
 
 /** The status function's body when the settings are valid. */
 export interface StatusReport {
+  /** ISO 8601 time the report was made. */
   generatedAt: string;
+  /** One entry per configured mailbox, in settings order. */
   mailboxes: MailboxStatusEntry[];
 }
 
 /** The status function's body when the settings are invalid: every problem, as loading found them. */
 export interface SettingsInvalidReport {
+  /** ISO 8601 time the report was made. */
   generatedAt: string;
+  /** Always `ConfigInvalid`. */
   code: 'ConfigInvalid';
+  /** Every settings problem, one line each, naming the setting and what is wrong. */
   problems: string[];
+  /** The catalog's fix for `ConfigInvalid`. */
   fix: string;
 }
 

@@ -14,12 +14,17 @@ import { pipelineBatches } from './pipeline.js';
 
 /** What the sessions of one poll share. */
 export interface SessionContext {
+  /** The poll's deadline and abort signal; told of each step of progress, which keeps the lease renewed. */
   readonly clock: PollClock;
+  /** The mailbox lease held for the poll; once it is lost (its signal aborted) no session is started again. */
   readonly lease: MailboxLease;
+  /** Logger of the poll. */
   readonly log: Logger;
   /** Filled in order as batches are acknowledged (or salvaged). */
   readonly delivered: Delivered[];
+  /** Observation hooks passed to each source (benchmarks). */
   readonly hooks?: SourceHooks;
+  /** Test seam: called after each batch is durably enqueued, before it is acknowledged. */
   readonly beforeAcknowledge?: (delivered: readonly Delivered[]) => Promise<void> | void;
   /** Ages of messages read and not yet acknowledged (the lag metric). */
   readonly lag: LagTracker;

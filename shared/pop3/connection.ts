@@ -8,7 +8,9 @@ import { Pop3ReplyParser, type ParserEvent, type Pop3Reply, type Pop3StatusLine,
 
 /** Options of `Pop3Client.connect`. */
 export interface Pop3ConnectOptions {
+  /** POP3 server host name, or an IP address (then `servername` or the certificate must name the IP). */
   host: string;
+  /** TCP port: usually 995 (implicit TLS) or 110 (STARTTLS). */
   port: number;
   /** `implicit`: TLS from the first byte (port 995). `starttls`: plain, then STLS (RFC 2595). */
   tls: 'implicit' | 'starttls';
@@ -26,6 +28,7 @@ export interface Pop3ConnectOptions {
   signal?: AbortSignal;
   /** The mailbox address: the `subject` of errors. */
   mailbox?: string;
+  /** Gets protocol-level debug lines (commands with secrets replaced); default: silent. */
   logger?: Logger;
   /** Longest line outside a RETR body. Default 64 KiB. */
   maxLineBytes?: number;
@@ -35,6 +38,7 @@ export interface Pop3ConnectOptions {
 
 /** Options every command takes. */
 export interface Pop3CommandOptions {
+  /** Aborts the command; the connection is then unusable and is closed. */
   signal?: AbortSignal;
   /** Overrides the connection's command timeout for this command. */
   timeoutMs?: number;

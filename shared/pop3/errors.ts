@@ -14,9 +14,11 @@ export function responseCodeOf(text: string): string | undefined {
   return RESP_CODE_RE.exec(text)?.[1]?.toUpperCase();
 }
 
+/** What `errorFromReply` needs to know about the command a `-ERR` answered. */
 export interface ReplyErrorContext {
   /** The command, for the message (never its arguments when they are secret). */
   readonly command: string;
+  /** The mailbox address, as the error's `subject`; absent: the error names no mailbox. */
   readonly subject?: string;
   /** Whether the reply answers an authentication exchange. */
   readonly auth?: boolean;

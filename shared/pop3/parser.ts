@@ -10,12 +10,15 @@ import { PostroomError } from '../errors.js';
 /** Status of a reply line: `+OK`, `-ERR`, or a SASL continuation `+` (RFC 5034). */
 export type Pop3Status = '+OK' | '-ERR' | '+';
 
+/** The first line of every POP3 reply. */
 export interface Pop3StatusLine {
+  /** `+OK` (success), `-ERR` (refused; the text says why) or `+` (a SASL challenge awaiting the client's answer). */
   readonly status: Pop3Status;
   /** The text after the status indicator (for `+`, the base64 challenge, possibly empty). */
   readonly text: string;
 }
 
+/** A whole `single` or `multi` reply: its status line and, for a multi-line `+OK`, its body lines. */
 export interface Pop3Reply extends Pop3StatusLine {
   /** Dot-unstuffed body lines (without CRLF) of a buffered multi-line `+OK` reply. */
   readonly lines?: readonly Buffer[];
@@ -27,6 +30,7 @@ export interface Pop3Reply extends Pop3StatusLine {
  */
 export type ReplyKind = 'single' | 'multi' | 'stream';
 
+/** What feeding the parser yields: whole replies (`single`, `multi`), or a streamed body's status, data and end (`stream`). */
 export type ParserEvent =
   | { readonly type: 'reply'; readonly reply: Pop3Reply }
   /** `stream` only: the status line; a body follows when it is `+OK`. */
@@ -36,6 +40,7 @@ export type ParserEvent =
   /** `stream` only: the terminating `.CRLF` was seen. */
   | { readonly type: 'end' };
 
+/** Bounds of the parser, so that a hostile or broken server cannot make it buffer without end. */
 export interface ParserLimits {
   /** Longest line (without CRLF) outside a streamed body. RFC 2449 says 512 octets; servers exceed it. */
   maxLineBytes?: number;

@@ -8,11 +8,15 @@ import type { StateStore, StateValue } from '../state.js';
 import { Pop3Client } from './client.js';
 import { packUidlHashes, pruneUidlHashes, uidlHash, unpackUidlHashes } from './uidl-set.js';
 
+/** Options of `createPop3Source`: one POP3 mailbox and where its delivered-UIDL set is kept. */
 export interface Pop3SourceOptions {
   /** The mailbox address; goes in XOAUTH2's `user=`. */
   mailbox: string;
+  /** POP3 server host name (Exchange Online: `outlook.office365.com`); the certificate must name it. */
   host: string;
+  /** POP3 server port (995 for implicit TLS, 110 for STARTTLS). */
   port: number;
+  /** `implicit`: TLS from the first byte; `starttls`: plain, then STLS. */
   tls: 'implicit' | 'starttls';
   /** The CA certificates to trust (PEM); undefined: Node's default trust. `createSource` passes the default trust plus the extra CA. */
   ca?: string | Buffer | readonly string[];
@@ -20,14 +24,19 @@ export interface Pop3SourceOptions {
   postAction: 'none' | 'delete';
   /** Token provider; `renew: true` must bypass any cache. */
   getToken: (opts: { renew: boolean; signal?: AbortSignal }) => Promise<string>;
+  /** Where the delivered-UIDL set (hashes) is kept between polls, ETag-guarded. */
   state: StateStore;
+  /** Partition and key of the UIDL set's row (`createSource` uses the mailbox id and `pop3-uidls`). */
   stateKey: { partition: string; key: string };
   /** Messages per batch. Default 100. */
   batchSize?: number;
   /** When set, larger messages (by LIST size) are skipped with a warning on every poll. Default: no limit. */
   maxMessageBytes?: number;
+  /** Gets the session's progress lines and skip warnings (never message content). */
   logger: Logger;
+  /** Milliseconds for TCP + TLS + greeting (+ STLS) before connecting fails; default 30000. */
   connectTimeoutMs?: number;
+  /** Milliseconds of server silence while a reply is awaited before the command fails; default 60000. */
   commandTimeoutMs?: number;
 }
 

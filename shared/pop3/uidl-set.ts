@@ -25,7 +25,9 @@ export function uidlHash(uid: string): bigint {
 
 /** The state record: `{ format, count, h0, h1, ... }`. */
 export interface UidlSetRecord extends StateValue {
+  /** Encoding of the hash properties (`sha256-64-sorted`: 8-byte hashes, sorted); any other value is refused as a malformed record. */
   format: string;
+  /** Number of UIDL hashes stored across the `h0`, `h1`, ... properties (at most MAX_TRACKED_UIDLS). */
   count: number;
 }
 

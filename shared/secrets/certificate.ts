@@ -15,11 +15,13 @@ export interface AppCertificate {
   readonly notAfter: Date;
   /** The earlier of notAfter and the Key Vault object's `exp`. */
   readonly expiresOn: Date;
+  /** The leaf's subject distinguished name, one line (`CN=…, O=…`), for messages. */
   readonly subject: string;
 }
 
 /** Reads an app certificate and its key; `renew` re-reads (after Entra refused it: renewed). */
 export interface CertificateProvider {
+  /** The certificate and key, cached like a secret (8 h by default); throws `CertificateUnavailable` when it cannot be read or used. */
   getCertificate(options?: { renew?: boolean; signal?: AbortSignal }): Promise<AppCertificate>;
 }
 

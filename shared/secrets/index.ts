@@ -4,7 +4,9 @@ import { PostroomError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { SecretProvider } from '../auth/token-provider.js';
 
+/** Options of the Key Vault secret and certificate readers. */
 export interface SecretProviderOptions {
+  /** Gets warnings (a plain sandbox secret in use); never a secret value. */
   logger: Logger;
   /** Defaults to DefaultAzureCredential (managed identity in Azure, developer login locally). */
   credential?: TokenCredential;
@@ -12,6 +14,7 @@ export interface SecretProviderOptions {
   clientOptions?: Record<string, unknown>;
   /** How long a read value is reused before it is read again. Default 8 hours. */
   ttlMs?: number;
+  /** Clock in epoch milliseconds for the cache's age; default `Date.now` (tests inject one). */
   now?: () => number;
 }
 
@@ -23,6 +26,7 @@ export function secretReadCount(): number {
 
 /** A secret as Key Vault returns it: the value and the properties Postroom uses. */
 export interface VaultSecret {
+  /** The secret's value; secret: never log it or put it in an error. */
   readonly value: string;
   /** `attributes.exp`: set by the admin for a secret, the certificate's notAfter for a certificate's secret. */
   readonly expiresOn?: Date;

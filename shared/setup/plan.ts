@@ -13,6 +13,7 @@ export const EXCHANGE_APP_ROLES = Object.freeze({
 /** Built-in Azure role "Key Vault Secrets User". */
 export const KEY_VAULT_SECRETS_USER_ROLE_ID = '4633458b-17de-408a-b874-0445c86b69e6';
 
+/** A protocol whose Exchange Online app role an app needs: `imap`, `pop3` or `smtp`. */
 export type SetupProtocol = keyof typeof EXCHANGE_APP_ROLES;
 
 /** One mailbox the service principal must be able to open, and how. */
@@ -31,14 +32,17 @@ export interface SetupMailbox {
 
 /** What the admin must set up for one app registration. */
 export interface SetupApp {
+  /** The app registration as configured (ids, cloud, credential). */
   readonly app: AppConfig;
   /** Protocols in use, in a fixed order (imap, pop3, smtp). */
   readonly protocols: readonly SetupProtocol[];
+  /** Every mailbox the app reads or sends as, once each (addresses compared case-insensitively). */
   readonly mailboxes: readonly SetupMailbox[];
 }
 
 /** The setup derived from the settings: apps with their mailboxes, in settings order. */
 export interface SetupPlan {
+  /** One entry per configured app registration, in settings order. */
   readonly apps: readonly SetupApp[];
 }
 

@@ -11,6 +11,7 @@ import {
   type SetupMailbox,
 } from './plan.js';
 
+/** The shell the setup script is written for. */
 export type SetupScriptFormat = 'powershell' | 'bash';
 
 /** Options of {@link renderSetupScript}. */

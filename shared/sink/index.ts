@@ -18,37 +18,63 @@ export { MAX_QUEUE_JSON_BYTES } from '../queue-json.js';
 /** Bodies longer than this (UTF-8 bytes) go to a blob and are referenced. */
 export const INLINE_BODY_BYTES = 8 * 1024;
 
+/** A text or HTML body in the output message: inline when small, else the name of the blob holding it. */
 export interface BodyRef {
+  /** The body itself (Unicode); present when it is at most INLINE_BODY_BYTES (8 KiB) as UTF-8, else absent. */
   content?: string;
+  /** Blob name (in `container`) of the UTF-8 body (`<prefix>/body.txt` or `body.html`); present only when the body is over 8 KiB. */
   blob?: string;
+  /** Length of the body in UTF-8 bytes, whether inline or in the blob. */
   bytes: number;
 }
 
+/** One attachment of the output message; its decoded content is in its own blob. */
 export interface AttachmentRef {
+  /** The file name the sender gave (untrusted: escape it before use in HTML, paths or shells), or null when the part has none. */
   filename: string | null;
+  /** The part's MIME type as the message states it (e.g. `application/pdf`; `application/octet-stream` when missing); sender-controlled. */
   contentType: string;
+  /** The part's Content-ID header (what the HTML body's `cid:` links refer to, for inline images), or null when it has none. */
   contentId: string | null;
+  /** The Content-Disposition value (`attachment` or `inline`), or null when the part has no such header. */
   disposition: string | null;
+  /** Decoded size in bytes, as written to the blob. */
   size: number;
+  /** Blob name in `container`: `<prefix>/attachments/NNN-<sanitised name>`, NNN being the attachment's index. */
   blob: string;
 }
 
 /** The JSON each output queue message carries (docs/message-schema.md). */
 export interface OutputMessage {
+  /** Versioned schema id (`postroom.message.v1`); a breaking change gets a new id. */
   schema: typeof MESSAGE_SCHEMA;
+  /** SHA-256 (64 hex) of tenant, mailbox, folder, validity and id: the same for every re-delivery of the message — de-duplicate on it. */
   idempotencyKey: string;
+  /** Where the message came from, the inputs of the idempotency key: the app's `tenantId`, the `mailbox` address, `protocol`, IMAP `folder` (POP3: `INBOX`), `validity` (IMAP UIDVALIDITY as a string; POP3: `pop3`) and `id` (IMAP UID as a string, or POP3 UIDL). */
   source: { tenantId: string; mailbox: string; protocol: 'imap' | 'pop3'; folder: string; validity: string; id: string };
+  /** Set only when the message was delivered by a UIDVALIDITY resync (docs/uidvalidity.md): `reason` (`UIDVALIDITY changed`) and the `previousValidity`; de-duplicate such messages on `sha256` or `headers.messageId`. */
   resync?: { reason: string; previousValidity?: string };
+  /** IMAP INTERNALDATE as an ISO 8601 string; null for POP3 (which has none). */
   receivedAt: string | null;
+  /** ISO 8601 time at which Postroom wrote the message. */
   ingestedAt: string;
+  /** Size of the raw message in bytes. */
   size: number;
+  /** SHA-256 (hex) of the raw message bytes. */
   sha256: string;
+  /** Name of the blob container holding the raw message, bodies and attachments. */
   container: string;
+  /** The raw message, byte-exact, always written (even when parsing failed): its `blob` name `<prefix>/message.eml` in `container`, content type `message/rfc822`. */
   raw: { blob: string; contentType: 'message/rfc822' };
+  /** Decoded headers (sender-controlled: escape before use); only what was read before a parse stopped when `parseError` is set. */
   headers: ParsedHeaders;
+  /** The plain-text body, inline or as a blob; null when the message has none. */
   text: BodyRef | null;
+  /** The HTML body (sender's markup, not sanitised), inline or as a blob; null when the message has none. */
   html: BodyRef | null;
+  /** Every attachment written, in index order; empty when there are none (or the parse stopped before any). */
   attachments: AttachmentRef[];
+  /** Why the message could not be (fully) parsed, or null; when set the message is raw-only and `raw` is authoritative. */
   parseError: string | null;
   /** The documented parse limit the message went over (then delivered raw-only), or null. */
   limit: ParseLimit | null;
@@ -56,29 +82,49 @@ export interface OutputMessage {
 
 /** What the queue carries when the full message JSON would not fit: the JSON is in a blob. */
 export interface OverflowPointer {
+  /** Versioned schema id, as in the full message. */
   schema: typeof MESSAGE_SCHEMA;
+  /** The message's idempotency key, as in the full message. */
   idempotencyKey: string;
+  /** The message's origin, as in the full message. */
   source: OutputMessage['source'];
+  /** Where the full message JSON is (`container` and `blob` `<prefix>/message.json`); a consumer checks for this field first. */
   overflow: { container: string; blob: string };
 }
 
+/** What `deliverMessage` needs besides the message: where it came from and where it goes. */
 export interface DeliveryContext {
+  /** The mailbox the message was read from (its app's tenant and its address go into the key and `source`). */
   mailbox: MailboxConfig;
+  /** The open folder: `folder` (POP3: `INBOX`) and `validity` (IMAP UIDVALIDITY; POP3: `pop3`) go into the key and `source`; `resync`, set while a UIDVALIDITY change re-reads the folder, is copied to each message. */
   session: { folder: string; validity: string; resync?: { reason: string; previousValidity?: string } };
+  /** Blob container for the raw message, long bodies, attachments and overflow JSON. */
   container: ContainerClient;
+  /** Output queue that gets one message per delivered mail. */
   queue: QueueClient;
+  /** Clock for `ingestedAt` (injectable for tests). */
   now: () => Date;
+  /** Logs a message that could not be parsed (never its body). */
   logger: Logger;
+  /** Aborts the reads and writes (poll deadline, lost lease); the delivery then rejects with the abort reason. */
   signal?: AbortSignal;
 }
 
+/** Summary of one delivered message, for the poll report and notifications (no body). */
 export interface Delivered {
+  /** The message's idempotency key, as in its queue message. */
   idempotencyKey: string;
+  /** Raw size in bytes. */
   size: number;
+  /** Decoded Subject header, or null when absent (sender-controlled). */
   subject: string | null;
+  /** Decoded From addresses; empty when absent or unparsable. */
   from: ParsedAddress[];
+  /** Number of attachments written. */
   attachments: number;
+  /** Why parsing failed (message delivered raw-only), or null. */
   parseError: string | null;
+  /** Blob prefix `<mailboxKey>/<idempotencyKey>` under which the message's blobs are. */
   blobPrefix: string;
 }
 

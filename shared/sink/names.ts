@@ -3,9 +3,13 @@ import { createHash } from 'node:crypto';
 /** Version of the queue message schema (docs/message-schema.md). */
 export const MESSAGE_SCHEMA = 'postroom.message.v1';
 
+/** What identifies one message for good: the inputs of its idempotency key. */
 export interface IdempotencyParts {
+  /** Entra tenant id of the app; lower-cased into the key. */
   tenantId: string;
+  /** The mailbox address; lower-cased into the key. */
   mailbox: string;
+  /** IMAP folder path as in the settings, INBOX upper-cased (POP3: `INBOX`); case-sensitive in the key. */
   folder: string;
   /** IMAP UIDVALIDITY, or 'pop3'. */
   validity: string;

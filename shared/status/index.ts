@@ -5,20 +5,33 @@ export const STATUS_KEY = 'poll-status';
 
 /** Per-mailbox poll status (Table row): written by the poll, read by notifications and the status report. */
 export interface MailboxStatus extends Record<string, string | number | boolean | Uint8Array | null> {
+  /** The mailbox's address (the row's partition is the mailbox id). */
   mailbox: string;
+  /** `imap` or `pop3`. */
   protocol: string;
+  /** The polled folder (POP3: `INBOX`). */
   folder: string;
+  /** ISO 8601 time the last poll finished. */
   lastPollAt: string;
+  /** Outcome of the last poll; `ok` also when it stopped early (see `lastStopCode`). */
   lastResult: 'ok' | 'failed';
+  /** Messages the last poll delivered (also those before a failure). */
   lastDelivered: number;
+  /** Wall time of the last poll in milliseconds. */
   lastDurationMs: number;
+  /** Messages delivered since the row was created, across all polls. */
   totalDelivered: number;
+  /** Polls in a row that failed; 0 after a successful one. */
   consecutiveFailures: number;
+  /** PostroomError code of the last failure; kept after a later success, null if the mailbox never failed. */
   lastErrorCode: string | null;
+  /** Message of the last failure (at most 2000 characters); kept after a later success, null if none. */
   lastError: string | null;
+  /** ISO 8601 time of the last successful poll; null until one succeeds. */
   lastSuccessAt: string | null;
   /** Why the last poll ended early without failing (its deadline, a long server back-off), or null. */
   lastStopCode: string | null;
+  /** Message of that early stop (at most 2000 characters), or null. */
   lastStop: string | null;
 }
 

@@ -13,6 +13,7 @@ import type { LogLevel } from '../logger.js';
 export interface PollFinishedOptions {
   /** Wall time of the whole poll (lease to status), in ms. */
   durationMs: number;
+  /** The `outcome` dimension of `postroom.poll.duration`: `leased` when another instance held the mailbox. */
   outcome: 'ok' | 'failed' | 'leased';
   /** The PostroomError code when `outcome` is `failed`. */
   code?: string;
@@ -34,8 +35,11 @@ export interface PostroomMetrics {
 
 /** One log line as the logger hands it to telemetry: fields already filtered and redacted. */
 export interface TelemetryLogRecord {
+  /** Severity; maps to the trace's severity level. */
   level: LogLevel;
+  /** The log text, redacted. */
   message: string;
+  /** Structured fields, credential-like keys dropped and values redacted (they become `customDimensions`); `category` is the logger's prefix, when it has one. */
   fields: Record<string, unknown>;
   /** W3C traceparent of the Functions invocation, to correlate with the host's request. */
   traceParent?: string;
@@ -43,15 +47,19 @@ export interface TelemetryLogRecord {
 
 /** A started telemetry pipeline. */
 export interface Telemetry {
+  /** Records Postroom's metrics (meter `postroom`) to the pipeline. */
   readonly metrics: PostroomMetrics;
+  /** Sends one log line as an OpenTelemetry log record (a trace in Application Insights). */
   emitLog(record: TelemetryLogRecord): void;
   /** Exports what is buffered (end of an invocation, tests). */
   flush(): Promise<void>;
+  /** Flushes and stops the pipeline; it records nothing afterwards. */
   shutdown(): Promise<void>;
 }
 
 /** Options of {@link startTelemetry}; the seams after `env` exist for tests. */
 export interface StartTelemetryOptions {
+  /** Where APPLICATIONINSIGHTS_CONNECTION_STRING and _AUTHENTICATION_STRING are read; default `process.env`. */
   env?: NodeJS.ProcessEnv;
   /** Replaces the managed identity credential built from APPLICATIONINSIGHTS_AUTHENTICATION_STRING. */
   credential?: TokenCredential;
@@ -69,7 +77,9 @@ export const noopMetrics: PostroomMetrics = { messageIngested: noop, pollFinishe
 
 /** Entra auth for Application Insights, parsed from `Authorization=AAD;ClientId=<id>` (no ClientId: system-assigned identity). */
 export interface AppInsightsAuth {
+  /** Always true: the string asked for Entra (`Authorization=AAD`) ingestion auth. */
   aad: boolean;
+  /** Client id of the user-assigned managed identity to authenticate with; absent: the system-assigned identity. */
   clientId?: string;
 }
 
@@ -185,7 +195,9 @@ export async function timeStorageWrite<T>(kind: 'blob' | 'queue', write: () => P
 export interface LagTracker {
   /** Returns the message, so a call site can wrap its argument: `deliver(lag.seen(m))`. */
   seen<M extends { id: string; receivedAt?: Date }>(message: M): M;
+  /** Forgets the batch's messages once they are durable (acknowledged), so they no longer count as lag. */
   acknowledged(batch: readonly { id: string }[]): void;
+  /** Milliseconds from the oldest pending message's `receivedAt` to `now`; 0 when none is pending or none has a date. */
   lagMs(now: Date): number;
 }
 

@@ -2,7 +2,9 @@ import { PostroomError } from '../../errors.js';
 import type { Pop3CommandOptions, Pop3Connection } from '../connection.js';
 import { checkMsg, expectOk, fields, parseNumber } from './common.js';
 
+/** One line of a LIST reply: a message's number and size. */
 export interface Pop3ListEntry {
+  /** Message number in this session (1-based; numbers change between sessions). */
   readonly msg: number;
   /** Size in octets, as the server counts them (CRLF line ends). */
   readonly size: number;

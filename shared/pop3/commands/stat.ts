@@ -1,6 +1,7 @@
 import type { Pop3CommandOptions, Pop3Connection } from '../connection.js';
 import { expectOk, fields, parseNumber } from './common.js';
 
+/** The STAT reply: how much the maildrop holds. */
 export interface Pop3Stat {
   /** Messages in the maildrop (not counting those marked deleted). */
   readonly count: number;

@@ -2,6 +2,7 @@ import { PostroomError } from '../../errors.js';
 import type { Pop3CommandOptions, Pop3Connection } from '../connection.js';
 import { checkMsg, expectOk, fields, parseNumber } from './common.js';
 
+/** One line of a UIDL reply: a message's session number and its stable unique id. */
 export interface Pop3UidlEntry {
   /** Message number in this session. */
   readonly msg: number;
