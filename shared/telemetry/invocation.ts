@@ -31,7 +31,6 @@ export async function flushTelemetryBounded(o: FlushTelemetryOptions = {}): Prom
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<FlushOutcome>((resolve) => {
     timer = setTimeout(() => resolve('timeout'), o.timeoutMs ?? FLUSH_TIMEOUT_MS);
-    timer.unref();
   });
   const flushed = (o.flush ?? flushTelemetry)().then(
     (): FlushOutcome => 'flushed',
