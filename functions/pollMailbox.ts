@@ -1,4 +1,5 @@
 import { app, type InvocationContext } from '@azure/functions';
+import { withTelemetryFlush } from '../shared/telemetry/invocation.js';
 
 /** Queue trigger: one incremental poll of one mailbox, under its lease. */
 export async function pollMailbox(job: unknown, context: InvocationContext): Promise<void> {
@@ -11,4 +12,4 @@ export async function pollMailbox(job: unknown, context: InvocationContext): Pro
   await handlePollJob(getRuntime(), job, { logger: contextLogger(context), dequeueCount });
 }
 
-app.storageQueue('pollMailbox', { queueName: '%POSTROOM_JOBS_QUEUE%', connection: 'POSTROOM_STORAGE', handler: pollMailbox });
+app.storageQueue('pollMailbox', { queueName: '%POSTROOM_JOBS_QUEUE%', connection: 'POSTROOM_STORAGE', handler: withTelemetryFlush(pollMailbox) });

@@ -1,4 +1,5 @@
 import { app, type InvocationContext, type Timer } from '@azure/functions';
+import { withTelemetryFlush } from '../shared/telemetry/invocation.js';
 
 /** Timer: validates the settings and fans out one poll job per mailbox. */
 export async function pollSchedule(_timer: Timer, context: InvocationContext): Promise<void> {
@@ -11,4 +12,4 @@ export async function pollSchedule(_timer: Timer, context: InvocationContext): P
   await enqueuePollJobs(getRuntime(), { logger: contextLogger(context) });
 }
 
-app.timer('pollSchedule', { schedule: '%POSTROOM_SCHEDULE%', handler: pollSchedule });
+app.timer('pollSchedule', { schedule: '%POSTROOM_SCHEDULE%', handler: withTelemetryFlush(pollSchedule) });

@@ -1,4 +1,5 @@
 import { app, type InvocationContext } from '@azure/functions';
+import { withTelemetryFlush } from '../shared/telemetry/invocation.js';
 
 /** Queue trigger: sends one notification over SMTP (XOAUTH2); a 432 back-off is re-queued with a delay; other failures throw so the queue retries, then poisons. */
 export async function sendNotification(job: unknown, context: InvocationContext): Promise<void> {
@@ -11,4 +12,4 @@ export async function sendNotification(job: unknown, context: InvocationContext)
   await handleNotificationJob(getRuntime(), job, { logger: contextLogger(context), dequeueCount, requeue: true });
 }
 
-app.storageQueue('sendNotification', { queueName: '%POSTROOM_NOTIFY_QUEUE%', connection: 'POSTROOM_STORAGE', handler: sendNotification });
+app.storageQueue('sendNotification', { queueName: '%POSTROOM_NOTIFY_QUEUE%', connection: 'POSTROOM_STORAGE', handler: withTelemetryFlush(sendNotification) });

@@ -1,4 +1,5 @@
 import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } from '@azure/functions';
+import { withTelemetryFlush } from '../shared/telemetry/invocation.js';
 
 /**
  * HTTP (function key): per-mailbox last poll time, result, lag, counts, last
@@ -17,4 +18,4 @@ export async function status(_req: HttpRequest, _context: InvocationContext): Pr
   return { status: 200, jsonBody: await report.mailboxStatusReport(runtime) };
 }
 
-app.http('status', { methods: ['GET'], authLevel: 'function', route: 'status', handler: status });
+app.http('status', { methods: ['GET'], authLevel: 'function', route: 'status', handler: withTelemetryFlush(status) });

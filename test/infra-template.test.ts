@@ -27,6 +27,7 @@ const ROLES = {
   queueContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88',
   tableContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3',
   secretsUser: '4633458b-17de-408a-b874-0445c86b69e6',
+  certificateUser: 'db79e9a7-68ee-4b58-9aeb-b90e7c24fcba',
   metricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb',
 };
 const FORBIDDEN_ROLES = {
@@ -87,6 +88,14 @@ function makeEvaluator(params: Record<string, unknown>) {
     string: (v: Value) => (typeof v === 'string' ? v : JSON.stringify(v)),
     replace: (s: string, a: string, b: string) => s.split(a).join(b),
     toLower: (s: string) => s.toLowerCase(),
+    // contains(): an object's property (case-insensitive, as ARM), an array's element, a string's substring.
+    contains: (c: Value, x: Value) => (Array.isArray(c) ? c.includes(x) : typeof c === 'string' ? c.includes(x) : Object.keys(c).some((k) => k.toLowerCase() === String(x).toLowerCase())),
+    empty: (v: Value) => v === null || v === undefined || v === '' || (Array.isArray(v) ? v.length === 0 : typeof v === 'object' && Object.keys(v).length === 0),
+    length: (v: Value) => (typeof v === 'string' || Array.isArray(v) ? v.length : Object.keys(v).length),
+    not: (v: boolean) => !v,
+    or: (...a: boolean[]) => a.some(Boolean),
+    and: (...a: boolean[]) => a.every(Boolean),
+    filter: (a: Value[], f: (x: Value) => boolean) => a.filter((x) => f(x)),
     take: (s: string, n: number) => s.slice(0, n),
     uniqueString: (...a: string[]) => BigInt('0x' + hash(...a).slice(0, 16)).toString(36).padStart(13, 'a').slice(0, 13),
     guid: (...a: string[]) => hash(...a).slice(0, 32).replace(/^(.{8})(.{4})(.{4})(.{4})(.{12})$/, '$1-$2-$3-$4-$5'),
@@ -102,39 +111,40 @@ function makeEvaluator(params: Record<string, unknown>) {
     },
   };
 
-  function evalExpr(src: string): Value {
+  // Parsed to a tree first: lambda bodies are evaluated per element, not where they are written.
+  type Node = { k: 'lit'; v: Value } | { k: 'call'; name: string; args: Node[] } | { k: 'prop'; of: Node; name: string } | { k: 'index'; of: Node; key: Node };
+  function parse(src: string): Node {
     let i = 0;
     const ws = () => { while (src[i] === ' ') i++; };
-    const primary = (): Value => {
+    const primary = (): Node => {
       ws();
       if (src[i] === "'") {
         let s = '';
         for (i++; ; i++) {
-          if (src[i] === "'" && src[i + 1] === "'") { s += "'"; i++; } else if (src[i] === "'") { i++; return s; } else s += src[i];
+          if (src[i] === "'" && src[i + 1] === "'") { s += "'"; i++; } else if (src[i] === "'") { i++; return { k: 'lit', v: s }; } else s += src[i];
         }
       }
       const num = /^-?\d+/.exec(src.slice(i));
-      if (num) { i += num[0].length; return Number(num[0]); }
+      if (num) { i += num[0].length; return { k: 'lit', v: Number(num[0]) }; }
       const id = /^[A-Za-z_][A-Za-z0-9_]*/.exec(src.slice(i));
       assert.ok(id, `expression syntax at ${i}: ${src}`);
       i += id![0].length;
       ws();
-      if (src[i] !== '(') { if (id![0] === 'true') return true; if (id![0] === 'false') return false; throw new Error(`bare identifier ${id![0]}`); }
+      if (src[i] !== '(') { if (id![0] === 'true') return { k: 'lit', v: true }; if (id![0] === 'false') return { k: 'lit', v: false }; throw new Error(`bare identifier ${id![0]}`); }
       i++;
-      const args: Value[] = [];
+      const args: Node[] = [];
       ws();
       while (src[i] !== ')') { args.push(postfix()); ws(); if (src[i] === ',') i++; ws(); }
       i++;
-      const fn = fns[id![0]];
-      assert.ok(fn, `ARM function ${id![0]}() is not modelled by this test`);
-      return fn!(...args);
+      assert.ok(id![0] === 'lambda' || id![0] === 'lambdaVariables' || fns[id![0]], `ARM function ${id![0]}() is not modelled by this test`);
+      return { k: 'call', name: id![0], args };
     };
-    const postfix = (): Value => {
+    const postfix = (): Node => {
       let v = primary();
       for (;;) {
         ws();
-        if (src[i] === '.') { i++; const p = /^[A-Za-z_][A-Za-z0-9_]*/.exec(src.slice(i))![0]; i += p.length; v = v[p]; }
-        else if (src[i] === '[') { i++; const k = postfix(); ws(); i++; v = v[k]; }
+        if (src[i] === '.') { i++; const p = /^[A-Za-z_][A-Za-z0-9_]*/.exec(src.slice(i))![0]; i += p.length; v = { k: 'prop', of: v, name: p }; }
+        else if (src[i] === '[') { i++; const key = postfix(); ws(); i++; v = { k: 'index', of: v, key }; }
         else return v;
       }
     };
@@ -143,6 +153,28 @@ function makeEvaluator(params: Record<string, unknown>) {
     assert.equal(i, src.length, `trailing input in [${src}]`);
     return v;
   }
+
+  function run(n: Node, scope: Record<string, Value>): Value {
+    switch (n.k) {
+      case 'lit': return n.v;
+      case 'prop': return run(n.of, scope)[n.name];
+      case 'index': return run(n.of, scope)[run(n.key, scope)];
+      case 'call': {
+        if (n.name === 'lambda') {
+          const names = n.args.slice(0, -1).map((a) => run(a, scope) as string);
+          const body = n.args[n.args.length - 1]!;
+          return (...values: Value[]) => run(body, { ...scope, ...Object.fromEntries(names.map((name, j) => [name, values[j]])) });
+        }
+        if (n.name === 'lambdaVariables') {
+          const name = run(n.args[0]!, scope) as string;
+          assert.ok(name in scope, `lambdaVariables('${name}') outside its lambda`);
+          return scope[name];
+        }
+        return fns[n.name]!(...n.args.map((a) => run(a, scope)));
+      }
+    }
+  }
+  const evalExpr = (src: string): Value => run(parse(src), {});
 
   function evaluate(v: unknown): Value {
     if (typeof v === 'string') return v.startsWith('[') && !v.startsWith('[[') && v.endsWith(']') ? evalExpr(v.slice(1, -1)) : v;
@@ -153,15 +185,29 @@ function makeEvaluator(params: Record<string, unknown>) {
   return evaluate;
 }
 
-const placeholderParams = {
-  apps: [{ name: 'main', tenantId: TENANT, clientId: '0a5bd0c5-1111-4000-8000-000000000001', secret: { vaultUrl: '{vaultUrl}', name: 'postroom-client-secret' } }],
-  mailboxes: [{ address: 'invoices@contoso.com', postAction: 'move:Processed' }, { address: 'legacy@contoso.com', protocol: 'pop3' }],
+const APP_CLIENT = '0a5bd0c5-1111-4000-8000-000000000001';
+const MAILBOX_PARAMS = [{ address: 'invoices@contoso.com', postAction: 'move:Processed' }, { address: 'legacy@contoso.com', protocol: 'pop3' }, { address: 'orders@contoso.com' }];
+/** The `apps` parameter per credential kind, as docs/deploy.md shows them (placeholders the template fills). */
+const APP_PARAMS = {
+  secret: { name: 'main', tenantId: TENANT, clientId: APP_CLIENT, secret: { vaultUrl: '{vaultUrl}', name: 'postroom-client-secret' } },
+  certificate: { name: 'cert', tenantId: TENANT, clientId: '0a5bd0c5-1111-4000-8000-000000000002', certificate: { vaultUrl: '{vaultUrl}', name: 'postroom-app' } },
+  federated: { name: 'keyless', tenantId: TENANT, clientId: '0a5bd0c5-1111-4000-8000-000000000003', federated: { clientId: '{identityClientId}' } },
 };
-const evaluate = makeEvaluator(placeholderParams);
-const resources = template.resources.map((r) => ({ raw: r, ...(evaluate(r) as Resource) }));
-const byType = (t: string) => resources.filter((r) => r.type === t);
-const site = byType('Microsoft.Web/sites')[0]!;
-const settings: Record<string, string> = Object.fromEntries((site.properties.siteConfig.appSettings as { name: string; value: unknown }[]).map((s) => [s.name, String(s.value)]));
+type Kind = keyof typeof APP_PARAMS;
+
+/** The template evaluated with these apps: resources whose `condition` holds, and the site's app settings. */
+function deploy(apps: { name: string }[]) {
+  const mailboxes = apps.length > 1 ? MAILBOX_PARAMS.map((m, i) => ({ ...m, app: apps[i % apps.length]!.name })) : MAILBOX_PARAMS;
+  const evaluate = makeEvaluator({ apps, mailboxes });
+  const resources = template.resources
+    .filter((r) => !('condition' in r) || evaluate((r as { condition: unknown }).condition) === true)
+    .map((r) => ({ raw: r, ...(evaluate(r) as Resource) }));
+  const site = resources.find((r) => r.type === 'Microsoft.Web/sites')!;
+  const settings: Record<string, string> = Object.fromEntries((site.properties.siteConfig.appSettings as { name: string; value: unknown }[]).map((s) => [s.name, String(s.value)]));
+  return { evaluate, resources, site, settings, byType: (t: string) => resources.filter((r) => r.type === t) };
+}
+
+const { evaluate, resources, site, settings, byType } = deploy([APP_PARAMS.secret]);
 const sa = evaluate("[parameters('storageAccountName')]") as string;
 const vault = evaluate("[parameters('vaultName')]") as string;
 const appInsights = evaluate("[variables('appInsightsName')]") as string;
@@ -172,7 +218,7 @@ test('the app settings the template sets load with the real loadConfig: identity
   assert.deepEqual(config.storage.serviceUris, { blob: `https://${sa}.blob.core.windows.net`, queue: `https://${sa}.queue.core.windows.net`, table: `https://${sa}.table.core.windows.net` });
   assert.deepEqual(config.storage.credential, { kind: 'managedidentity', clientId: UAMI_CLIENT });
   assert.deepEqual(config.apps[0]!.secret, { kind: 'keyvault', vaultUrl: `https://${vault}.vault.azure.net`, name: 'postroom-client-secret', version: undefined });
-  assert.equal(config.mailboxes.length, 2);
+  assert.equal(config.mailboxes.length, MAILBOX_PARAMS.length);
   assert.equal(config.sandbox, false);
   assert.deepEqual(config.warnings, []);
   // Only settings the code knows, the host's own, and the telemetry ones.
@@ -200,41 +246,91 @@ test('every binding expression and trigger connection in functions/ is satisfied
   assert.match(settings.APPLICATIONINSIGHTS_CONNECTION_STRING!, /^InstrumentationKey=/);
 });
 
-test('every role the code needs is assigned to the identity at the narrowest scope, and nothing more', () => {
-  const config = loadConfig(settings);
-  const s = config.storage;
-  const account = `Microsoft.Storage/storageAccounts/${sa}`;
-  const vaultOf = (url: string) => new URL(url).hostname.split('.')[0];
-  // What the code (and the Functions host on its behalf) does, resource by resource.
-  const needs = [
-    // Host storage creates its own containers (locks, timers, keys); Flex reads the deployment container; Postroom writes blobs and takes leases.
-    { role: ROLES.blobOwner, scope: account },
-    ...[s.jobsQueue, `${s.jobsQueue}-poison`, s.outputQueue, s.notifyQueue, `${s.notifyQueue}-poison`].map((q) => ({ role: ROLES.queueContributor, scope: `${account}/queueServices/default/queues/${q}` })),
-    { role: ROLES.tableContributor, scope: `${account}/tableServices/default/tables/${s.stateTable}` },
-    ...[...new Set(config.apps.flatMap((a) => (a.secret?.kind === 'keyvault' ? [vaultOf(a.secret.vaultUrl)] : [])))].map((v) => ({ role: ROLES.secretsUser, scope: `Microsoft.KeyVault/vaults/${v}` })),
-    { role: ROLES.metricsPublisher, scope: `Microsoft.Insights/components/${appInsights}` },
-  ];
-  const assignments = byType('Microsoft.Authorization/roleAssignments').map((r) => ({
-    role: String(r.properties.roleDefinitionId).split('/').pop()!,
-    scope: r.scope!,
-    principalId: r.properties.principalId,
-    principalType: r.properties.principalType,
-  }));
-  const key = (x: { role: string; scope: string }) => `${x.role} @ ${x.scope}`;
-  assert.deepEqual(assignments.map(key).sort(), needs.map(key).sort());
-  for (const a of assignments) {
-    assert.equal(a.principalId, UAMI_PRINCIPAL);
-    assert.equal(a.principalType, 'ServicePrincipal');
-    assert.ok(!Object.values(FORBIDDEN_ROLES).includes(a.role), `forbidden role ${a.role}`);
-    assert.doesNotMatch(a.scope, /^\/?subscriptions\/|resourceGroups/i, 'no subscription or resource-group scope');
-  }
-  // Each scope is a resource this template creates.
-  const created = new Set(resources.map((r) => `${r.type.split('/').slice(0, 2).join('/')}/${r.name.split('/').map((n, i) => (i === 0 ? n : `${r.type.split('/')[i + 1]}/${n}`)).join('/')}`));
-  for (const a of assignments) assert.ok(created.has(a.scope), `scope ${a.scope} is created here`);
-  // The site waits for its roles: the host reads its storage at the first start.
-  const siteDeps = new Set((site.dependsOn ?? []).map(String));
-  for (const r of byType('Microsoft.Authorization/roleAssignments')) assert.ok(siteDeps.has(r.name), `site depends on ${r.name}`);
+/**
+ * Key Vault data actions per built-in role (Azure's role definitions), and what
+ * the code calls per credential kind: a client secret and a certificate are both
+ * read with SecretClient.getSecret (a certificate's key and chain come through
+ * its secret); a federated credential never touches Key Vault.
+ */
+const KV_ROLE_ACTIONS: Record<string, string[]> = {
+  [ROLES.secretsUser]: ['Microsoft.KeyVault/vaults/secrets/getSecret/action', 'Microsoft.KeyVault/vaults/secrets/readMetadata/action'],
+  [ROLES.certificateUser]: ['Microsoft.KeyVault/vaults/certificates/read', 'Microsoft.KeyVault/vaults/secrets/getSecret/action', 'Microsoft.KeyVault/vaults/secrets/readMetadata/action', 'Microsoft.KeyVault/vaults/keys/read'],
+};
+const KV_ACTIONS_BY_KIND: Record<Kind, string[]> = {
+  secret: ['Microsoft.KeyVault/vaults/secrets/getSecret/action'],
+  certificate: ['Microsoft.KeyVault/vaults/secrets/getSecret/action'],
+  federated: [],
+};
+
+test('the code reads Key Vault through the secrets endpoint only (what KV_ACTIONS_BY_KIND assumes)', () => {
+  const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
+  for (const dep of ['@azure/keyvault-certificates', '@azure/keyvault-keys']) assert.ok(!(dep in pkg.dependencies), `${dep} would need certificate or key reads`);
+  const cert = readFileSync(join(root, 'shared', 'secrets', 'certificate.ts'), 'utf8');
+  assert.match(cert, /createVaultReader\(/, 'the certificate is read with the secret reader');
+  const reader = readFileSync(join(root, 'shared', 'secrets', 'index.ts'), 'utf8');
+  assert.deepEqual([...reader.matchAll(/\bc\.(\w+)\(/g)].map((m) => m[1]), ['getSecret'], 'the only Key Vault call');
 });
+
+/** The narrowest built-in role that grants `actions` (fewest data actions). */
+function narrowestKvRole(actions: string[]): string {
+  const fits = Object.entries(KV_ROLE_ACTIONS).filter(([, granted]) => actions.every((a) => granted.includes(a)));
+  fits.sort((x, y) => x[1].length - y[1].length);
+  assert.ok(fits.length, `no role grants ${actions.join(', ')}`);
+  return fits[0]![0];
+}
+
+const CASES: Kind[][] = [['secret'], ['certificate'], ['federated'], ['secret', 'certificate', 'federated'], ['federated', 'certificate']];
+for (const kinds of CASES) {
+  test(`every role the code needs is assigned at the narrowest scope, and nothing more: apps with ${kinds.join(' + ')}`, () => {
+    const d = deploy(kinds.map((k) => APP_PARAMS[k]));
+    const config = loadConfig(d.settings);
+    assert.deepEqual(config.apps.map((a) => a.credential.kind), kinds);
+    const s = config.storage;
+    const account = `Microsoft.Storage/storageAccounts/${sa}`;
+    // Key Vault: per vault, the data actions of the apps' credential kinds; one role granting them.
+    const vaultOf = (a: (typeof config.apps)[number]) => (a.credential.kind === 'certificate' ? a.credential.certificate.vaultUrl : a.credential.kind === 'secret' && a.credential.secret.kind === 'keyvault' ? a.credential.secret.vaultUrl : undefined);
+    const kvActions = new Map<string, Set<string>>();
+    for (const a of config.apps) {
+      const url = vaultOf(a);
+      if (!url || !KV_ACTIONS_BY_KIND[a.credential.kind].length) continue;
+      const v = new URL(url).hostname.split('.')[0]!;
+      assert.equal(v, vault, 'the apps use the template\'s vault');
+      for (const x of KV_ACTIONS_BY_KIND[a.credential.kind]) kvActions.set(v, (kvActions.get(v) ?? new Set()).add(x));
+    }
+    // What the code (and the Functions host on its behalf) does, resource by resource.
+    const needs = [
+      // Host storage creates its own containers (locks, timers, keys); Flex reads the deployment container; Postroom writes blobs and takes leases.
+      { role: ROLES.blobOwner, scope: account },
+      ...[s.jobsQueue, `${s.jobsQueue}-poison`, s.outputQueue, s.notifyQueue, `${s.notifyQueue}-poison`].map((q) => ({ role: ROLES.queueContributor, scope: `${account}/queueServices/default/queues/${q}` })),
+      { role: ROLES.tableContributor, scope: `${account}/tableServices/default/tables/${s.stateTable}` },
+      ...[...kvActions].map(([v, actions]) => ({ role: narrowestKvRole([...actions]), scope: `Microsoft.KeyVault/vaults/${v}` })),
+      { role: ROLES.metricsPublisher, scope: `Microsoft.Insights/components/${appInsights}` },
+    ];
+    const assignments = d.byType('Microsoft.Authorization/roleAssignments').map((r) => ({
+      role: String(r.properties.roleDefinitionId).split('/').pop()!,
+      scope: r.scope!,
+      principalId: r.properties.principalId,
+      principalType: r.properties.principalType,
+    }));
+    const key = (x: { role: string; scope: string }) => `${x.role} @ ${x.scope}`;
+    assert.deepEqual(assignments.map(key).sort(), needs.map(key).sort());
+    for (const a of assignments) {
+      assert.equal(a.principalId, UAMI_PRINCIPAL);
+      assert.equal(a.principalType, 'ServicePrincipal');
+      assert.ok(!Object.values(FORBIDDEN_ROLES).includes(a.role), `forbidden role ${a.role}`);
+      assert.doesNotMatch(a.scope, /^\/?subscriptions\/|resourceGroups/i, 'no subscription or resource-group scope');
+    }
+    // Each scope is a resource this template creates.
+    const created = new Set(d.resources.map((r) => `${r.type.split('/').slice(0, 2).join('/')}/${r.name.split('/').map((n, i) => (i === 0 ? n : `${r.type.split('/')[i + 1]}/${n}`)).join('/')}`));
+    for (const a of assignments) assert.ok(created.has(a.scope), `scope ${a.scope} is created here`);
+    // The site waits for its roles: the host reads its storage at the first start.
+    const siteDeps = new Set((d.site.dependsOn ?? []).map(String));
+    for (const r of d.byType('Microsoft.Authorization/roleAssignments')) assert.ok(siteDeps.has(r.name), `site depends on ${r.name}`);
+    // A federated app's managed identity is the template's (the one the federated credential trusts).
+    for (const a of config.apps) if (a.credential.kind === 'federated') assert.equal(a.credential.clientId, UAMI_CLIENT);
+    assert.deepEqual(config.warnings, []);
+  });
+}
 
 test('no key, secret or connection string anywhere; local auth off on storage, Key Vault and Application Insights', () => {
   assert.doesNotMatch(templateText, /listKeys|listAccountSas|listServiceSas|listSecrets|AccountKey=|SharedAccessSignature|DefaultEndpointsProtocol|clientSecret|"password"/i);
@@ -302,4 +398,20 @@ test('docs/deploy.md walks through the template: its file, every output, every p
   assert.match(doc, /func azure functionapp publish/);
   const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
   assert.equal(pkg.scripts.package, 'node scripts/package.mjs');
+});
+
+test('docs/deploy.md shows an apps example per credential kind, each deployable: it loads and gets exactly its Key Vault role', () => {
+  const doc = readFileSync(join(root, 'docs', 'deploy.md'), 'utf8');
+  const examples = [...doc.matchAll(/```json\n([\s\S]*?)\n```/g)].map((m) => JSON.parse(m[1]!.replace(/<[^>]+>/g, (x) => (x.includes('tenant') ? TENANT : APP_CLIENT))) as { name: string }[]);
+  const kinds = examples.map((apps) => {
+    const d = deploy(apps);
+    const [app] = loadConfig(d.settings).apps;
+    const kvRoles = d.byType('Microsoft.Authorization/roleAssignments').filter((r) => r.scope!.startsWith('Microsoft.KeyVault/'));
+    assert.equal(kvRoles.length, app!.credential.kind === 'federated' ? 0 : 1, app!.credential.kind);
+    if (app!.credential.kind === 'federated') assert.equal(app!.credential.clientId, UAMI_CLIENT);
+    return app!.credential.kind;
+  });
+  assert.deepEqual(kinds.sort(), ['certificate', 'federated', 'secret']);
+  // The federated credential step uses the template's outputs for issuer and subject.
+  assert.match(doc, /az ad app federated-credential create[\s\S]*federatedCredentialIssuer[\s\S]*identityPrincipalId[\s\S]*api:\/\/AzureADTokenExchange/);
 });

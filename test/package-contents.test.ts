@@ -8,7 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 
@@ -117,6 +117,7 @@ test('npm run package stages only build output, host.json, package.json and prod
         assert.doesNotMatch(p, /\.(d\.[cm]?ts|[cm]?ts|map)$/, p);
       } else {
         assert.match(p, /^(host\.json|package\.json|dist\/(functions|shared)\/.+\.js)$/, `${p} must not be uploaded`);
+        if (p.startsWith('dist/')) assert.ok(existsSync(join(root, p.slice('dist/'.length).replace(/\.js$/, '.ts'))), `${p}: built from a source that exists`);
       }
     }
     assert.deepEqual([...shipped].sort(), [...production].sort(), 'exactly the production dependency tree');
@@ -141,5 +142,31 @@ console.log('loaded');`;
     assert.ok(bytes < 80 * 1048576, `upload ${bytes} bytes`);
   } finally {
     rmSync(join(out, '..'), { recursive: true, force: true });
+  }
+});
+
+test('npm run package leaves out build output whose source is gone, and refuses a build older than the sources', () => {
+  const tmp = mkdtempSync(join(tmpdir(), 'postroom-stale-'));
+  try {
+    // A copy of dist/ (the real one is in use by other suites) with what a deleted or renamed source leaves behind.
+    const dist = join(tmp, 'dist');
+    for (const d of ['functions', 'shared']) cpSync(join(root, 'dist', d), join(dist, d), { recursive: true });
+    writeFileSync(join(dist, 'functions', 'oldTrigger.js'), "import { app } from '@azure/functions'; app.timer('oldTrigger', { schedule: '0 * * * * *', handler: () => {} });\n");
+    mkdirSync(join(dist, 'shared', 'gone'), { recursive: true });
+    writeFileSync(join(dist, 'shared', 'gone', 'old.js'), 'export {};\n');
+    const out = join(tmp, 'deploy');
+    const r = spawnSync(process.execPath, [join(root, 'scripts', 'package.mjs'), '--no-build', '--skip-dependencies', '--dist', dist, '--out', out], { cwd: root, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /left out 2 stale file\(s\)/);
+    const paths = publishedFiles(out).map((f) => f.path);
+    assert.ok(!paths.includes('dist/functions/oldTrigger.js') && !paths.some((p) => p.startsWith('dist/shared/gone/')), 'stale output staged');
+    assert.ok(paths.includes('dist/functions/pollMailbox.js') && paths.includes('dist/shared/runtime.js'));
+    // A source whose output is missing: the build is behind the sources.
+    rmSync(join(dist, 'shared', 'runtime.js'));
+    const behind = spawnSync(process.execPath, [join(root, 'scripts', 'package.mjs'), '--no-build', '--skip-dependencies', '--dist', dist, '--out', out], { cwd: root, encoding: 'utf8' });
+    assert.equal(behind.status, 1);
+    assert.match(behind.stderr, /behind the sources, \S*dist\/shared\/runtime\.js missing: run npm run build first/);
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
   }
 });

@@ -2,7 +2,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:https';
 import { gunzipSync } from 'node:zlib';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import azureFunctions from '@azure/functions';
 import { AggregationTemporality, InMemoryMetricExporter, PeriodicExportingMetricReader, type DataPoint, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
@@ -11,6 +11,7 @@ import { startStack, MAILBOXES, type Stack } from './support/stack.js';
 import { pollMailbox } from '../shared/poll/poll-mailbox.js';
 import { flushTelemetry, getMetrics, lagTracker, noopMetrics, parseAuthenticationString, shutdownTelemetry, startTelemetry } from '../shared/telemetry/index.js';
 import { contextLogger } from '../shared/functions-logger.js';
+import { flushesTelemetry, flushTelemetryBounded, withTelemetryFlush } from '../shared/telemetry/invocation.js';
 import { logLevelFromEnv, parseLogLevel } from '../shared/logger.js';
 import { SANDBOX_APP } from '../sandbox/index.js';
 import * as M from '../sandbox/messages.js';
@@ -218,6 +219,73 @@ describe('telemetry: metrics after real polls (Dovecot + Azurite + token endpoin
       assert.ok(!appInsights.includes(s), `App Insights envelopes contain a secret (${s.slice(0, 6)}…)`);
     }
     assert.ok(!/eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\./.test(exported + appInsights), 'no JWT at all');
+  });
+});
+
+describe('telemetry: flushed at the end of every invocation (Flex Consumption may freeze the instance right after)', () => {
+  const context = (id: string) => new azureFunctions.InvocationContext({ invocationId: id, functionName: 'pollMailbox', logHandler: () => {} });
+  // The periodic metric reader exports hourly: a point is in the in-memory exporter only if something flushed.
+  const exported = (mailbox: string) => metricExporter.getMetrics().some((rm) => points(rm, 'postroom.messages.ingested', { mailbox }).length > 0);
+
+  test('a record emitted in a handler is exported when the wrapped handler returns (metrics and the App Insights log envelope)', async () => {
+    const handler = async (_job: unknown, ctx: InstanceType<typeof azureFunctions.InvocationContext>) => {
+      getMetrics().messageIngested('flush-probe@contoso.test', 7);
+      contextLogger(ctx).info('flush probe 51c2', { mailbox: 'flush-probe@contoso.test' });
+      return 'done';
+    };
+    // Without the wrapper nothing is exported when the handler returns.
+    await handler(undefined, context('inv-unwrapped'));
+    getMetrics().messageIngested('unflushed-probe@contoso.test', 1);
+    assert.equal(exported('unflushed-probe@contoso.test'), false, 'not exported before a flush');
+
+    const before = envelopes.length;
+    assert.equal(await withTelemetryFlush(handler)(undefined, context('inv-wrapped')), 'done');
+    assert.equal(exported('flush-probe@contoso.test'), true, 'the metric was exported by the time the handler returned');
+    assert.ok(envelopes.slice(before).some((e) => e.includes('flush probe 51c2')), 'the log line reached the ingestion endpoint by then');
+  });
+
+  test('a handler that throws is flushed too and its error passed on unchanged', async () => {
+    const boom = new Error('handler failed');
+    const handler = withTelemetryFlush(async () => {
+      getMetrics().messageIngested('throwing-probe@contoso.test', 1);
+      throw boom;
+    });
+    await assert.rejects(handler(), (e) => e === boom);
+    assert.equal(exported('throwing-probe@contoso.test'), true);
+  });
+
+  test('bounded: a flush that hangs is given up after the timeout; with telemetry off nothing is flushed', async () => {
+    const hang = () => new Promise<void>(() => {});
+    const t0 = performance.now();
+    assert.equal(await flushTelemetryBounded({ flush: hang, timeoutMs: 100 }), 'timeout');
+    assert.ok(performance.now() - t0 < 1_000);
+    assert.equal(await flushTelemetryBounded({ flush: () => Promise.reject(new Error('exporter down')) }), 'failed');
+    let called = false;
+    assert.equal(await flushTelemetryBounded({ env: {}, flush: async () => { called = true; } }), 'off');
+    assert.equal(called, false);
+    const slow = withTelemetryFlush(async () => 'ok', { flush: hang, timeoutMs: 100 });
+    assert.equal(await slow(), 'ok', 'a hanging export does not hold the invocation');
+  });
+
+  test('every function registered in functions/ flushes at its end, and appTerminate flushes', async () => {
+    const handlers = new Map<string, unknown>();
+    const terminate: (() => Promise<void>)[] = [];
+    const fapp = azureFunctions.app as unknown as Record<string, unknown> & { hook: Record<string, unknown> };
+    const saved = { storageQueue: fapp.storageQueue, timer: fapp.timer, http: fapp.http, appTerminate: fapp.hook.appTerminate };
+    for (const k of ['storageQueue', 'timer', 'http'] as const) fapp[k] = (name: string, o: { handler: unknown }) => handlers.set(name, o.handler);
+    fapp.hook.appTerminate = (h: () => Promise<void>) => terminate.push(h);
+    try {
+      for (const f of readdirSync(join(root, 'dist', 'functions')).filter((f) => f.endsWith('.js'))) await import(`../functions/${f}`);
+    } finally {
+      Object.assign(fapp, { storageQueue: saved.storageQueue, timer: saved.timer, http: saved.http });
+      fapp.hook.appTerminate = saved.appTerminate;
+    }
+    assert.deepEqual([...handlers.keys()].sort(), ['pollMailbox', 'pollSchedule', 'sendNotification', 'status']);
+    for (const [name, h] of handlers) assert.ok(flushesTelemetry(h), `${name} is registered with withTelemetryFlush`);
+    assert.equal(terminate.length, 1);
+    getMetrics().messageIngested('terminate-probe@contoso.test', 1);
+    await terminate[0]!();
+    assert.equal(exported('terminate-probe@contoso.test'), true, 'appTerminate exported what was buffered');
   });
 });
 
