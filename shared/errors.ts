@@ -207,7 +207,7 @@ export const ERROR_CATALOG: Readonly<Record<PostroomErrorCode, CatalogEntry>> = 
   },
   CertificateUnavailable: {
     summary: 'the app certificate could not be read from Key Vault',
-    fix: s('Give the Function App\'s managed identity the "Key Vault Certificate User" role on the vault, check the vault URL and certificate name, and create the certificate with content type PEM (application/x-pem-file) so its secret holds the private key and the certificate.'),
+    fix: s('Give the Function App\'s managed identity the "Key Vault Secrets User" role on the vault (the key is read through the certificate\'s secret), check the vault URL and certificate name, and create the certificate with content type PEM (application/x-pem-file) so its secret holds the private key and the certificate.'),
     retryable: true,
   },
   CertificateExpired: {

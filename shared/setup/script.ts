@@ -159,8 +159,6 @@ function keyVaultSection(apps: readonly SetupApp[], fmt: Fmt): string[] {
   return out;
 }
 
-/** Key Vault Certificate User: reads a certificate, whose private key comes through the secret of the same name. */
-const KV_CERT_ROLE = 'db79e9a7-68ee-4b58-9aeb-b90e7c24fcba';
 
 /** The app's credential step; records the vault and the role its identity needs there. */
 function credentialStep(app: AppConfig, fmt: Fmt, vaults: Map<string, string>): string[] {
@@ -174,7 +172,8 @@ function credentialStep(app: AppConfig, fmt: Fmt, vaults: Map<string, string>): 
   }
   if (c.kind === 'certificate') {
     const vault = vaultName(c.certificate.vaultUrl);
-    if (!vaults.has(vault)) vaults.set(vault, KV_CERT_ROLE);
+    // Its private key is read through the secret of the same name: Key Vault Secrets User is enough.
+    if (!vaults.has(vault)) vaults.set(vault, KV_ROLE);
     return [
       `# App "${app.name}" uses certificate ${c.certificate.name} in vault ${vault} (PEM content type). Upload its public part to the app registration (once per renewal):`,
       `#   az keyvault certificate download --vault-name ${vault} --name ${c.certificate.name} --file ${c.certificate.name}.pem && az ad app credential reset --id ${app.clientId} --cert @${c.certificate.name}.pem --append`,
