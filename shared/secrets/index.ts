@@ -66,7 +66,7 @@ export function createSecretProvider(source: SecretSource, options: SecretProvid
 /** What a missing permission looks like per object kind (the role that grants reading it). */
 const ROLE_HINT: Record<'SecretUnavailable' | 'CertificateUnavailable', string> = {
   SecretUnavailable: 'give the Function App identity the "Key Vault Secrets User" role (or a "get secret" access policy)',
-  CertificateUnavailable: 'give the Function App identity the "Key Vault Secrets User" role (the key is read through the certificate's secret; or "get" on secrets in an access policy)',
+  CertificateUnavailable: 'give the Function App identity the "Key Vault Secrets User" role (the key is read through the certificate\'s secret; or "get" on secrets in an access policy)',
 };
 
 /**
