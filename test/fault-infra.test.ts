@@ -17,7 +17,9 @@ import { startFaultProxy } from './support/fault-proxy.js';
 import { loadConfig } from '../shared/config/index.js';
 import { memoryLogger } from '../shared/logger.js';
 import { createRuntime, type Runtime } from '../shared/runtime.js';
-import { resetTokenProviders } from '../shared/auth/token-provider.js';
+import { createAppTokenProvider, resetTokenProviders } from '../shared/auth/token-provider.js';
+import { createNetworkClient } from '../shared/auth/network-client.js';
+import { createVaultReader, isVaultUnreachable } from '../shared/secrets/index.js';
 import { pollMailbox, type PollResult } from '../shared/poll/poll-mailbox.js';
 import { PostroomError } from '../shared/errors.js';
 import { startAzurite, type Azurite } from '../sandbox/azurite.js';
@@ -69,12 +71,7 @@ async function runtimeFor(mailboxes: unknown[], o: RuntimeOptions = {}): Promise
   let credential;
   if (o.vaultUrl) {
     apps[0].secret = { vaultUrl: o.vaultUrl, name: 'postroom-client-secret' };
-    const { ClientSecretCredential } = await import('@azure/identity');
-    credential = new ClientSecretCredential(SANDBOX_TENANT, SANDBOX_APP.clientId, SANDBOX_APP.clientSecret, {
-      authorityHost: stack.sandbox.token.authorityHost,
-      disableInstanceDiscovery: true,
-      tlsOptions: { ca: stack.sandbox.certs.ca },
-    } as never);
+    credential = await vaultCredential();
   }
   env.POSTROOM_APPS = JSON.stringify(apps);
   const log = memoryLogger();
@@ -225,13 +222,13 @@ describe('infrastructure faults', () => {
       const [b, q, t] = proxies.map((p) => p.port);
       const storage = az.connectionString.replace(`:${az.blobPort}/`, `:${b}/`).replace(`:${az.queuePort}/`, `:${q}/`).replace(`:${az.tablePort}/`, `:${t}/`);
       const box = MAILBOXES.happy;
-      const subjects = await deliverAll(box, 'busy', 60);
+      const subjects = await deliverAll(box, 'busy', 30);
       const rt = await runtimeFor([imap(box)], { env: { POSTROOM_STORAGE: storage, POSTROOM_OUTPUT_QUEUE: 'out-busy', POSTROOM_BATCH_SIZE: '20', POSTROOM_POLL_DEADLINE_SECONDS: '60' } });
       const r = await pollMailbox(rt, rt.config.mailboxes[0]!);
       assert.equal(r.outcome, 'ok', r.error?.message);
-      assert.equal(r.delivered.length, 60);
+      assert.equal(r.delivered.length, 30);
       const busy = proxies.reduce((n, p) => n + p.busy, 0);
-      assert.ok(busy >= 60, `only ${busy} requests were answered 503`);
+      assert.ok(busy >= 20, `only ${busy} requests were answered 503`);
       const a = audit(subjects, await drainQueue(az.connectionString, 'out-busy'));
       assert.deepEqual(a.lost, []);
       assert.deepEqual(a.splitKeys, []);
@@ -349,3 +346,56 @@ describe('a connection lost mid-session is ConnectionLost, not "could not be rea
     }
   });
 });
+
+describe('every network call has its own timeout (what the deadline would otherwise have to catch)', { concurrency: true }, () => {
+  const within = async (ms: number, p: Promise<unknown>, check: (e: unknown) => boolean) => {
+    const t0 = Date.now();
+    await assert.rejects(p, (e) => {
+      assert.ok(check(e), String((e as Error)?.message ?? e));
+      return true;
+    });
+    const took = Date.now() - t0;
+    assert.ok(took < ms, `took ${took} ms`);
+    return took;
+  };
+
+  test('the msal network client: a POST to a black-holed login host times out', async () => {
+    const client = createNetworkClient({ timeoutMs: 300 });
+    const took = await within(3_000, client.sendPostRequestAsync(`https://127.0.0.1:${hole.port}/tenant/oauth2/v2.0/token`, { body: 'grant_type=client_credentials' }), (e) => /timeout/i.test((e as Error).message));
+    figures['msal POST timeout'] = `${took} ms with timeoutMs 300 (default 15 s)`;
+  });
+
+  test('the token provider uses it without a CA too: no signal, a black-holed login host, a TokenRequestFailed', async () => {
+    resetTokenProviders();
+    const rt = await runtimeFor([imap(MAILBOXES.race)], { app: (a) => (a.authorityHost = `https://localhost:${hole.port}`) });
+    const app = rt.config.apps[0]!;
+    const tokens = createAppTokenProvider(app, { secrets: { getSecret: async () => 'not-used' }, logger: memoryLogger(), networkTimeoutMs: 300 });
+    await within(5_000, tokens.getToken({ renew: false }), (e) => e instanceof PostroomError && e.code === 'TokenRequestFailed' && e.retryable);
+  });
+
+  test('the Key Vault reader: a black-holed vault is KeyVaultUnreachable (no "grant" fix) within its tries; a missing secret keeps its own fix', async () => {
+    const credential = { getToken: async () => ({ token: 'x', expiresOnTimestamp: Date.now() + 3_600_000 }) };
+    const reader = createVaultReader({ vaultUrl: `https://localhost:${hole.port}`, name: 's' }, `secret "s" in https://localhost:${hole.port}`, 'SecretUnavailable', { logger: memoryLogger(), credential, timeoutMs: 300 });
+    const took = await within(6_000, reader.readSecret(), (e) => e instanceof PostroomError && e.code === 'KeyVaultUnreachable' && /no answer within 300 ms/.test(e.message) && !/"get"|Secrets User/.test(e.message));
+    figures['Key Vault try timeout'] = `${took} ms for 3 tries with timeoutMs 300 (default 10 s per try)`;
+    const missing = createVaultReader({ vaultUrl: stack.vault.vaultUrl, name: 'no-such-secret' }, `secret "no-such-secret" in ${stack.vault.vaultUrl}`, 'SecretUnavailable', {
+      logger: memoryLogger(),
+      credential: await vaultCredential(),
+      clientOptions: { tlsOptions: { ca: stack.sandbox.certs.ca }, disableChallengeResourceVerification: true },
+    });
+    await assert.rejects(missing.readSecret(), (e) => e instanceof PostroomError && e.code === 'SecretUnavailable' && /not found/.test(e.message) && /Secrets User/.test(e.message));
+    assert.equal(isVaultUnreachable({ statusCode: 403 }), false);
+    assert.equal(isVaultUnreachable({ statusCode: 404 }), false);
+    assert.equal(isVaultUnreachable({ statusCode: 503 }), true);
+    assert.equal(isVaultUnreachable({ code: 'ECONNREFUSED', message: 'connect ECONNREFUSED' }), true);
+  });
+});
+
+async function vaultCredential() {
+  const { ClientSecretCredential } = await import('@azure/identity');
+  return new ClientSecretCredential(SANDBOX_TENANT, SANDBOX_APP.clientId, SANDBOX_APP.clientSecret, {
+    authorityHost: stack.sandbox.token.authorityHost,
+    disableInstanceDiscovery: true,
+    tlsOptions: { ca: stack.sandbox.certs.ca },
+  } as never);
+}

@@ -3,6 +3,12 @@
  * the requests as Azure Storage does when it sheds load: `503 ServerBusy`
  * with Azure's error body (XML for blobs and queues, JSON for tables when the
  * client asks for JSON). The other requests are forwarded unchanged.
+ *
+ * The share is counted in operations (the SDK keeps `x-ms-client-request-id`
+ * across the retries of one operation): every `everyNth` operation is refused
+ * on its first `busyTries` tries. Refusing every nth request instead would
+ * make a run's outcome a lottery (an operation whose 4 tries all land on a
+ * refused slot, ~1 % each at 1 in 3).
  */
 import { createServer, request, type IncomingMessage, type ServerResponse } from 'node:http';
 import { once } from 'node:events';
@@ -13,8 +19,10 @@ import type { AddressInfo, Socket } from 'node:net';
 export interface StorageBusyProxyOptions {
   /** The Azurite service's port on 127.0.0.1. */
   targetPort: number;
-  /** Every `everyNth` request is answered 503 ServerBusy (the 3rd, 6th, ...). 0: none. */
+  /** Every `everyNth` operation is answered 503 ServerBusy (the 3rd, 6th, ...). 0: none. */
   everyNth: number;
+  /** How many tries of a chosen operation are refused before it is let through; default 2. */
+  busyTries?: number;
 }
 
 /** A running proxy. */
@@ -51,10 +59,18 @@ export async function startStorageBusyProxy(o: StorageBusyProxyOptions): Promise
   let seen = 0;
   let busy = 0;
   let forwarded = 0;
+  /** Refusals left per operation (client request id). */
+  const left = new Map<string, number>();
+  const refuse = (req: IncomingMessage): boolean => {
+    const id = String(req.headers['x-ms-client-request-id'] ?? `anonymous-${seen}`);
+    if (!left.has(id)) left.set(id, o.everyNth > 0 && ++seen % o.everyNth === 0 ? (o.busyTries ?? 2) : 0);
+    const n = left.get(id)!;
+    if (n > 0) left.set(id, n - 1);
+    return n > 0;
+  };
   const sockets = new Set<Socket>();
   const server = createServer((req, res) => {
-    seen++;
-    if (o.everyNth > 0 && seen % o.everyNth === 0) {
+    if (refuse(req)) {
       busy++;
       // Read the request to its end first: a client still sending would see a reset, not the 503.
       req.resume();
