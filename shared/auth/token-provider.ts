@@ -94,6 +94,18 @@ async function buildCca(app: AppConfig, credential: MsalCredentialAuth, options:
   });
 }
 
+/** The app's msal client, built again when its credential changed (a rotated secret, a renewed certificate). */
+async function applicationFor(app: AppConfig, credential: AppCredential, renewSecret: boolean, options: AppTokenProviderOptions): Promise<ConfidentialClientApplication> {
+  const cacheKey = `${app.authority}|${app.clientId}`;
+  const { key, auth } = await credential.msalAuth({ renew: renewSecret });
+  let entry = applications.get(cacheKey);
+  if (!entry || entry.key !== key) {
+    entry = { key, cca: buildCca(app, auth, options) };
+    applications.set(cacheKey, entry);
+  }
+  return entry.cca;
+}
+
 /**
  * Creates the app-only token provider for one app registration.
  *
@@ -106,25 +118,14 @@ async function buildCca(app: AppConfig, credential: MsalCredentialAuth, options:
  */
 export function createAppTokenProvider(app: AppConfig, options: AppTokenProviderOptions): TokenProvider {
   const subject = `app ${app.clientId} in tenant ${app.tenantId}`;
-  const cacheKey = `${app.authority}|${app.clientId}`;
   if (!options.credential && !options.secrets) throw new TypeError('createAppTokenProvider: a credential (or secrets) is required');
   const credential = options.credential ?? secretCredential(options.secrets!);
-
-  const cca = async (renewSecret: boolean): Promise<ConfidentialClientApplication> => {
-    const { key, auth } = await credential.msalAuth({ renew: renewSecret });
-    let entry = applications.get(cacheKey);
-    if (!entry || entry.key !== key) {
-      entry = { key, cca: buildCca(app, auth, options) };
-      applications.set(cacheKey, entry);
-    }
-    return entry.cca;
-  };
 
   // What a token request is waiting on, so that a poll giving up on it can say which dependency did not answer.
   let waitingFor: 'credential' | 'login' = 'credential';
   const acquire = async (renewSecret: boolean, skipCache: boolean): Promise<AccessToken> => {
     waitingFor = 'credential';
-    const client = await cca(renewSecret);
+    const client = await applicationFor(app, credential, renewSecret, options);
     waitingFor = 'login';
     const result = await client.acquireTokenByClientCredential({ scopes: [app.scope], skipCache });
     if (!result?.accessToken) throw new PostroomError('TokenRequestFailed', 'the login host returned no access token', { subject });
