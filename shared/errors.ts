@@ -8,6 +8,7 @@
 export type PostroomErrorCode =
   | 'ConfigInvalid'
   | 'SecretUnavailable'
+  | 'KeyVaultUnreachable'
   | 'InvalidClientSecret'
   | 'ClientSecretExpired'
   | 'SecretExpired'
@@ -188,6 +189,15 @@ export const ERROR_CATALOG: Readonly<Record<PostroomErrorCode, CatalogEntry>> = 
   SecretUnavailable: {
     summary: 'the client secret could not be read from Key Vault',
     fix: s('Give the Function App\'s managed identity "get" on secrets in the vault (Key Vault Secrets User role) and check the vault URL and secret name.'),
+    retryable: true,
+  },
+  KeyVaultUnreachable: {
+    summary: 'Key Vault did not answer (network failure or timeout)',
+    fix: s(
+      'Nothing to grant: the vault was not reached, so permissions were not checked. Check that the vault URL is right, that its host resolves and answers from the Function App ' +
+        '(the vault\'s Networking: public access allowed from the app, or a private endpoint with its privatelink.vaultcore.azure.net DNS zone linked to the app\'s network; outbound 443), ' +
+        'and the Azure status page. The secret is read again at the next poll.',
+    ),
     retryable: true,
   },
   InvalidClientSecret: {

@@ -45,6 +45,17 @@ export function describeStorageCredential(config: Pick<StorageConfig, 'credentia
 }
 
 /**
+ * Retries of a blob or queue request (the SDK's default: 4 tries, up to 120 s
+ * apart, no client-side limit per try). 4 tries at 0, 1.5 and 4.5 s ride out
+ * a ServerBusy (503) or a restarting account and give up on a dead one
+ * within ~6 s plus the tries, well inside a poll's deadline. `tryTimeoutInMs`
+ * is the server-side limit of one try (the `timeout` parameter).
+ */
+export const STORAGE_RETRY_OPTIONS = Object.freeze({ maxTries: 4, retryDelayInMs: 1_500, maxRetryDelayInMs: 8_000, tryTimeoutInMs: 30_000 });
+/** The same bounds for Table storage (core-rest-pipeline's retry: 3 retries, 0.5-4 s apart with jitter). */
+export const TABLE_RETRY_OPTIONS = Object.freeze({ maxRetries: 3, retryDelayInMs: 500, maxRetryDelayInMs: 4_000 });
+
+/**
  * Storage clients, built lazily once per process (the SDKs cost ~100 ms each
  * to import, so a cold start that never touches tables never loads them).
  */
@@ -75,15 +86,15 @@ export function createStorageClients(config: StorageConfig): StorageClients {
     (blobService ??= (async () => {
       const { BlobServiceClient } = await import('@azure/storage-blob');
       return config.connectionString
-        ? BlobServiceClient.fromConnectionString(config.connectionString)
-        : new BlobServiceClient(identityMode().blob, credential);
+        ? BlobServiceClient.fromConnectionString(config.connectionString, { retryOptions: STORAGE_RETRY_OPTIONS })
+        : new BlobServiceClient(identityMode().blob, credential, { retryOptions: STORAGE_RETRY_OPTIONS });
     })());
   const queuesSvc = () =>
     (queueService ??= (async () => {
       const { QueueServiceClient } = await import('@azure/storage-queue');
       return config.connectionString
-        ? QueueServiceClient.fromConnectionString(config.connectionString)
-        : new QueueServiceClient(identityMode().queue, credential);
+        ? QueueServiceClient.fromConnectionString(config.connectionString, { retryOptions: STORAGE_RETRY_OPTIONS })
+        : new QueueServiceClient(identityMode().queue, credential, { retryOptions: STORAGE_RETRY_OPTIONS });
     })());
 
   // In Azure the template creates every queue, container and table, and the
@@ -126,8 +137,8 @@ export function createStorageClients(config: StorageConfig): StorageClients {
       memo(tables, name, async () => {
         const { TableClient } = await import('@azure/data-tables');
         const t = config.connectionString
-          ? TableClient.fromConnectionString(config.connectionString, name, { allowInsecureConnection: insecure })
-          : new TableClient(identityMode().table, name, credential);
+          ? TableClient.fromConnectionString(config.connectionString, name, { allowInsecureConnection: insecure, retryOptions: TABLE_RETRY_OPTIONS })
+          : new TableClient(identityMode().table, name, credential, { retryOptions: TABLE_RETRY_OPTIONS });
         await ensureExists(() => t.createTable());
         return t;
       }),

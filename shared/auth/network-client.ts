@@ -15,7 +15,7 @@ export interface NetworkClientOptions {
    * a private CA in front of the login host or a local sandbox CA.
    */
   ca?: string | Buffer;
-  /** Per-request timeout when msal gives none (it gives none for POST). Default 30 s. */
+  /** Per-request timeout when msal gives none (it gives none for POST). Default 15 s. */
   timeoutMs?: number;
 }
 
@@ -27,7 +27,7 @@ export interface NetworkClientOptions {
  */
 export function createNetworkClient(options: NetworkClientOptions = {}): INetworkModule {
   const ca = trustedCas(options.ca);
-  const defaultTimeout = options.timeoutMs ?? 30_000;
+  const defaultTimeout = options.timeoutMs ?? 15_000;
 
   const send = <T>(method: 'GET' | 'POST', url: string, req: NetworkRequestOptions | undefined, timeout?: number) =>
     new Promise<NetworkResponse<T>>((resolve, reject) => {

@@ -15,8 +15,20 @@ export function protocolTokenGetter(getToken: TokenGetter, protocol: MailProtoco
   const role = PROTOCOL_ROLES[protocol];
   return async (options) => {
     // The token request (and the Key Vault read behind it) must not hold a poll past its deadline.
-    const token = await abortable(getToken(options), options?.signal);
+    const pending = getToken(options);
+    const token = await abortable(pending, options?.signal).catch((e: unknown) => preferOwnError(pending, e, options?.signal));
     requireRole(token.token, role, subject);
     return token;
   };
+}
+
+/**
+ * At an abort, the getter (the app token provider) gives up too, with an
+ * error naming what did not answer (Key Vault, the login host): that error,
+ * when it comes at once, says more than the bare abort reason.
+ */
+async function preferOwnError(pending: Promise<unknown>, e: unknown, signal: AbortSignal | undefined): Promise<never> {
+  if (!signal?.aborted || e !== signal.reason) throw e;
+  const own = await Promise.race([pending.then(() => e, (x: unknown) => x), new Promise((resolve) => setImmediate(() => resolve(e)))]);
+  throw own;
 }

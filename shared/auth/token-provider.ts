@@ -1,6 +1,7 @@
 import type { ConfidentialClientApplication } from '@azure/msal-node';
 import type { AppConfig } from '../config/index.js';
-import { PostroomError } from '../errors.js';
+import { abortable } from '../abortable.js';
+import { isPostroomError, PostroomError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { decodeClaims } from './jwt.js';
 import type { AccessToken, GetTokenOptions, TokenGetter } from './token.js';
@@ -35,7 +36,16 @@ export interface AppTokenProviderOptions {
   logger: Logger;
   /** Extra CA (PEM) for a private login host, added to the default trust. */
   ca?: string;
+  /** Per-request timeout towards the login host; default {@link TOKEN_REQUEST_TIMEOUT_MS}. */
+  networkTimeoutMs?: number;
 }
+
+/**
+ * Per-request timeout towards the login host. msal-node's own network client
+ * gives its POST (the token request itself) none: a login host that accepts
+ * and never answers held a poll for 60 s per attempt.
+ */
+export const TOKEN_REQUEST_TIMEOUT_MS = 15_000;
 
 interface CcaEntry {
   key: string;
@@ -69,10 +79,9 @@ async function buildCca(app: AppConfig, credential: MsalCredentialAuth, options:
       loggerCallback: (_level: unknown, message: string) => options.logger.debug(`msal: ${message}`),
     },
   };
-  if (options.ca) {
-    const { createNetworkClient } = await import('./network-client.js');
-    system.networkClient = createNetworkClient({ ca: options.ca });
-  }
+  // Always ours (with or without an extra CA): it puts a timeout on every request, POST included.
+  const { createNetworkClient } = await import('./network-client.js');
+  system.networkClient = createNetworkClient({ ca: options.ca, timeoutMs: options.networkTimeoutMs ?? TOKEN_REQUEST_TIMEOUT_MS });
   return new msal.ConfidentialClientApplication({
     auth: {
       clientId: app.clientId,
@@ -84,6 +93,18 @@ async function buildCca(app: AppConfig, credential: MsalCredentialAuth, options:
     },
     system,
   });
+}
+
+/** The app's msal client, built again when its credential changed (a rotated secret, a renewed certificate). */
+async function applicationFor(app: AppConfig, credential: AppCredential, renewSecret: boolean, options: AppTokenProviderOptions): Promise<ConfidentialClientApplication> {
+  const cacheKey = `${app.authority}|${app.clientId}`;
+  const { key, auth } = await credential.msalAuth({ renew: renewSecret });
+  let entry = applications.get(cacheKey);
+  if (!entry || entry.key !== key) {
+    entry = { key, cca: buildCca(app, auth, options) };
+    applications.set(cacheKey, entry);
+  }
+  return entry.cca;
 }
 
 /**
@@ -98,22 +119,15 @@ async function buildCca(app: AppConfig, credential: MsalCredentialAuth, options:
  */
 export function createAppTokenProvider(app: AppConfig, options: AppTokenProviderOptions): TokenProvider {
   const subject = `app ${app.clientId} in tenant ${app.tenantId}`;
-  const cacheKey = `${app.authority}|${app.clientId}`;
   if (!options.credential && !options.secrets) throw new TypeError('createAppTokenProvider: a credential (or secrets) is required');
   const credential = options.credential ?? secretCredential(options.secrets!);
 
-  const cca = async (renewSecret: boolean): Promise<ConfidentialClientApplication> => {
-    const { key, auth } = await credential.msalAuth({ renew: renewSecret });
-    let entry = applications.get(cacheKey);
-    if (!entry || entry.key !== key) {
-      entry = { key, cca: buildCca(app, auth, options) };
-      applications.set(cacheKey, entry);
-    }
-    return entry.cca;
-  };
-
+  // What a token request is waiting on, so that a poll giving up on it can say which dependency did not answer.
+  let waitingFor: 'credential' | 'login' = 'credential';
   const acquire = async (renewSecret: boolean, skipCache: boolean): Promise<AccessToken> => {
-    const client = await cca(renewSecret);
+    waitingFor = 'credential';
+    const client = await applicationFor(app, credential, renewSecret, options);
+    waitingFor = 'login';
     const result = await client.acquireTokenByClientCredential({ scopes: [app.scope], skipCache });
     if (!result?.accessToken) throw new PostroomError('TokenRequestFailed', 'the login host returned no access token', { subject });
     if (!result.fromCache) tokenRequestCount++;
@@ -151,8 +165,25 @@ export function createAppTokenProvider(app: AppConfig, options: AppTokenProvider
   return {
     async getToken(opts: GetTokenOptions = {}): Promise<AccessToken> {
       opts.signal?.throwIfAborted();
-      return opts.renew ? acquireWithRotation(true) : fetchShared();
+      const work = opts.renew ? acquireWithRotation(true) : fetchShared();
+      return abortable(work, opts.signal, (reason) => notAnswered(app, reason, waitingFor, subject));
     },
     credentialInfo: () => credential.info(),
   };
+}
+
+/**
+ * A poll that reached its deadline while a token was being obtained: the
+ * error names what did not answer (the vault holding the credential, the
+ * managed identity, or the login host), not just "deadline".
+ */
+function notAnswered(app: AppConfig, reason: unknown, waitingFor: 'credential' | 'login', subject: string): Error {
+  if (!isPostroomError(reason, 'DeadlineReached')) return reason as Error;
+  const within = `no answer before the poll's deadline (${reason.detail})`;
+  const c = app.credential;
+  if (waitingFor === 'login') return new PostroomError('TokenRequestFailed', `${app.authorityHost}: ${within}`, { subject, retryable: true, cause: reason });
+  if (c.kind === 'federated') return new PostroomError('ManagedIdentityUnavailable', within, { subject, cause: reason });
+  const vault = c.kind === 'certificate' ? c.certificate : c.secret.kind === 'keyvault' ? c.secret : undefined;
+  if (!vault) return reason;
+  return new PostroomError('KeyVaultUnreachable', `reading "${vault.name}" in ${vault.vaultUrl}: ${within}`, { subject, cause: reason });
 }

@@ -4,6 +4,7 @@ import { isPostroomError, type PostroomError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { SourceDeps } from '../source.js';
 import { caOption } from '../tls.js';
+import { droppedAfterLogin } from '../diagnose/connection.js';
 import { mapImapError } from './errors.js';
 import { applyLeanSession } from './lean-session.js';
 
@@ -40,7 +41,8 @@ export async function openImapSession(mailbox: MailboxConfig, deps: SourceDeps, 
     deps.logger.info('IMAP authentication refused; retrying once with a fresh token', { mailbox: mailbox.address });
     client = await connect(mailbox, deps, subject, true, signal);
   }
-  return { client, mailbox, logger: deps.logger, subject, fail: (e) => mapImapError(e, subject) };
+  // Every failure from here on is past login: a broken connection is a dropped session, not an unreachable server.
+  return { client, mailbox, logger: deps.logger, subject, fail: (e) => droppedAfterLogin(mapImapError(e, subject), { established: true }) };
 }
 
 async function connect(mailbox: MailboxConfig, deps: SourceDeps, subject: string, renew: boolean, signal?: AbortSignal): Promise<ImapFlow> {

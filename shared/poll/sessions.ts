@@ -63,8 +63,9 @@ export async function runSessions(runtime: Runtime, mailbox: MailboxConfig, ctx:
 
 /** How long to wait before the next session, 'stop' to end the poll early with `err`, or a throw. */
 async function nextAttempt(runtime: Runtime, mailbox: MailboxConfig, err: PostroomError, idle: number, ctx: SessionContext): Promise<number | 'stop'> {
+  // A session that was open and dropped (ConnectionLost) proves the server reachable: worth another session.
   const lostConnection = err.code === 'ConnectionFailed' || err.code === 'Timeout';
-  const reconnectable = err.code === 'SessionExpired' || err.code === 'Throttled' || (lostConnection && ctx.delivered.length > 0);
+  const reconnectable = err.code === 'SessionExpired' || err.code === 'Throttled' || err.code === 'ConnectionLost' || (lostConnection && ctx.delivered.length > 0);
   if (!reconnectable || idle > MAX_IDLE_RECONNECTS || ctx.lease.signal.aborted) throw err;
   // imapflow has already waited part of the back-off (retryAfterMs is what is left): wait the rest once.
   const wait = err.code === 'Throttled' ? (err.retryAfterMs ?? 1000) : RECONNECT_PAUSE_MS;
@@ -78,7 +79,9 @@ async function nextAttempt(runtime: Runtime, mailbox: MailboxConfig, err: Postro
 async function oneSession(runtime: Runtime, mailbox: MailboxConfig, source: MailSource, targets: StorageTargets, ctx: SessionContext): Promise<void> {
   const { clock, log } = ctx;
   const signal = clock.signal;
-  const session = await source.open({ signal });
+  // Nothing is in flight before the session is open: a server (or the vault, the login host) that has
+  // not answered by the deadline ends the poll then, not at the deadline + grace.
+  const session = await source.open({ signal: clock.stop });
   clock.progress();
   try {
     await pipelineBatches(session, {

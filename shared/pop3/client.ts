@@ -60,8 +60,9 @@ export class Pop3Client {
   }
 
   /** SASL XOAUTH2 in two steps; `AuthenticationFailed` (with the server's text) when refused. */
-  authXoauth2(user: string, accessToken: string, options?: Pop3CommandOptions): Promise<void> {
-    return authXoauth2(this.conn, user, accessToken, options);
+  async authXoauth2(user: string, accessToken: string, options?: Pop3CommandOptions): Promise<void> {
+    await authXoauth2(this.conn, user, accessToken, options);
+    this.conn.markEstablished();
   }
 
   stat(options?: Pop3CommandOptions): Promise<Pop3Stat> {

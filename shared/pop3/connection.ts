@@ -1,6 +1,7 @@
 import { isIP, connect as netConnect, type Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
+import { droppedAfterLogin } from '../diagnose/connection.js';
 import { PostroomError } from '../errors.js';
 import { silentLogger, type Logger } from '../logger.js';
 import { errorFromSocket } from './errors.js';
@@ -99,6 +100,8 @@ export class Pop3Connection {
   private tail: Promise<void> = Promise.resolve();
   private failure: PostroomError | undefined;
   private closing = false;
+  /** Set once logged in: a broken connection is then a dropped session (ConnectionLost), not an unreachable server. */
+  private established = false;
   private timer: NodeJS.Timeout | undefined;
   private timerMs = 0;
   private backpressured = false;
@@ -458,15 +461,22 @@ export class Pop3Connection {
   }
 
   private assertOpen(): void {
+    const established = this.established;
     if (this.failure) {
-      throw new PostroomError('ConnectionFailed', 'the connection is closed', { subject: this.subject, cause: this.failure });
+      throw droppedAfterLogin(new PostroomError('ConnectionFailed', 'the connection is closed', { subject: this.subject, cause: this.failure }), { established });
     }
     if (this.closing) throw new PostroomError('ConnectionFailed', 'the connection is closed', { subject: this.subject });
+  }
+
+  /** Notes a successful login (AUTH): later connection failures are reported as `ConnectionLost`. */
+  markEstablished(): void {
+    this.established = true;
   }
 
   /** Closes the connection for good after an error; the current command (or body stream) gets `err`. */
   fail(err: PostroomError): void {
     if (this.failure) return;
+    err = droppedAfterLogin(err, { established: this.established });
     this.failure = err;
     this.stopTimer();
     this.streaming = false;
