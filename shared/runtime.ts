@@ -98,7 +98,7 @@ export function createRuntime(o: CreateRuntimeOptions): Runtime {
       const createSource = await SOURCES[mailbox.protocol]();
       const subject = `mailbox ${mailbox.address} via ${mailbox.host}:${mailbox.port}`;
       return createSource(mailbox, {
-        getToken: protocolTokenGetter(tokens(mailbox.app).getToken, mailbox.protocol, subject),
+        getToken: protocolTokenGetter(tokens(mailbox.app).getToken, { protocol: mailbox.protocol, app: mailbox.app, mailbox: mailbox.address, subject }),
         state,
         logger: log,
         ca: config.ca,
@@ -124,7 +124,7 @@ function createSenderPool(config: PostroomConfig, tokens: (app: AppConfig) => To
       let sender = pool.get(key);
       if (!sender) {
         const subject = `${from} via SMTP ${host}:${port}`;
-        const getToken = protocolTokenGetter(tokens(app).getToken, 'smtp', subject);
+        const getToken = protocolTokenGetter(tokens(app).getToken, { protocol: 'smtp', app, mailbox: from, subject });
         sender = import('./notify/smtp.js').then((m) =>
           m.createSmtpSender(
             { endpoint: { host, port }, from, getToken, ca: config.ca, connectTimeoutMs: config.poll.connectTimeoutMs, logger, fixContext: fixContextOf(app, { mailbox: from, from, protocol: 'smtp' }) },

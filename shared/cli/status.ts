@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { mailboxStatusReport, type MailboxStatusEntry } from '../poll/report.js';
+import { mailboxStatusReport, type AppStatusEntry, type MailboxStatusEntry } from '../poll/report.js';
 import { EXIT, formatDuration, renderTable, type CliContext } from './context.js';
 
 export const STATUS_USAGE = `postroom status [--json]
@@ -11,7 +11,10 @@ export async function statusCommand(args: string[], ctx: CliContext): Promise<nu
   const report = await mailboxStatusReport(await ctx.runtime());
   const failed = report.mailboxes.filter((m) => m.status?.lastResult === 'failed');
   if (values.json) ctx.out(JSON.stringify(report, null, 2));
-  else printStatus(report.mailboxes, ctx);
+  else {
+    printStatus(report.mailboxes, ctx);
+    printApps(report.apps, ctx);
+  }
   return failed.length ? EXIT.failed : EXIT.ok;
 }
 
@@ -35,7 +38,17 @@ function printStatus(mailboxes: readonly MailboxStatusEntry[], ctx: CliContext):
     const fix = m.lastErrorFix ? ` Fix: ${m.lastErrorFix}` : '';
     const message = fix && m.status!.lastError?.endsWith(fix) ? m.status!.lastError.slice(0, -fix.length) : m.status!.lastError;
     ctx.out(`${m.id}: ${m.status!.lastErrorCode}: ${message}`);
+    const d = m.lastDiagnosis;
+    if (d) ctx.out(`  diagnosis (${d.at.replace(/\.\d+Z$/, 'Z')}): ${d.code} (${d.confidence}): ${d.cause}`);
     if (m.lastErrorFix) ctx.out(`  fix: ${m.lastErrorFix}`);
   }
   if (!mailboxes.length) ctx.out('(no mailboxes configured)');
+}
+
+/** Each app's credential expiry, as far as this process read it (a CLI process reads none: `postroom doctor` does). */
+function printApps(apps: readonly AppStatusEntry[], ctx: CliContext): void {
+  for (const a of apps) {
+    const when = a.expiresOn ? `expires ${a.expiresOn.replace(/\.\d+Z$/, 'Z')}${a.expiring ? ' (within 30 days: rotate it)' : ''}` : a.credential === 'federated' ? 'no expiry' : 'expiry not read by this process';
+    ctx.out(`${a.expiring ? '!' : ' '} app ${a.name} (${a.clientId}): ${a.credential}, ${when}`);
+  }
 }
