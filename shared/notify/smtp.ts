@@ -65,6 +65,12 @@ export interface SendResult {
 export interface SmtpSender {
   readonly from: string;
   send(mail: OutgoingMail, options?: { signal?: AbortSignal; logger?: Logger }): Promise<SendResult>;
+  /**
+   * Connects as `send` would (EHLO, STARTTLS, AUTH XOAUTH2 as `from`) on a
+   * connection of its own, sends nothing, and quits (the doctor). Refused
+   * once, it retries with a fresh token, as `send` does.
+   */
+  verify(options?: { signal?: AbortSignal }): Promise<{ tries: number }>;
   close(): void;
 }
 
@@ -102,8 +108,32 @@ export async function createSmtpSender(deps: SmtpSenderDeps, options: SmtpSender
         }
       }
     },
+    async verify(o = {}) {
+      for (let tries = 1; ; tries++) {
+        const token = await deps.getToken({ renew: tries > 1, signal: o.signal });
+        try {
+          await verifyOnce(deps, options, token);
+          return { tries };
+        } catch (e) {
+          const err = deps.fixContext ? (withContext(mapSmtpError(e, subject), deps.fixContext) as PostroomError) : mapSmtpError(e, subject);
+          if (err.code === 'AuthenticationFailed' && tries === 1) continue;
+          throw err;
+        }
+      }
+    },
     close: pool.close,
   };
+}
+
+/** The sender's own transport settings, unpooled, for one EHLO/STARTTLS/AUTH/QUIT. */
+async function verifyOnce(deps: SmtpSenderDeps, options: SmtpSenderOptions, token: AccessToken): Promise<void> {
+  const nodemailer = await import('nodemailer');
+  const transport = nodemailer.createTransport({ ...(transportOptions(deps, options, () => token) as object), pool: false } as Parameters<typeof nodemailer.createTransport>[0]);
+  try {
+    await transport.verify();
+  } finally {
+    transport.close();
+  }
 }
 
 function toNodemailer(from: string, mail: OutgoingMail) {
