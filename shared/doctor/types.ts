@@ -83,7 +83,7 @@ export async function timed<T>(fn: () => Promise<T>): Promise<{ ms: number; valu
 export function failed(layer: DoctorLayer, subject: string, ms: number, e: unknown, status: CheckStatus = 'fail'): DoctorCheck {
   if (e instanceof PostroomError) {
     const fixTail = e.fix ? ` Fix: ${e.fix}` : '';
-    const detail = fixTail && e.message.endsWith(fixTail) ? e.message.slice(0, -fixTail.length) : e.message;
+    const detail = tidy(fixTail && e.message.endsWith(fixTail) ? e.message.slice(0, -fixTail.length) : e.message);
     return { layer, subject, status, ms, detail, code: e.code, ...(e.fix ? { fix: e.fix } : {}) };
   }
   return { layer, subject, status, ms, detail: e instanceof Error ? e.message.split('\n')[0]! : String(e) };
@@ -91,7 +91,12 @@ export function failed(layer: DoctorLayer, subject: string, ms: number, e: unkno
 
 /** A failed check carrying a diagnosis: its code, cause, fix, confidence and evidence. */
 export function diagnosed(layer: DoctorLayer, subject: string, ms: number, d: Diagnosis, refusal: string): DoctorCheck {
-  return { layer, subject, status: 'fail', ms, detail: refusal, code: d.code, fix: d.fix, cause: d.cause, confidence: d.confidence, evidence: [...d.evidence] };
+  return { layer, subject, status: 'fail', ms, detail: tidy(refusal), code: d.code, fix: d.fix, cause: d.cause, confidence: d.confidence, evidence: [...d.evidence] };
+}
+
+/** A server reply ending in "." gets the message's closing "." too: one is enough. */
+function tidy(text: string): string {
+  return text.replace(/\.\.$/, '.');
 }
 
 /** Rejects with a `Timeout` PostroomError after `ms`. */
