@@ -75,26 +75,7 @@ export function createRuntime(o: CreateRuntimeOptions): Runtime {
   const logger = o.logger ?? consoleLogger({ level: config.logLevel, prefix: 'postroom' });
   for (const w of config.warnings) logger.warn(w);
   const storage = createStorageClients(config.storage);
-  const providers = new Map<string, TokenProvider>();
-  const credentials = new Map<string, AppCredential>();
-  const credentialOf = (app: AppConfig): AppCredential => {
-    let c = credentials.get(app.name);
-    if (!c) {
-      const ca = trustedCas(config.ca);
-      const clientOptions = o.secretClientOptions ?? (ca ? { tlsOptions: { ca } } : undefined);
-      c = createAppCredential(app, { logger, credential: o.credential ?? storageCredential(config.storage), clientOptions });
-      credentials.set(app.name, c);
-    }
-    return c;
-  };
-  const tokens = (app: AppConfig): TokenProvider => {
-    let p = providers.get(app.name);
-    if (!p) {
-      p = createAppTokenProvider(app, { credential: credentialOf(app), logger, ca: config.ca });
-      providers.set(app.name, p);
-    }
-    return p;
-  };
+  const { tokens, credentialOf } = createAppAuth(config, o, logger);
   const senders = createSenderPool(config, tokens, logger);
   const state = createTableStateStore(() => storage.table(config.storage.stateTable));
   return {
@@ -122,6 +103,31 @@ export function createRuntime(o: CreateRuntimeOptions): Runtime {
     smtpSender: senders.get,
     close: senders.close,
   };
+}
+
+/** One credential and one token provider per app per process. */
+function createAppAuth(config: PostroomConfig, o: CreateRuntimeOptions, logger: Logger) {
+  const providers = new Map<string, TokenProvider>();
+  const credentials = new Map<string, AppCredential>();
+  const credentialOf = (app: AppConfig): AppCredential => {
+    let c = credentials.get(app.name);
+    if (!c) {
+      const ca = trustedCas(config.ca);
+      const clientOptions = o.secretClientOptions ?? (ca ? { tlsOptions: { ca } } : undefined);
+      c = createAppCredential(app, { logger, credential: o.credential ?? storageCredential(config.storage), clientOptions });
+      credentials.set(app.name, c);
+    }
+    return c;
+  };
+  const tokens = (app: AppConfig): TokenProvider => {
+    let p = providers.get(app.name);
+    if (!p) {
+      p = createAppTokenProvider(app, { credential: credentialOf(app), logger, ca: config.ca });
+      providers.set(app.name, p);
+    }
+    return p;
+  };
+  return { tokens, credentialOf };
 }
 
 /** One pooled SMTP sender per (app, sender, endpoint): Exchange counts connections per mailbox. */

@@ -1,4 +1,4 @@
-import { PROTOCOL_ROLES } from '../config/clouds.js';
+import type { PROTOCOL_ROLES } from '../config/clouds.js';
 import type { AppConfig } from '../config/index.js';
 import { abortable } from '../abortable.js';
 import { checkAppToken } from './claims.js';

@@ -42,7 +42,7 @@ export async function checkMailbox(runtime: Runtime, mailbox: MailboxConfig, tok
 }
 
 async function reportOpenFailure(runtime: Runtime, mailbox: MailboxConfig, e: unknown, t: { authMs: number; ms: number }, run: DoctorRun): Promise<void> {
-  const err = withContext(isPostroomError(e) ? e : asPostroomError(e, mailbox), fixContextOfMailbox(mailbox)) as PostroomError;
+  const err = withContext<PostroomError>(isPostroomError(e) ? e : asPostroomError(e, mailbox), fixContextOfMailbox(mailbox));
   if (FOLDER_CODES.has(err.code)) {
     run.add({ layer: 'auth', subject: mailbox.id, status: 'ok', ms: t.authMs, detail: `XOAUTH2 as ${mailbox.address} accepted` });
     run.add(failed('folder', mailbox.id, t.ms - t.authMs, err));

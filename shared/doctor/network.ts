@@ -96,7 +96,7 @@ function handshake(t: NetworkTarget, timeoutMs: number): Promise<Omit<DoctorChec
 }
 
 function describeCertificate(t: NetworkTarget, version: string, cert: PeerCertificate, untrusted: string | undefined): Omit<DoctorCheck, 'subject' | 'ms'> {
-  const name = (n: PeerCertificate['subject'] | undefined) => (n ? (n.CN ?? n.O ?? Object.values(n).join(' ')) : '?');
+  const name = (n: PeerCertificate['subject'] | undefined): string => (n ? String(n.CN ?? n.O ?? Object.values(n).join(' ')) : '?');
   const expires = cert.valid_to ? new Date(cert.valid_to) : undefined;
   const what = `${version}, certificate ${name(cert.subject)} issued by ${name(cert.issuer)}, expires ${expires?.toISOString().slice(0, 10) ?? '?'}`;
   if (untrusted) {

@@ -86,7 +86,7 @@ export function failed(layer: DoctorLayer, subject: string, ms: number, e: unkno
     const detail = tidy(fixTail && e.message.endsWith(fixTail) ? e.message.slice(0, -fixTail.length) : e.message);
     return { layer, subject, status, ms, detail, code: e.code, ...(e.fix ? { fix: e.fix } : {}) };
   }
-  return { layer, subject, status, ms, detail: e instanceof Error ? e.message.split('\n')[0]! : String(e) };
+  return { layer, subject, status, ms, detail: e instanceof Error ? (e.message.split('\n')[0] ?? '') : String(e) };
 }
 
 /** A failed check carrying a diagnosis: its code, cause, fix, confidence and evidence. */

@@ -115,7 +115,7 @@ export async function createSmtpSender(deps: SmtpSenderDeps, options: SmtpSender
           await verifyOnce(deps, options, token);
           return { tries };
         } catch (e) {
-          const err = deps.fixContext ? (withContext(mapSmtpError(e, subject), deps.fixContext) as PostroomError) : mapSmtpError(e, subject);
+          const err = deps.fixContext ? withContext<PostroomError>(mapSmtpError(e, subject), deps.fixContext) : mapSmtpError(e, subject);
           if (err.code === 'AuthenticationFailed' && tries === 1) continue;
           throw err;
         }
