@@ -3,7 +3,7 @@ import type { AppConfig, MailboxConfig, PostroomConfig } from './config/index.js
 import { loadConfig } from './config/index.js';
 import { createAppTokenProvider, type TokenProvider } from './auth/token-provider.js';
 import { protocolTokenGetter } from './auth/protocol-token.js';
-import { createAppCredential } from './auth/credentials.js';
+import { createAppCredential, type AppCredential } from './auth/credentials.js';
 import { createStorageClients, storageCredential, type StorageClients } from './storage.js';
 import { createTableStateStore } from './checkpoint/table-state.js';
 import { consoleLogger, type Logger } from './logger.js';
@@ -30,6 +30,8 @@ export interface Runtime {
   readonly state: StateStore;
   /** The app's token provider (one per app per process). */
   tokens(app: AppConfig): TokenProvider;
+  /** The app's credential behind its token provider (the same instance: a Key Vault read here is cached for it). */
+  credential(app: AppConfig): AppCredential;
   /** The mailbox's source, picked by protocol; the token getter is checked for the protocol's role. */
   source(mailbox: MailboxConfig, logger?: Logger, hooks?: SourceHooks): Promise<MailSource>;
   /** The pooled sender for `from` over the app's SMTP endpoint (one per app and sender per process). */
@@ -78,18 +80,7 @@ export function createRuntime(o: CreateRuntimeOptions): Runtime {
   const logger = o.logger ?? consoleLogger({ level: config.logLevel, prefix: 'postroom' });
   for (const w of config.warnings) logger.warn(w);
   const storage = createStorageClients(config.storage);
-  const providers = new Map<string, TokenProvider>();
-  const tokens = (app: AppConfig): TokenProvider => {
-    let p = providers.get(app.name);
-    if (!p) {
-      const ca = trustedCas(config.ca);
-      const clientOptions = o.secretClientOptions ?? (ca ? { tlsOptions: { ca } } : undefined);
-      const credential = createAppCredential(app, { logger, credential: o.credential ?? storageCredential(config.storage), clientOptions });
-      p = createAppTokenProvider(app, { credential, logger, ca: config.ca });
-      providers.set(app.name, p);
-    }
-    return p;
-  };
+  const { tokens, credentialOf } = createAppAuth(config, o, logger);
   const senders = createSenderPool(config, tokens, logger);
   const state = createTableStateStore(() => storage.table(config.storage.stateTable));
   return {
@@ -99,11 +90,12 @@ export function createRuntime(o: CreateRuntimeOptions): Runtime {
     storage,
     state,
     tokens,
+    credential: credentialOf,
     async source(mailbox, log = logger, hooks = {}) {
       const createSource = await SOURCES[mailbox.protocol]();
       const subject = `mailbox ${mailbox.address} via ${mailbox.host}:${mailbox.port}`;
       return createSource(mailbox, {
-        getToken: protocolTokenGetter(tokens(mailbox.app).getToken, mailbox.protocol, subject),
+        getToken: protocolTokenGetter(tokens(mailbox.app).getToken, { protocol: mailbox.protocol, app: mailbox.app, mailbox: mailbox.address, subject }),
         state,
         logger: log,
         ca: config.ca,
@@ -118,6 +110,31 @@ export function createRuntime(o: CreateRuntimeOptions): Runtime {
   };
 }
 
+/** One credential and one token provider per app per process. */
+function createAppAuth(config: PostroomConfig, o: CreateRuntimeOptions, logger: Logger) {
+  const providers = new Map<string, TokenProvider>();
+  const credentials = new Map<string, AppCredential>();
+  const credentialOf = (app: AppConfig): AppCredential => {
+    let c = credentials.get(app.name);
+    if (!c) {
+      const ca = trustedCas(config.ca);
+      const clientOptions = o.secretClientOptions ?? (ca ? { tlsOptions: { ca } } : undefined);
+      c = createAppCredential(app, { logger, credential: o.credential ?? storageCredential(config.storage), clientOptions });
+      credentials.set(app.name, c);
+    }
+    return c;
+  };
+  const tokens = (app: AppConfig): TokenProvider => {
+    let p = providers.get(app.name);
+    if (!p) {
+      p = createAppTokenProvider(app, { credential: credentialOf(app), logger, ca: config.ca });
+      providers.set(app.name, p);
+    }
+    return p;
+  };
+  return { tokens, credentialOf };
+}
+
 /** One pooled SMTP sender per (app, sender, endpoint): Exchange counts connections per mailbox. */
 function createSenderPool(config: PostroomConfig, tokens: (app: AppConfig) => TokenProvider, logger: Logger) {
   const pool = new Map<string, Promise<SmtpSender>>();
@@ -129,7 +146,7 @@ function createSenderPool(config: PostroomConfig, tokens: (app: AppConfig) => To
       let sender = pool.get(key);
       if (!sender) {
         const subject = `${from} via SMTP ${host}:${port}`;
-        const getToken = protocolTokenGetter(tokens(app).getToken, 'smtp', subject);
+        const getToken = protocolTokenGetter(tokens(app).getToken, { protocol: 'smtp', app, mailbox: from, subject });
         sender = import('./notify/smtp.js').then((m) =>
           m.createSmtpSender(
             { endpoint: { host, port }, from, getToken, ca: config.ca, connectTimeoutMs: config.poll.connectTimeoutMs, logger, fixContext: fixContextOf(app, { mailbox: from, from, protocol: 'smtp' }) },

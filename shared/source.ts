@@ -34,6 +34,8 @@ export interface MailSession {
   readonly validity: string;
   /** Set when the source had to resync (e.g. UIDVALIDITY changed); carried on every message delivered. */
   readonly resync?: { readonly reason: string; readonly previousValidity?: string };
+  /** What the server said about the folder when it was opened (the doctor prints it). */
+  readonly stats?: FolderStats;
   /** Undelivered messages, oldest first, in bounded batches. */
   batches(options?: { signal?: AbortSignal }): AsyncIterable<SourceMessage[]>;
   /**
@@ -56,6 +58,16 @@ export interface MailSession {
   close(): Promise<void>;
   /** Drops the connection, committing nothing further. Never throws. */
   abort(): void;
+}
+
+/** A folder's status at open. */
+export interface FolderStats {
+  /** Messages in the folder (IMAP EXISTS; POP3 the maildrop's count). */
+  readonly messages: number;
+  /** IMAP UIDNEXT, when the server sent it. */
+  readonly uidNext?: number;
+  /** Messages this source has not delivered yet (POP3: by UIDL; IMAP: not counted, undefined). */
+  readonly pending?: number;
 }
 
 /** One message a session offers, opened on demand. */

@@ -178,9 +178,9 @@ describe('postroom setup-script', () => {
     const help = await cli(['help', 'setup-script'], tmpdir(), {});
     assert.equal(help.code, 0);
     assert.match(help.stdout, /^postroom setup-script \[--format powershell\|bash\]/);
-    const doctor = await cli(['doctor'], tmpdir(), PRODUCTION);
-    assert.equal(doctor.code, 2);
-    assert.match(doctor.stderr, /not yet/);
+    const doctor = await cli(['help', 'doctor'], tmpdir(), {});
+    assert.equal(doctor.code, 0);
+    assert.match(doctor.stdout, /^postroom doctor \[--mailbox <id or address>\]/);
   });
 });
 

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { ERROR_CATALOG, PostroomError, withContext, type FixContext, type PostroomErrorCode } from '../shared/errors.js';
 import { loadConfig, type AppConfig } from '../shared/config/index.js';
 import { checkAppToken, inspectAppToken } from '../shared/auth/claims.js';
-import { requireRole } from '../shared/auth/jwt.js';
+import { protocolTokenGetter } from '../shared/auth/protocol-token.js';
 import { fixContextOf } from '../shared/diagnose/context.js';
 import { narrowAuthRefusal, type AuthProbes, type ProbeOutcome } from '../shared/diagnose/narrow.js';
 import { droppedAfterLogin } from '../shared/diagnose/connection.js';
@@ -182,9 +182,15 @@ describe('checkAppToken: each mismatch its own code', () => {
       assert.ok(err.fix.includes(`--api-permissions 7146a1f0-8703-45b3-9eae-527a64c00995=Role`), err.fix);
       assert.ok(err.fix.includes(`az ad app permission admin-consent --id ${APP_ID}`), err.fix);
     }
-    // The wrapper kept for current callers: role only, protocol-specific fix.
-    assert.throws(() => requireRole(good({ roles: [] }), 'POP.AccessAsApp', MBX), (e: PostroomError) => e.code === 'MissingRole' && /POP\.AccessAsApp/.test(e.fix));
-    assert.doesNotThrow(() => requireRole(good(), 'IMAP.AccessAsApp', MBX));
+  });
+
+  it('the transports\' token getter runs every check, with the mailbox and app filled into the fix', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const fresh = (over: Record<string, unknown> = {}) => good({ iat: now - 10, nbf: now - 10, exp: now + 3600, ...over });
+    const getter = (token: string) => protocolTokenGetter(async () => ({ token, expiresOn: new Date((now + 3600) * 1000) }), { protocol: 'pop3', app, mailbox: MBX, subject: `mailbox ${MBX}` });
+    await assert.rejects(getter(fresh({ roles: [] }))(), (e: PostroomError) => e.code === 'MissingRole' && /POP\.AccessAsApp/.test(e.fix));
+    await assert.rejects(getter(fresh({ tid: '0b0b0b0b-0000-4000-8000-000000000bad' }))(), (e: PostroomError) => e.code === 'WrongTenant' && e.fix.includes(APP_ID) && e.message.includes(MBX));
+    assert.equal((await getter(fresh())()).expiresOn.getTime(), (now + 3600) * 1000);
   });
 
   it('lists every problem, most telling first', () => {

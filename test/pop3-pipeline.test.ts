@@ -1,3 +1,4 @@
+import type { PostroomError } from '../shared/errors.js';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -100,7 +101,9 @@ describe('POP3 pipeline against Dovecot POP3 with app-token checks', () => {
   test('mailbox not granted to the app → AuthenticationFailed with the admin steps; nothing delivered', async () => {
     const rt = await stack.runtime([pop(MAILBOXES.ungranted)], { env: { POSTROOM_OUTPUT_QUEUE: 'out-pop-grant' } });
     const r = await pollMailbox(rt, rt.config.mailboxes[0]!);
-    assert.equal(r.error?.code, 'AuthenticationFailed');
+    // The refusal, narrowed down by the poll: the sandbox refuses an ungranted mailbox over every protocol.
+    assert.equal((r.error?.cause as PostroomError | undefined)?.code, 'AuthenticationFailed');
+    assert.equal(r.error?.code, 'ServicePrincipalNotRegistered');
     assert.match(r.error!.message, /Add-MailboxPermission/);
     assert.equal((await stack.queueMessages('out-pop-grant')).length, 0);
   });
@@ -110,8 +113,10 @@ describe('POP3 pipeline against Dovecot POP3 with app-token checks', () => {
     proxy.setDefault({ replies: [{ match: /^\+OK Logged in\.?$/, replace: EXCHANGE.pop3AuthFailed }] });
     const before = proxy.connections;
     const r = await pollMailbox(rt, rt.config.mailboxes[0]!).finally(() => proxy.setDefault({}));
-    assert.equal(proxy.connections - before, 2, 'one retry with a fresh token');
-    assert.equal(r.error?.code, 'AuthenticationFailed');
+    assert.equal(proxy.connections - before, 3, 'one retry with a fresh token, then the diagnosis\' POP probe');
+    // IMAP (not behind the proxy) opens the mailbox with the same token: the poll's diagnosis says POP is off.
+    assert.equal((r.error?.cause as PostroomError | undefined)?.code, 'AuthenticationFailed');
+    assert.equal(r.error?.code, 'ProtocolDisabled');
     assert.match(r.error!.responseText ?? '', /unknown user name or bad password/);
   });
 

@@ -10,7 +10,7 @@ const COMMANDS: Record<string, { load: () => Promise<Command>; usage: () => Prom
   poll: { load: async () => (await import('./poll.js')).pollCommand, usage: async () => (await import('./poll.js')).POLL_USAGE },
   status: { load: async () => (await import('./status.js')).statusCommand, usage: async () => (await import('./status.js')).STATUS_USAGE },
   poison: { load: async () => (await import('./poison.js')).poisonCommand, usage: async () => (await import('./poison.js')).POISON_USAGE },
-  doctor: { load: async () => doctorStub, usage: async () => 'postroom doctor\n  Checks the setup layer by layer (not yet available).' },
+  doctor: { load: async () => (await import('./doctor.js')).doctorCommand, usage: async () => (await import('./doctor.js')).DOCTOR_USAGE },
 };
 
 const USAGE = `Usage: postroom [--settings <local.settings.json>] [--verbose] <command> [options]
@@ -20,17 +20,12 @@ Commands:
   poll           poll the mailboxes once (--once) or repeatedly, with a summary
   status         last poll, result, lag, counts and last error of every mailbox
   poison         list, show, replay or purge the jobs and notifications poison queues
-  doctor         layer-by-layer setup check (not yet available)
+  doctor         layer-by-layer setup check (settings, Key Vault, token, mail servers, SMTP, storage)
 
 Settings come from the environment; a setting absent there is read from local.settings.json's "Values"
 (./local.settings.json, or --settings <file>), as \`func start\` does.
 Exit codes: 0 ok, 1 failures, 2 bad settings or usage.
 \`postroom <command> --help\` describes a command.`;
-
-async function doctorStub(_args: string[], ctx: CliContext): Promise<number> {
-  ctx.err('postroom doctor: not yet');
-  return EXIT.usage;
-}
 
 /**
  * Runs one command line and returns its exit code; never throws for bad

@@ -40,6 +40,8 @@ function printStatus(mailboxes: readonly MailboxStatusEntry[], ctx: CliContext):
     const fix = m.lastErrorFix ? ` Fix: ${m.lastErrorFix}` : '';
     const message = fix && m.status!.lastError?.endsWith(fix) ? m.status!.lastError.slice(0, -fix.length) : m.status!.lastError;
     ctx.out(`${m.id}: ${m.status!.lastErrorCode}: ${message}`);
+    const d = m.lastDiagnosis;
+    if (d) ctx.out(`  diagnosis (${d.at.replace(/\.\d+Z$/, 'Z')}): ${d.code} (${d.confidence}): ${d.cause}`);
     if (m.lastErrorFix) ctx.out(`  fix: ${m.lastErrorFix}`);
   }
   if (!mailboxes.length) ctx.out('(no mailboxes configured)');

@@ -178,6 +178,9 @@ function diagnosis(o: NarrowAuthRefusalOptions, code: PostroomErrorCode, cause: 
   const error = new PostroomError(code, `${cause} (${confidence})`, {
     subject: `${o.mailbox} (app ${o.app.clientId})`,
     context: fixContextOf(o.app, { mailbox: o.mailbox, protocol }),
+    // The server's own words stay on the diagnosed error.
+    responseText: o.error?.responseText,
+    serverResponseCode: o.error?.serverResponseCode,
     cause: o.error,
   });
   return { code, cause, fix: error.fix, confidence, evidence, error };

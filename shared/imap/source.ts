@@ -51,6 +51,7 @@ async function selectFolder(session: ImapSession, deps: SourceDeps): Promise<Mai
     folder: mailbox.folder,
     validity: uidValidity,
     resync: position.resync,
+    stats: { messages: box.exists, ...(uidNext > 0 ? { uidNext } : {}) },
     async *batches(bopts = {}) {
       // UIDNEXT from SELECT says whether anything arrived: an idle poll costs no SEARCH.
       if (uidNext > 0 && uidNext <= checkpoint.lastUid + 1) return;

@@ -76,6 +76,12 @@ export interface SmtpSender {
   /** Sends one message, paced and pooled; refreshes the token and tries once more when AUTH is refused. Throws a mapped PostroomError. */
   send(mail: OutgoingMail, options?: { signal?: AbortSignal; logger?: Logger }): Promise<SendResult>;
   /** Closes the pooled connections; a later send opens a new pool. */
+  /**
+   * Connects as `send` would (EHLO, STARTTLS, AUTH XOAUTH2 as `from`) on a
+   * connection of its own, sends nothing, and quits (the doctor). Refused
+   * once, it retries with a fresh token, as `send` does.
+   */
+  verify(options?: { signal?: AbortSignal }): Promise<{ tries: number }>;
   close(): void;
 }
 
@@ -113,8 +119,32 @@ export async function createSmtpSender(deps: SmtpSenderDeps, options: SmtpSender
         }
       }
     },
+    async verify(o = {}) {
+      for (let tries = 1; ; tries++) {
+        const token = await deps.getToken({ renew: tries > 1, signal: o.signal });
+        try {
+          await verifyOnce(deps, options, token);
+          return { tries };
+        } catch (e) {
+          const err = deps.fixContext ? withContext<PostroomError>(mapSmtpError(e, subject), deps.fixContext) : mapSmtpError(e, subject);
+          if (err.code === 'AuthenticationFailed' && tries === 1) continue;
+          throw err;
+        }
+      }
+    },
     close: pool.close,
   };
+}
+
+/** The sender's own transport settings, unpooled, for one EHLO/STARTTLS/AUTH/QUIT. */
+async function verifyOnce(deps: SmtpSenderDeps, options: SmtpSenderOptions, token: AccessToken): Promise<void> {
+  const nodemailer = await import('nodemailer');
+  const transport = nodemailer.createTransport({ ...(transportOptions(deps, options, () => token) as object), pool: false } as Parameters<typeof nodemailer.createTransport>[0]);
+  try {
+    await transport.verify();
+  } finally {
+    transport.close();
+  }
 }
 
 function toNodemailer(from: string, mail: OutgoingMail) {

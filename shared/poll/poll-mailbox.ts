@@ -9,6 +9,8 @@ import { getMetrics, lagTracker } from '../telemetry/index.js';
 import { startPollClock, type PollClock } from './deadline.js';
 import { asPostroomError } from './poll-errors.js';
 import { runSessions } from './sessions.js';
+import { diagnoseRefusal } from './diagnose-refusal.js';
+import type { Diagnosis } from '../diagnose/narrow.js';
 
 /** Options of {@link pollMailbox}. */
 export interface PollMailboxOptions {
@@ -38,6 +40,8 @@ export interface PollResult {
    */
   stopped?: PostroomError;
   /** The status row as recorded after this poll; absent when leased, or when recording it failed (logged). */
+  /** A refused login narrowed down (then `error` is the diagnosis' error, the refusal its `cause`). */
+  diagnosis?: Diagnosis;
   status?: MailboxStatus;
   /** Wall time of the poll in milliseconds, lease to status. */
   durationMs: number;
@@ -93,13 +97,16 @@ export async function pollMailbox(runtime: Runtime, mailbox: MailboxConfig, opti
   } finally {
     clock.dispose();
   }
-  const status = await saveStatus(runtime, mailbox, { delivered: delivered.length, durationMs: Date.now() - started, error, stopped }, log);
+  // Exchange's bare "AUTHENTICATE failed": the other protocols tell which admin step is missing.
+  const diagnosis = error ? await diagnoseRefusal(runtime, mailbox, error, { logger: log }) : undefined;
+  if (diagnosis) error = diagnosis.error;
+  const status = await saveStatus(runtime, mailbox, { delivered: delivered.length, durationMs: Date.now() - started, error, stopped, diagnosis }, log);
   const durationMs = Date.now() - started;
   getMetrics().pollFinished(mailbox.id, { durationMs, outcome: error ? 'failed' : 'ok', code: error?.code, lagMs: lag.lagMs(runtime.now()) });
   if (error) log.error(`poll failed: ${error.message}`, { mailbox: mailbox.id, code: error.code, delivered: delivered.length, durationMs });
   else if (stopped) log.warn(`poll ended early: ${stopped.message}`, { mailbox: mailbox.id, code: stopped.code, delivered: delivered.length, durationMs });
   else log.info('poll done', { mailbox: mailbox.id, delivered: delivered.length, durationMs });
-  return { mailbox: mailbox.id, outcome: error ? 'failed' : 'ok', delivered, error, stopped, status, durationMs };
+  return { mailbox: mailbox.id, outcome: error ? 'failed' : 'ok', delivered, error, stopped, diagnosis, status, durationMs };
 }
 
 /** The mailbox's lease, or undefined when another instance holds it. Storage not answering is a coded error. */
@@ -120,16 +127,20 @@ async function takeLease(runtime: Runtime, mailbox: MailboxConfig, clock: PollCl
 async function saveStatus(
   runtime: Runtime,
   mailbox: MailboxConfig,
-  o: { delivered: number; durationMs: number; error?: PostroomError; stopped?: PostroomError },
+  o: { delivered: number; durationMs: number; error?: PostroomError; stopped?: PostroomError; diagnosis?: Diagnosis },
   log: Logger,
 ): Promise<MailboxStatus | undefined> {
   try {
     const outcome = o.error
-      ? { ok: false as const, delivered: o.delivered, durationMs: o.durationMs, code: o.error.code, message: o.error.message }
+      ? { ok: false as const, delivered: o.delivered, durationMs: o.durationMs, code: o.error.code, message: o.error.message, diagnosis: diagnosisOf(o.diagnosis) }
       : { ok: true as const, delivered: o.delivered, durationMs: o.durationMs, stoppedCode: o.stopped?.code, stoppedMessage: o.stopped?.message };
     return await recordStatus(runtime.state, mailbox, runtime.now(), outcome);
   } catch (e) {
     log.warn('poll status could not be recorded', { mailbox: mailbox.id, error: e as Error });
     return undefined;
   }
+}
+
+function diagnosisOf(d: Diagnosis | undefined) {
+  return d ? { code: d.code, cause: d.cause, fix: d.fix, confidence: d.confidence } : undefined;
 }

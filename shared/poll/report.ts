@@ -1,6 +1,6 @@
+import type { AppConfig, MailboxConfig } from '../config/index.js';
 import { fixContextOfMailbox } from '../diagnose/context.js';
 import type { Runtime } from '../runtime.js';
-import type { AppConfig } from '../config/index.js';
 import type { CredentialInfo, CredentialKind } from '../auth/credentials.js';
 import { ERROR_CATALOG, isPostroomError, type PostroomError, type PostroomErrorCode } from '../errors.js';
 import { readStatus, type MailboxStatus } from '../status/index.js';
@@ -19,8 +19,10 @@ export interface MailboxStatusEntry {
   status: MailboxStatus | null;
   /** Seconds since the last successful poll; null when there was none. */
   lagSeconds: number | null;
-  /** The admin step that fixes the last error (from the error catalog); null when none. */
+  /** The admin step that fixes the last error (the diagnosis' when it made that error, else the error catalog's); null when none. */
   lastErrorFix: string | null;
+  /** The last refused login narrowed down (shared/diagnose); null when none was made. */
+  lastDiagnosis: { code: string; cause: string; fix: string; confidence: string; at: string } | null;
 }
 
 /** One configured app's credential in the status report: its kind and expiry, never the credential itself. */
@@ -38,6 +40,8 @@ export interface AppCredentialEntry {
   note: string;
   /** Hex SHA-256 thumbprint of the certificate in use (certificate apps, once read). */
   thumbprintSha256?: string;
+  /** Whether it expires within 30 days or has expired (rotate it); null when not known. */
+  expiring: boolean | null;
 }
 
 /** The status function's body when the settings are valid. */
@@ -84,7 +88,6 @@ export async function mailboxStatusReport(runtime: Runtime, options: StatusRepor
   const mailboxes = await Promise.all(
     runtime.config.mailboxes.map(async (m): Promise<MailboxStatusEntry> => {
       const status = (await readStatus(runtime.state, m)) ?? null;
-      const code = status?.lastErrorCode as PostroomErrorCode | null | undefined;
       return {
         id: m.id,
         address: m.address,
@@ -92,12 +95,25 @@ export async function mailboxStatusReport(runtime: Runtime, options: StatusRepor
         folder: m.folder,
         status,
         lagSeconds: status?.lastSuccessAt ? Math.max(0, Math.round((now.getTime() - Date.parse(status.lastSuccessAt)) / 1000)) : null,
-        lastErrorFix: (code && ERROR_CATALOG[code]?.fix(fixContextOfMailbox(m))) || null,
+        lastErrorFix: lastErrorFix(m, status),
+        lastDiagnosis: lastDiagnosis(status),
       };
     }),
   );
   return { generatedAt: now.toISOString(), mailboxes, apps: await apps };
 }
+
+function lastErrorFix(m: MailboxConfig, status: MailboxStatus | null): string | null {
+  const code = status?.lastErrorCode as PostroomErrorCode | null | undefined;
+  if (code && status?.lastDiagnosisFix && status.lastDiagnosisCode === code) return status.lastDiagnosisFix;
+  return (code && ERROR_CATALOG[code]?.fix(fixContextOfMailbox(m))) || null;
+}
+
+function lastDiagnosis(s: MailboxStatus | null): MailboxStatusEntry['lastDiagnosis'] {
+  if (!s?.lastDiagnosisCode) return null;
+  return { code: s.lastDiagnosisCode, cause: s.lastDiagnosisCause ?? '', fix: s.lastDiagnosisFix ?? '', confidence: s.lastDiagnosisConfidence ?? '', at: s.lastDiagnosisAt ?? '' };
+}
+
 
 /** Every configured app's credential kind and expiry (read first unless `readCredentials` is false). */
 export async function appCredentialReport(runtime: Runtime, options: StatusReportOptions = {}): Promise<AppCredentialEntry[]> {
@@ -132,6 +148,11 @@ async function readCredential(getToken: () => Promise<unknown>, timeoutMs: numbe
 
 /** The entry from what the credential knows: expired → error, under 30 days → warning. */
 export function credentialEntry(app: AppConfig, info: CredentialInfo, now: Date, read?: CredentialRead): AppCredentialEntry {
+  const entry = credentialState(app, info, now, read);
+  return { ...entry, expiring: entry.state === 'unknown' ? null : entry.state !== 'ok' };
+}
+
+function credentialState(app: AppConfig, info: CredentialInfo, now: Date, read?: CredentialRead): Omit<AppCredentialEntry, 'expiring'> {
   const base = { name: app.name, clientId: app.clientId, kind: info.kind, ...(info.thumbprintSha256 ? { thumbprintSha256: info.thumbprintSha256 } : {}) };
   if (info.kind === 'federated') return { ...base, expiresOn: null, daysLeft: null, state: 'ok', note: 'federated credential: nothing stored, nothing expires' };
   const failed = read?.outcome === 'failed' ? ` (token request failed: ${read.code})` : '';

@@ -193,6 +193,7 @@ function createSession(o: Pop3SourceOptions, client: Pop3Client, maildrop: Maild
   return {
     folder: 'INBOX',
     validity: 'pop3',
+    stats: { messages: maildrop.entries.length, pending: pending.length },
     async *batches(opts = {}) {
       // Delete mode: what an earlier session delivered but could not delete (it died before QUIT) goes first.
       if (o.postAction === 'delete') await dele(delivered.stillOnServer(), opts.signal);

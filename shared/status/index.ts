@@ -33,12 +33,26 @@ export interface MailboxStatus extends Record<string, string | number | boolean 
   lastStopCode: string | null;
   /** Message of that early stop (at most 2000 characters), or null. */
   lastStop: string | null;
+  /** The last refused login narrowed down (shared/diagnose): its code, cause, filled-in fix, confidence and time; null when none was made. */
+  lastDiagnosisCode: string | null;
+  lastDiagnosisCause: string | null;
+  lastDiagnosisFix: string | null;
+  lastDiagnosisConfidence: string | null;
+  lastDiagnosisAt: string | null;
+}
+
+/** A refusal narrowed down, as the status records it. */
+export interface StatusDiagnosis {
+  code: string;
+  cause: string;
+  fix: string;
+  confidence: string;
 }
 
 /** A poll's outcome as the status records it. */
 export type PollStatusOutcome =
   | { ok: true; delivered: number; durationMs: number; stoppedCode?: string; stoppedMessage?: string }
-  | { ok: false; delivered: number; durationMs: number; code: string; message: string };
+  | { ok: false; delivered: number; durationMs: number; code: string; message: string; diagnosis?: StatusDiagnosis };
 
 export async function readStatus(state: StateStore, mailbox: MailboxConfig): Promise<MailboxStatus | undefined> {
   return (await state.get<MailboxStatus>(mailbox.id, STATUS_KEY))?.value;
@@ -67,7 +81,22 @@ export async function recordStatus(
     lastSuccessAt: outcome.ok ? at.toISOString() : (prev?.lastSuccessAt ?? null),
     lastStopCode: outcome.ok ? (outcome.stoppedCode ?? null) : null,
     lastStop: outcome.ok ? (outcome.stoppedMessage?.slice(0, 2000) ?? null) : null,
+    ...diagnosisFields(prev, at, outcome.ok ? undefined : outcome.diagnosis),
   };
   await state.put(mailbox.id, STATUS_KEY, next);
   return next;
+}
+
+/** A new diagnosis replaces the last one; without one the last is kept (with its time). */
+function diagnosisFields(prev: MailboxStatus | undefined, at: Date, d: StatusDiagnosis | undefined): Pick<MailboxStatus, 'lastDiagnosisCode' | 'lastDiagnosisCause' | 'lastDiagnosisFix' | 'lastDiagnosisConfidence' | 'lastDiagnosisAt'> {
+  if (!d) {
+    return {
+      lastDiagnosisCode: prev?.lastDiagnosisCode ?? null,
+      lastDiagnosisCause: prev?.lastDiagnosisCause ?? null,
+      lastDiagnosisFix: prev?.lastDiagnosisFix ?? null,
+      lastDiagnosisConfidence: prev?.lastDiagnosisConfidence ?? null,
+      lastDiagnosisAt: prev?.lastDiagnosisAt ?? null,
+    };
+  }
+  return { lastDiagnosisCode: d.code, lastDiagnosisCause: d.cause.slice(0, 2000), lastDiagnosisFix: d.fix.slice(0, 4000), lastDiagnosisConfidence: d.confidence, lastDiagnosisAt: at.toISOString() };
 }

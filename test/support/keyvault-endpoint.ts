@@ -23,6 +23,11 @@ export interface KeyVaultEndpoint {
    * the same name then holds key + chain (PEM, or PKCS#12 base64 when `contentType` says so).
    */
   setCertificate(name: string, o: CertificateImport): void;
+  /**
+   * Denies every read with Key Vault's 403 ForbiddenByRbac (the caller's
+   * identity has no data-plane role on the vault), until called with false.
+   */
+  setDenied(denied: boolean): void;
   /** Successful secret reads so far, of one secret or of all. */
   reads(name?: string): number;
   stop(): Promise<void>;
@@ -89,6 +94,7 @@ export async function startKeyVault(o: KeyVaultOptions): Promise<KeyVaultEndpoin
   for (const [name, value] of Object.entries(o.secrets ?? {})) addVersion(name, value);
 
   let vaultUrl = '';
+  let denied = false;
   const attributes = (v: Version) => ({
     enabled: v.options.enabled ?? true,
     ...(v.options.notBefore ? { nbf: Math.floor(v.options.notBefore.getTime() / 1000) } : {}),
@@ -159,6 +165,14 @@ export async function startKeyVault(o: KeyVaultOptions): Promise<KeyVaultEndpoin
       return;
     }
 
+    if (denied) {
+      const caller = JSON.parse(Buffer.from(auth.slice(7).trim().split('.')[1] ?? '', 'base64url').toString('utf8') || '{}') as { appid?: string; azp?: string; oid?: string };
+      const message =
+        'Caller is not authorized to perform action on resource.\r\nIf role assignments, deny assignments or role definitions were changed recently, please observe propagation time.\r\n' +
+        `Caller: appid=${caller.appid ?? caller.azp ?? '?'};oid=${caller.oid ?? '?'}\r\nAction: 'Microsoft.KeyVault/vaults/secrets/getSecret/action'\r\nAssignment: (not found)\r\n`;
+      send(res, 403, { error: { code: 'Forbidden', message, innererror: { code: 'ForbiddenByRbac' } } });
+      return;
+    }
     const cm = /^\/certificates\/([0-9A-Za-z-]+)(?:\/([0-9a-f]*))?\/?$/.exec(url.pathname);
     if (cm && req.method === 'GET') {
       const list = secrets.get(cm[1]!.toLowerCase())?.filter((x) => x.cer);
@@ -236,6 +250,9 @@ export async function startKeyVault(o: KeyVaultOptions): Promise<KeyVaultEndpoin
   return {
     vaultUrl,
     setSecret: (name, value, options) => void addVersion(name, value, options),
+    setDenied(d) {
+      denied = d;
+    },
     setCertificate(name, c) {
       const pems = c.certificatePem.match(PEM_CERT) ?? [];
       if (!pems.length) throw new TypeError('setCertificate: certificatePem holds no certificate');
