@@ -73,7 +73,7 @@ async function nextAttempt(runtime: Runtime, mailbox: MailboxConfig, err: Postro
 async function oneSession(runtime: Runtime, mailbox: MailboxConfig, source: MailSource, targets: StorageTargets, ctx: SessionContext): Promise<void> {
   const { clock, log } = ctx;
   const signal = clock.signal;
-  const session = await source.open({ signal });
+  const session = await source.open({ signal, backoffBudgetMs: () => clock.remainingMs() });
   clock.progress();
   try {
     await pipelineBatches(session, {
