@@ -75,6 +75,16 @@ async function oneSession(runtime: Runtime, mailbox: MailboxConfig, source: Mail
   const signal = clock.signal;
   const session = await source.open({ signal, backoffBudgetMs: () => clock.remainingMs() });
   clock.progress();
+  // The test seam stands for a process that dies there: nothing may run after it, salvage included.
+  let crashed = false;
+  const crashSeam = async (done: readonly Delivered[]) => {
+    try {
+      await ctx.beforeAcknowledge?.(done);
+    } catch (e) {
+      crashed = true;
+      throw e;
+    }
+  };
   try {
     await pipelineBatches(session, {
       limit: runtime.config.poll.concurrency,
@@ -86,7 +96,7 @@ async function oneSession(runtime: Runtime, mailbox: MailboxConfig, source: Mail
         return d;
       },
       acknowledge: async (batch, done) => {
-        await ctx.beforeAcknowledge?.(done);
+        await crashSeam(done);
         signal.throwIfAborted();
         await session.acknowledge(batch, { signal });
         ctx.delivered.push(...done);
@@ -96,6 +106,7 @@ async function oneSession(runtime: Runtime, mailbox: MailboxConfig, source: Mail
       },
       // The session may be gone: record what is durable so a reconnect does not write it again.
       salvage: async (messages, done) => {
+        if (crashed) return;
         await session.checkpoint(messages);
         ctx.delivered.push(...done);
         for (const d of done) getMetrics().messageIngested(mailbox.id, d.size);
