@@ -75,9 +75,12 @@ describe('fault matrix (mail side): session faults', () => {
       assertActedOnlyOnQueued(await flagged(address), queued, `reset-imap poll ${i + 1}`);
     }
     assert.equal(polls.at(-1)?.outcome, 'ok', JSON.stringify(polls.map((p) => p.error?.message)));
+    // Each drop came after messages were durable: salvaged, so the same poll reconnects and finishes.
+    assert.equal(polls.length, 1, `one poll: ${JSON.stringify(polls.map((p) => p.error?.message))}`);
     const f = assertDelivery(sent, queued, 'reset-imap');
     assert.equal((await flagged(address)).length, sent.length, 'every message flagged \\Seen in the end');
-    assert.ok(f.duplicates <= 2 * (CONCURRENCY + READ_AHEAD * BATCH), `${f.duplicates} duplicates`);
+    // Per drop at most the deliveries in flight behind the first one not durable.
+    assert.ok(f.duplicates <= 2 * CONCURRENCY, `${f.duplicates} duplicates`);
     report('reset mid-FETCH (IMAP)', f, polls, rt.config.poll.deadlineSeconds);
   });
 
@@ -95,9 +98,12 @@ describe('fault matrix (mail side): session faults', () => {
       assertActedOnlyOnQueued(sent.filter((s) => !left.has(s)), queued, `reset-pop poll ${i + 1}`);
     }
     assert.equal(polls.at(-1)?.outcome, 'ok', JSON.stringify(polls.map((p) => p.error?.message)));
+    // Each drop came after messages were durable: salvaged, so the same poll reconnects and finishes.
+    assert.equal(polls.length, 1, `one poll: ${JSON.stringify(polls.map((p) => p.error?.message))}`);
     const f = assertDelivery(sent, queued, 'reset-pop');
     assert.equal((await storedMessages(stack, address)).length, 0, 'every message deleted in the end');
-    assert.ok(f.duplicates <= 2 * (CONCURRENCY + READ_AHEAD * BATCH), `${f.duplicates} duplicates`);
+    // Per drop at most the deliveries in flight behind the first one not durable.
+    assert.ok(f.duplicates <= 2 * CONCURRENCY, `${f.duplicates} duplicates`);
     report('reset mid-RETR (POP3)', f, polls, rt.config.poll.deadlineSeconds);
   });
 
