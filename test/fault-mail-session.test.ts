@@ -70,7 +70,7 @@ describe('fault matrix (mail side): session faults', () => {
     const polls: PollResult[] = [];
     const queued: QueuedMessage[] = [];
     for (let i = 0; i < 3 && !(polls.at(-1)?.outcome === 'ok'); i++) {
-      polls.push(await pollMailbox(rt, rt.config.mailboxes[0]!));
+      polls.push(await pollMailbox(rt, rt.config.mailboxes[0]));
       queued.push(...(await drainQueue(stack, 'out-reset-imap')));
       assertActedOnlyOnQueued(await flagged(address), queued, `reset-imap poll ${i + 1}`);
     }
@@ -92,7 +92,7 @@ describe('fault matrix (mail side): session faults', () => {
     const polls: PollResult[] = [];
     const queued: QueuedMessage[] = [];
     for (let i = 0; i < 3 && !(polls.at(-1)?.outcome === 'ok'); i++) {
-      polls.push(await pollMailbox(rt, rt.config.mailboxes[0]!));
+      polls.push(await pollMailbox(rt, rt.config.mailboxes[0]));
       queued.push(...(await drainQueue(stack, 'out-reset-pop')));
       const left = new Set((await storedMessages(stack, address)).map((m) => m.subject));
       assertActedOnlyOnQueued(sent.filter((s) => !left.has(s)), queued, `reset-pop poll ${i + 1}`);
@@ -115,7 +115,7 @@ describe('fault matrix (mail side): session faults', () => {
     const connections = imapProxy.connections;
     let r: PollResult;
     try {
-      r = await pollMailbox(rt, rt.config.mailboxes[0]!);
+      r = await pollMailbox(rt, rt.config.mailboxes[0]);
     } finally {
       imapProxy.setDefault({});
     }
@@ -130,7 +130,7 @@ describe('fault matrix (mail side): session faults', () => {
     assert.ok(f.duplicates <= bound, `${f.duplicates} duplicates > in-flight bound ${bound}`);
     assert.ok(sessions >= 3, `the server dropped the session ${sessions} times`);
     assert.equal((await flagged(address)).length, sent.length, 'post-actions of salvaged batches applied by the next session');
-    const cp = (await rt.state.get<any>(rt.config.mailboxes[0]!.id, CHECKPOINT_KEY))?.value;
+    const cp = (await rt.state.get<any>(rt.config.mailboxes[0].id, CHECKPOINT_KEY))?.value;
     assert.equal(cp?.pendingPostAction, '');
     report('BYE every 3 FETCHes', f, [r], rt.config.poll.deadlineSeconds, `${sessions} sessions, queue writes ${queued.length} for ${sent.length} keys`);
   });
@@ -140,7 +140,7 @@ describe('fault matrix (mail side): session faults', () => {
     const rt = await runtimeFor('throttle-short', { address, protocol: 'imap' }, imapProxy);
     const BACKOFF = 1500;
     imapProxy.next({ commands: [{ match: /^\S+ UID FETCH .*BODY\.PEEK\[\]/i, nth: 2, times: 1, reply: [`{tag} ${EXCHANGE.throttled(BACKOFF)}`] }] });
-    const r = await pollMailbox(rt, rt.config.mailboxes[0]!);
+    const r = await pollMailbox(rt, rt.config.mailboxes[0]);
     assert.equal(r.outcome, 'ok', r.error?.message);
     assert.equal(r.stopped, undefined);
     assert.ok(r.durationMs >= BACKOFF, `the back-off was waited (${r.durationMs} ms)`);
@@ -155,7 +155,7 @@ describe('fault matrix (mail side): session faults', () => {
     const rt = await runtimeFor('throttle-long', { address, protocol: 'imap', postAction: 'seen' }, imapProxy, { POSTROOM_POLL_DEADLINE_SECONDS: '5', POSTROOM_JOBS_QUEUE: jobsQueue });
     const BACKOFF = 60_000;
     imapProxy.next({ commands: [{ match: /^\S+ UID FETCH .*BODY\.PEEK\[\]/i, nth: 2, times: 1, reply: [`{tag} ${EXCHANGE.throttled(BACKOFF)}`] }] });
-    const job = { schema: JOB_SCHEMA, mailboxId: rt.config.mailboxes[0]!.id, scheduledAt: new Date().toISOString() };
+    const job = { schema: JOB_SCHEMA, mailboxId: rt.config.mailboxes[0].id, scheduledAt: new Date().toISOString() };
     const t0 = Date.now();
     const r = await handlePollJob(rt, job);
     const took = Date.now() - t0;
@@ -168,14 +168,14 @@ describe('fault matrix (mail side): session faults', () => {
     const queued = await drainQueue(stack, 'out-throttle-long');
     assertActedOnlyOnQueued(await flagged(address), queued, 'throttle-long');
     // The next poll (the server no longer throttling) finishes the mailbox.
-    const r2 = await pollMailbox(rt, rt.config.mailboxes[0]!);
+    const r2 = await pollMailbox(rt, rt.config.mailboxes[0]);
     assert.equal(r2.outcome, 'ok', r2.error?.message);
     queued.push(...(await drainQueue(stack, 'out-throttle-long')));
     const f = assertDelivery(sent, queued, 'throttle-long');
     // What was written before the throttle was checkpointed without the session (not written again).
     assert.equal(f.duplicates, 0);
     assert.equal((await flagged(address)).length, sent.length);
-    report('throttled, back-off > time left', f, [r!, r2], 5, `back-off ${secs(BACKOFF)} s, stopped ${r?.stopped?.code} after ${secs(took)} s, job re-queued`);
+    report('throttled, back-off > time left', f, [r, r2], 5, `back-off ${secs(BACKOFF)} s, stopped ${r?.stopped?.code} after ${secs(took)} s, job re-queued`);
   });
 
   test('UIDVALIDITY changes between two sessions of one poll: the resync is flagged, 0 lost, same-key duplicates', async () => {
@@ -184,7 +184,7 @@ describe('fault matrix (mail side): session faults', () => {
     // The first session dies at its 3rd UID FETCH; before the reconnect, UIDVALIDITY changes.
     imapProxy.next({ commands: [{ match: /^\S+ UID FETCH /i, nth: 3, times: 1, reply: [EXCHANGE.imapTokenExpired], close: true }] });
     let changed = false;
-    const r = await pollMailbox(rt, rt.config.mailboxes[0]!, {
+    const r = await pollMailbox(rt, rt.config.mailboxes[0], {
       beforeAcknowledge: async () => {
         if (changed) return;
         changed = true;
@@ -199,7 +199,7 @@ describe('fault matrix (mail side): session faults', () => {
     // Two validities: a message re-read after the change has a new key, and says so (resync).
     const byValidity = assertResyncDelivery(sent, queued);
     assert.ok(rt.log.lines.some((l) => /UIDVALIDITY changed/.test(l)));
-    const again = await pollMailbox(rt, rt.config.mailboxes[0]!);
+    const again = await pollMailbox(rt, rt.config.mailboxes[0]);
     assert.equal(again.delivered.length, 0, 'settled after the resync');
     report('UIDVALIDITY change mid-poll', byValidity, [r], rt.config.poll.deadlineSeconds, `${resynced.length} re-read flagged resync`);
   });
@@ -208,11 +208,11 @@ describe('fault matrix (mail side): session faults', () => {
     const { address, sent } = await mailbox('two-pollers', 80);
     const rt1 = await runtimeFor('two-pollers', { address, protocol: 'imap', postAction: 'seen' });
     const rt2 = await runtimeFor('two-pollers', { address, protocol: 'imap', postAction: 'seen' });
-    const [a, b] = await Promise.all([pollMailbox(rt1, rt1.config.mailboxes[0]!), pollMailbox(rt2, rt2.config.mailboxes[0]!)]);
+    const [a, b] = await Promise.all([pollMailbox(rt1, rt1.config.mailboxes[0]), pollMailbox(rt2, rt2.config.mailboxes[0])]);
     assert.deepEqual([a.outcome, b.outcome].sort(), ['leased', 'ok']);
     // The lease was released: the loser's next poll goes on (nothing left to do).
     const loser = a.outcome === 'leased' ? { rt: rt1, r: a } : { rt: rt2, r: b };
-    const next = await pollMailbox(loser.rt, loser.rt.config.mailboxes[0]!);
+    const next = await pollMailbox(loser.rt, loser.rt.config.mailboxes[0]);
     assert.equal(next.outcome, 'ok');
     assert.equal(next.delivered.length, 0);
     const queued = await drainQueue(stack, 'out-two-pollers');
@@ -225,14 +225,14 @@ describe('fault matrix (mail side): session faults', () => {
   test('the deadline: a slow server, POSTROOM_POLL_DEADLINE_SECONDS=5 → stops by deadline + grace, checkpoint advanced, DeadlineReached recorded, lease released, the next poll goes on', async () => {
     const { address, sent } = await mailbox('deadline', 150);
     const rt = await runtimeFor('deadline', { address, protocol: 'imap', postAction: 'seen' }, imapProxy, { POSTROOM_POLL_DEADLINE_SECONDS: '5' });
-    const mb = rt.config.mailboxes[0]!;
+    const mb = rt.config.mailboxes[0];
     // Every body FETCH answered 1 s late: 15 batches take ~15 s, three times the deadline.
     imapProxy.setDefault({ commands: [{ match: /^\S+ UID FETCH .*BODY\.PEEK\[\]/i, delayMs: 1000 }] });
     const polls: PollResult[] = [];
     const queued: QueuedMessage[] = [];
     try {
       polls.push(await pollMailbox(rt, mb));
-      const first = polls[0]!;
+      const first = polls[0];
       assert.equal(first.outcome, 'ok', first.error?.message);
       assert.equal(first.stopped?.code, 'DeadlineReached');
       assert.ok(first.durationMs <= (5 + 30) * 1000, `${first.durationMs} ms`);
@@ -257,7 +257,7 @@ describe('fault matrix (mail side): session faults', () => {
     }
     const f = assertDelivery(sent, queued, 'deadline');
     assert.equal((await flagged(address)).length, sent.length);
-    report('deadline, slow server', f, polls, 5, `first poll stopped DeadlineReached after ${polls[0]!.delivered.length} messages`);
+    report('deadline, slow server', f, polls, 5, `first poll stopped DeadlineReached after ${polls[0].delivered.length} messages`);
   });
 });
 

@@ -34,7 +34,7 @@ async function main(): Promise<void> {
       return base.source(...args);
     },
   });
-  const mailbox = config.mailboxes[0]!;
+  const mailbox = config.mailboxes[0];
   const retryMs = Number(process.env.POSTROOM_CHILD_LEASE_RETRY_MS ?? 500);
   const until = Date.now() + Number(process.env.POSTROOM_CHILD_LEASE_WAIT_MS ?? 60_000);
   for (;;) {

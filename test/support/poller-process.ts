@@ -46,10 +46,10 @@ export function startPollerProcess(env: Record<string, string>): PollerProcess {
   const events: PollerEvent[] = [];
   const waiters: Array<{ pred: (e: PollerEvent) => boolean; resolve: (e: PollerEvent | undefined) => void }> = [];
   let err = '';
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+  child.stderr.setEncoding('utf8').on('data', (d: string) => {
     err = (err + d).slice(-20_000);
   });
-  createInterface({ input: child.stdout! }).on('line', (line) => {
+  createInterface({ input: child.stdout }).on('line', (line) => {
     let ev: PollerEvent;
     try {
       ev = { ...(JSON.parse(line) as PollerEvent), at: Date.now() - started };
