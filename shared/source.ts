@@ -4,6 +4,14 @@ import type { MailboxConfig } from './config/index.js';
 import type { Logger } from './logger.js';
 import type { StateStore } from './state.js';
 
+/** Options of {@link MailSource.open}. */
+export interface OpenSourceOptions {
+  /** Aborts the connection attempt, and later the session's pending commands (the poll's hard deadline). */
+  signal?: AbortSignal;
+  /** How long a server back-off may be waited (the poll's time left); a longer one ends the session as `Throttled` at once. */
+  backoffBudgetMs?: () => number;
+}
+
 /**
  * The seam between the pipeline and a mail protocol. IMAP and POP3 both
  * implement it; the pipeline (fetch -> parse -> blob/queue -> acknowledge)
@@ -19,7 +27,7 @@ export interface MailSource {
   /** Which protocol it speaks. */
   readonly protocol: 'imap' | 'pop3';
   /** Connects, authenticates and selects; reads the source's saved state. */
-  open(options?: { signal?: AbortSignal }): Promise<MailSession>;
+  open(options?: OpenSourceOptions): Promise<MailSession>;
 }
 
 /** One open session on a mailbox folder: what it holds and how to acknowledge it. */

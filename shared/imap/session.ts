@@ -7,6 +7,7 @@ import { caOption } from '../tls.js';
 import { droppedAfterLogin } from '../diagnose/connection.js';
 import { mapImapError } from './errors.js';
 import { applyLeanSession } from './lean-session.js';
+import { limitThrottleWaits, throttledError, type ThrottleState } from './throttle.js';
 
 /** One authenticated IMAP connection to one mailbox, and how to name it in errors. */
 export interface ImapSession {
@@ -31,21 +32,38 @@ export function imapSubject(mailbox: MailboxConfig): string {
  * Connects and authenticates with XOAUTH2. A cached token may have been
  * revoked or have expired early: one refusal is retried with a fresh token.
  */
-export async function openImapSession(mailbox: MailboxConfig, deps: SourceDeps, signal?: AbortSignal): Promise<ImapSession> {
+export async function openImapSession(mailbox: MailboxConfig, deps: SourceDeps, options: OpenImapSessionOptions = {}): Promise<ImapSession> {
   const subject = imapSubject(mailbox);
+  const throttle: ThrottleState = {};
+  const fail = (e: unknown) => (throttle.gaveUpMs !== undefined ? throttledError(throttle.gaveUpMs, subject, e) : mapImapError(e, subject));
   let client: ImapFlow;
   try {
-    client = await connect(mailbox, deps, subject, false, signal);
+    client = await connect(mailbox, deps, { renew: false, fail, throttle, ...options });
   } catch (e) {
     if (!isPostroomError(e, 'AuthenticationFailed')) throw e;
     deps.logger.info('IMAP authentication refused; retrying once with a fresh token', { mailbox: mailbox.address });
-    client = await connect(mailbox, deps, subject, true, signal);
+    client = await connect(mailbox, deps, { renew: true, fail, throttle, ...options });
   }
   // Every failure from here on is past login: a broken connection is a dropped session, not an unreachable server.
-  return { client, mailbox, logger: deps.logger, subject, fail: (e) => droppedAfterLogin(mapImapError(e, subject), { established: true }) };
+  return { client, mailbox, logger: deps.logger, subject, fail: (e) => droppedAfterLogin(fail(e), { established: true }) };
 }
 
-async function connect(mailbox: MailboxConfig, deps: SourceDeps, subject: string, renew: boolean, signal?: AbortSignal): Promise<ImapFlow> {
+/** Options of {@link openImapSession}. */
+export interface OpenImapSessionOptions {
+  /** Aborts the connection attempt. */
+  signal?: AbortSignal;
+  /** How long a server back-off may be waited (the poll's time left); a longer one fails the session as `Throttled` at once. */
+  backoffBudgetMs?: () => number;
+}
+
+interface ConnectOptions extends OpenImapSessionOptions {
+  renew: boolean;
+  fail: (e: unknown) => PostroomError;
+  throttle: ThrottleState;
+}
+
+async function connect(mailbox: MailboxConfig, deps: SourceDeps, o: ConnectOptions): Promise<ImapFlow> {
+  const { renew, signal } = o;
   const { token } = await deps.getToken({ renew, signal });
   const { ImapFlow } = await import('imapflow');
   const client = new ImapFlow({
@@ -65,6 +83,7 @@ async function connect(mailbox: MailboxConfig, deps: SourceDeps, subject: string
   client.on('error', (e: Error) => deps.logger.debug('imap connection error', { mailbox: mailbox.address, error: e }));
   // A poll needs neither the second ID, NAMESPACE, LIST nor LSUB: each is a round trip to Exchange.
   applyLeanSession(client, { folders: [mailbox.folder] });
+  if (o.backoffBudgetMs) limitThrottleWaits(client, o.backoffBudgetMs, o.throttle);
   if (deps.onCommand) countCommands(client, deps.onCommand);
   // imapflow's connect takes no signal: closing the client is how an abort reaches it.
   const onAbort = () => client.close();
@@ -75,7 +94,7 @@ async function connect(mailbox: MailboxConfig, deps: SourceDeps, subject: string
     return client;
   } catch (e) {
     client.close();
-    throw signal?.aborted ? (signal.reason as Error) : mapImapError(e, subject);
+    throw signal?.aborted ? (signal.reason as Error) : o.fail(e);
   } finally {
     signal?.removeEventListener('abort', onAbort);
   }

@@ -27,7 +27,11 @@ export const createSource: CreateSource = (mailbox: MailboxConfig, deps: SourceD
   protocol: 'imap',
   async open(options = {}) {
     options.signal?.throwIfAborted();
-    const session = await openImapSession(mailbox, deps, options.signal);
+    const session = await openImapSession(mailbox, deps, options);
+    // imapflow's commands take no signal: closing the client is how an abort reaches a pending one.
+    const onAbort = () => session.client.close();
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+    session.client.once('close', () => options.signal?.removeEventListener('abort', onAbort));
     try {
       return await selectFolder(session, deps);
     } catch (e) {

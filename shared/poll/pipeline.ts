@@ -40,17 +40,12 @@ interface Pending<R> {
 export async function pipelineBatches<R>(session: MailSession, o: PipelineOptions<R>): Promise<void> {
   const pool = new DeliveryPool(o.limit, o.deliver);
   const pending: Pending<R>[] = [];
-  let ackFailed = false;
   const ackOldest = async () => {
     const { batch, results } = pending[0]!;
     const done = successes(await results);
     if (done.length < batch.length) throw pool.firstFailure(await results);
-    try {
-      await o.acknowledge(batch, done);
-    } catch (e) {
-      ackFailed = true;
-      throw e;
-    }
+    // A batch whose acknowledgement fails stays pending: it is durable, so it is salvaged with the rest.
+    await o.acknowledge(batch, done);
     pending.shift();
   };
   try {
@@ -64,8 +59,8 @@ export async function pipelineBatches<R>(session: MailSession, o: PipelineOption
     pool.stop();
     // No delivery may outlive the session: the caller aborts the connection next.
     const settled = await Promise.all(pending.map((p) => p.results));
-    // A failed acknowledgement (the state store, or a crash seam) is not salvaged: only what the source lost.
-    if (!ackFailed) await salvage(pending, settled, o).catch(() => undefined);
+    // Also after a failed acknowledgement: a post-action on a dropped connection must not make later batches be written again.
+    await salvage(pending, settled, o).catch(() => undefined);
     throw e instanceof PipelineStopped ? pool.firstFailure(settled.flat()) : e;
   }
 }

@@ -81,8 +81,18 @@ async function oneSession(runtime: Runtime, mailbox: MailboxConfig, source: Mail
   const signal = clock.signal;
   // Nothing is in flight before the session is open: a server (or the vault, the login host) that has
   // not answered by the deadline ends the poll then, not at the deadline + grace.
-  const session = await source.open({ signal: clock.stop });
+  const session = await source.open({ signal: clock.stop, backoffBudgetMs: () => clock.remainingMs() });
   clock.progress();
+  // The test seam stands for a process that dies there: nothing may run after it, salvage included.
+  let crashed = false;
+  const crashSeam = async (done: readonly Delivered[]) => {
+    try {
+      await ctx.beforeAcknowledge?.(done);
+    } catch (e) {
+      crashed = true;
+      throw e;
+    }
+  };
   try {
     await pipelineBatches(session, {
       limit: runtime.config.poll.concurrency,
@@ -94,7 +104,7 @@ async function oneSession(runtime: Runtime, mailbox: MailboxConfig, source: Mail
         return d;
       },
       acknowledge: async (batch, done) => {
-        await ctx.beforeAcknowledge?.(done);
+        await crashSeam(done);
         signal.throwIfAborted();
         await session.acknowledge(batch, { signal });
         ctx.delivered.push(...done);
@@ -104,6 +114,7 @@ async function oneSession(runtime: Runtime, mailbox: MailboxConfig, source: Mail
       },
       // The session may be gone: record what is durable so a reconnect does not write it again.
       salvage: async (messages, done) => {
+        if (crashed) return;
         await session.checkpoint(messages);
         ctx.delivered.push(...done);
         for (const d of done) getMetrics().messageIngested(mailbox.id, d.size);
