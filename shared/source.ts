@@ -8,6 +8,8 @@ import type { StateStore } from './state.js';
 export interface OpenSourceOptions {
   /** Aborts the connection attempt, and later the session's pending commands (the poll's hard deadline). */
   signal?: AbortSignal;
+  /** Aborts the connection attempt only (the poll's soft deadline: a session not open by then is not worth opening). */
+  openBy?: AbortSignal;
   /** How long a server back-off may be waited (the poll's time left); a longer one ends the session as `Throttled` at once. */
   backoffBudgetMs?: () => number;
 }

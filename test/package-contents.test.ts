@@ -157,7 +157,8 @@ test('npm run package leaves out build output whose source is gone, and refuses 
     const out = join(tmp, 'deploy');
     const r = spawnSync(process.execPath, [join(root, 'scripts', 'package.mjs'), '--no-build', '--skip-dependencies', '--dist', dist, '--out', out], { cwd: root, encoding: 'utf8' });
     assert.equal(r.status, 0, r.stderr);
-    assert.match(r.stdout, /left out 2 stale file\(s\)/);
+    // A developer's dist/ may hold more stale output of its own; these two must be among what is left out.
+    assert.match(r.stdout, /left out \d+ stale file\(s\).*functions\/oldTrigger\.js.*shared\/gone\/old\.js/);
     const paths = publishedFiles(out).map((f) => f.path);
     assert.ok(!paths.includes('dist/functions/oldTrigger.js') && !paths.some((p) => p.startsWith('dist/shared/gone/')), 'stale output staged');
     assert.ok(paths.includes('dist/functions/pollMailbox.js') && paths.includes('dist/shared/runtime.js'));

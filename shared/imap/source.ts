@@ -26,8 +26,9 @@ const PREFETCH_LIMIT_BYTES = 1024 * 1024;
 export const createSource: CreateSource = (mailbox: MailboxConfig, deps: SourceDeps): MailSource => ({
   protocol: 'imap',
   async open(options = {}) {
-    options.signal?.throwIfAborted();
-    const session = await openImapSession(mailbox, deps, options);
+    const connectSignal = options.openBy && options.signal ? AbortSignal.any([options.signal, options.openBy]) : (options.openBy ?? options.signal);
+    connectSignal?.throwIfAborted();
+    const session = await openImapSession(mailbox, deps, { ...options, signal: connectSignal });
     // imapflow's commands take no signal: closing the client is how an abort reaches a pending one.
     const onAbort = () => session.client.close();
     options.signal?.addEventListener('abort', onAbort, { once: true });

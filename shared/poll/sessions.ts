@@ -81,7 +81,7 @@ async function oneSession(runtime: Runtime, mailbox: MailboxConfig, source: Mail
   const signal = clock.signal;
   // Nothing is in flight before the session is open: a server (or the vault, the login host) that has
   // not answered by the deadline ends the poll then, not at the deadline + grace.
-  const session = await source.open({ signal: clock.stop, backoffBudgetMs: () => clock.remainingMs() });
+  const session = await source.open({ signal, openBy: clock.stop, backoffBudgetMs: () => clock.remainingMs() });
   clock.progress();
   // The test seam stands for a process that dies there: nothing may run after it, salvage included.
   let crashed = false;

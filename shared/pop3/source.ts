@@ -69,7 +69,8 @@ export function createPop3Source(o: Pop3SourceOptions): MailSource {
   return {
     protocol: 'pop3',
     async open(options = {}): Promise<MailSession> {
-      const client = await connect(o, options.signal);
+      const connectSignal = options.openBy && options.signal ? AbortSignal.any([options.signal, options.openBy]) : (options.openBy ?? options.signal);
+      const client = await connect(o, connectSignal);
       try {
         const maildrop = await readMaildrop(o, client, options.signal);
         return createSession(o, client, maildrop);
