@@ -15,7 +15,16 @@ import { pollMailbox } from '../shared/poll/poll-mailbox.js';
 import { startLocalHost } from '../sandbox/host.js';
 
 export type ChildRequest =
-  | { mode: 'poll'; env: Record<string, string>; mailboxIndex: number; warmMailboxIndex?: number; warmOutput?: string; resetKey: string; sampleMemory?: boolean; cpuProfilePath?: string }
+  | {
+      mode: 'poll';
+      env: Record<string, string>;
+      mailboxIndex: number;
+      warmMailboxIndex?: number;
+      warmOutput?: string;
+      resetKey: string;
+      sampleMemory?: boolean;
+      cpuProfilePath?: string;
+    }
   | { mode: 'worker'; env: Record<string, string> };
 
 export interface PollReply {
@@ -85,13 +94,13 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 async function poll(req: Extract<ChildRequest, { mode: 'poll' }>): Promise<PollReply> {
   const log = collectingLogger();
   const rt = runtimeFrom(req.env, log);
-  const mailbox = rt.config.mailboxes[req.mailboxIndex]!;
+  const mailbox = rt.config.mailboxes[req.mailboxIndex];
   await rt.state.delete(mailbox.id, req.resetKey);
   if (req.warmMailboxIndex !== undefined) {
     // Loads every module and opens every client once, so that "idle" is a process ready to poll;
     // with `warmOutput`, into other outputs, so that the timed poll starts on empty ones.
     const warmRt = req.warmOutput ? runtimeFrom({ ...req.env, POSTROOM_OUTPUT_QUEUE: req.warmOutput, POSTROOM_BLOB_CONTAINER: req.warmOutput }, log) : rt;
-    await warmUp(warmRt, warmRt.config.mailboxes[req.warmMailboxIndex]!, req.resetKey);
+    await warmUp(warmRt, warmRt.config.mailboxes[req.warmMailboxIndex], req.resetKey);
   }
   // Modules loaded, token cached, clients and containers ready: a warm Functions instance.
   await Promise.all([
@@ -116,7 +125,7 @@ async function poll(req: Extract<ChildRequest, { mode: 'poll' }>): Promise<PollR
       await sleep(20);
     }
     idle.sort((a, b) => a - b);
-    memory = { idleRss: idle[5]!, peakRss: 0, hwmBefore: vmHwm(), hwmAfter: 0, samples: 0 };
+    memory = { idleRss: idle[5], peakRss: 0, hwmBefore: vmHwm(), hwmAfter: 0, samples: 0 };
     peak = memory.idleRss;
     timer = setInterval(() => {
       samples++;
@@ -158,8 +167,13 @@ async function worker(req: Extract<ChildRequest, { mode: 'worker' }>): Promise<v
     },
   });
   // Warm: token, storage clients and modules ready before the clock starts.
-  await rt.tokens(rt.config.mailboxes[0]!.app).getToken({ renew: false });
-  await Promise.all([rt.storage.container(rt.config.storage.blobContainer), rt.storage.queue(rt.config.storage.outputQueue), rt.storage.container(rt.config.storage.leaseContainer), rt.storage.table(rt.config.storage.stateTable)]);
+  await rt.tokens(rt.config.mailboxes[0].app).getToken({ renew: false });
+  await Promise.all([
+    rt.storage.container(rt.config.storage.blobContainer),
+    rt.storage.queue(rt.config.storage.outputQueue),
+    rt.storage.container(rt.config.storage.leaseContainer),
+    rt.storage.table(rt.config.storage.stateTable),
+  ]);
   process.send!({ ready: true });
   process.on('message', async (m: { cmd: string }) => {
     if (m.cmd === 'tick') {
@@ -170,7 +184,7 @@ async function worker(req: Extract<ChildRequest, { mode: 'worker' }>): Promise<v
       const w = m as unknown as { env: Record<string, string>; resetKey: string };
       const warmRt = runtimeFrom(w.env, log);
       try {
-        process.send!({ warmed: true, delivered: await warmUp(warmRt, warmRt.config.mailboxes[0]!, w.resetKey) });
+        process.send!({ warmed: true, delivered: await warmUp(warmRt, warmRt.config.mailboxes[0], w.resetKey) });
       } catch (e) {
         process.send!({ error: (e as Error).message });
       }

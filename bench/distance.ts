@@ -34,9 +34,17 @@ export interface DistanceDeps {
   ensureWarmMailbox(): Promise<void>;
   runPollChild(req: Extract<ChildRequest, { mode: 'poll' }>, execArgv?: string[]): Promise<PollReply>;
   writesOf(reqs: StorageRequest[], container: string, queue: string): { blobs: Array<{ name: string; bytes: number }>; queue: number[] };
-  replayWrites(conn: string, w: { blobs: Array<{ name: string; bytes: number }>; queue: number[] }, concurrency: number, timed?: boolean): Promise<{ seconds: number; cpuMs: number }>;
+  replayWrites(
+    conn: string,
+    w: { blobs: Array<{ name: string; bytes: number }>; queue: number[] },
+    concurrency: number,
+    timed?: boolean,
+  ): Promise<{ seconds: number; cpuMs: number }>;
   /** run.ts's scale-out run over these mailboxes, with `envOf` building each worker's settings. */
-  scaleRun(workers: number, o: { expected: number; envOf(extra: Record<string, string>): Record<string, string> }): Promise<{ seconds: number; duplicates: number; lost: number; azuriteBusy: number; machineBusy: number; workerCpuMicrosPerMsg: number }>;
+  scaleRun(
+    workers: number,
+    o: { expected: number; envOf(extra: Record<string, string>): Record<string, string> },
+  ): Promise<{ seconds: number; duplicates: number; lost: number; azuriteBusy: number; machineBusy: number; workerCpuMicrosPerMsg: number }>;
 }
 
 export interface DistanceResult {
@@ -136,11 +144,15 @@ function routeTokenEndpoint(sb: Sandbox, l: Links | undefined): void {
   class Routed extends https.Agent {
     override createConnection(opts: Record<string, unknown>, cb?: unknown): ReturnType<https.Agent['createConnection']> {
       const to = l && Number(opts.port) === real ? { ...opts, host: '127.0.0.1', port: l.tokenPort } : opts;
-      return (https.Agent.prototype as unknown as { createConnection: (o: unknown, c?: unknown) => ReturnType<https.Agent['createConnection']> }).createConnection.call(this, to, cb);
+      return (https.Agent.prototype as unknown as { createConnection: (o: unknown, c?: unknown) => ReturnType<https.Agent['createConnection']> }).createConnection.call(
+        this,
+        to,
+        cb,
+      );
     }
   }
   https.globalAgent.destroy();
-  https.globalAgent = new Routed({ keepAlive: true }) as https.Agent;
+  https.globalAgent = new Routed({ keepAlive: true });
 }
 
 // ------------------------------------------------------------ link check
@@ -200,7 +212,7 @@ async function figureLinkCheck(d: DistanceDeps, links: Links[], mb: string): Pro
     title: `L. Link emulator check: ${n} sequential IMAP NOOPs through the link`,
     target: 'measured ≈ N × RTT (within 10% + the loopback time)',
     headline: rows.map((r) => `RTT ${r.rttMs} ms: ${fmt(r.measuredMs, 1)} ms, expected ${fmt(r.expectedMs)} ms`).join('; '),
-    pass: far.every((r) => Math.abs(r.measuredMs - r.expectedMs - rows[0]!.measuredMs) <= r.expectedMs * 0.1),
+    pass: far.every((r) => Math.abs(r.measuredMs - r.expectedMs - rows[0].measuredMs) <= r.expectedMs * 0.1),
     details: { rows },
   };
 }
@@ -228,13 +240,21 @@ async function figureIngestAtDistance(d: DistanceDeps, links: Links[], mb: strin
   await d.freshStorage();
   const proxy = await startCountingProxy(d.sandbox.azurite);
   const cnt = d.freshName('dcnt');
-  const counted = await d.runPollChild({ mode: 'poll', env: d.env([{ address: mb }], { POSTROOM_OUTPUT_QUEUE: cnt, POSTROOM_BLOB_CONTAINER: cnt, POSTROOM_STORAGE: proxy.connectionString }), mailboxIndex: 0, resetKey: 'imap-checkpoint' });
+  const counted = await d.runPollChild({
+    mode: 'poll',
+    env: d.env([{ address: mb }], { POSTROOM_OUTPUT_QUEUE: cnt, POSTROOM_BLOB_CONTAINER: cnt, POSTROOM_STORAGE: proxy.connectionString }),
+    mailboxIndex: 0,
+    resetKey: 'imap-checkpoint',
+  });
   const writes = d.writesOf([...proxy.requests], cnt, cnt);
   await proxy.stop();
   if (!counted.ok) throw new Error(`counted run: ${counted.error}`);
   const results: DistanceResult[] = [];
   for (const l of links) {
-    const per = { imap: { raw: [] as number[], pr: [] as number[], cpu: [] as number[], ratio: [] as number[] }, pop3: { raw: [] as number[], pr: [] as number[], cpu: [] as number[], ratio: [] as number[] } };
+    const per = {
+      imap: { raw: [] as number[], pr: [] as number[], cpu: [] as number[], ratio: [] as number[] },
+      pop3: { raw: [] as number[], pr: [] as number[], cpu: [] as number[], ratio: [] as number[] },
+    };
     const storage: number[] = [];
     const storageCpu: number[] = [];
     for (let r = 0; r < d.repeats; r++) {
@@ -262,7 +282,7 @@ async function figureIngestAtDistance(d: DistanceDeps, links: Links[], mb: strin
       storage.push(total / st.seconds);
       storageCpu.push((st.cpuMs * 1000) / total);
       await runProtocol('pop3');
-      for (const p of ['imap', 'pop3'] as const) per[p].ratio.push(per[p].pr[r]! / Math.min(per[p].raw[r]!, storage[r]!));
+      for (const p of ['imap', 'pop3'] as const) per[p].ratio.push(per[p].pr[r] / Math.min(per[p].raw[r], storage[r]));
     }
     for (const p of ['imap', 'pop3'] as const) {
       const ratio = stats(per[p].ratio);
@@ -276,7 +296,17 @@ async function figureIngestAtDistance(d: DistanceDeps, links: Links[], mb: strin
           `${ratio.median.toFixed(2)} of ceiling (min ${ratio.min.toFixed(2)}, max ${ratio.max.toFixed(2)}): Postroom ${fmt(stats(per[p].pr).median)} msg/s, raw ${p === 'imap' ? 'UID FETCH 1:*' : 'RETR'} ${fmt(stats(per[p].raw).median)} msg/s, raw storage ${fmt(stats(storage).median)} msg/s; ` +
           `CPU ${fmt(cpu.median)} µs/msg vs raw storage replay ${fmt(rawCpu.median)} µs/msg (${(cpu.median / rawCpu.median).toFixed(2)}×)`,
         pass: ratio.median >= 0.7,
-        details: { rttMs: l.rtt, storageRttMs: l.rtt ? STORAGE_RTT : 0, ratio, postroomMsgPerS: stats(per[p].pr), rawProtocolMsgPerS: stats(per[p].raw), rawStorageMsgPerS: stats(storage), postroomCpuMicrosPerMsg: cpu, rawStorageCpuMicrosPerMsg: rawCpu, cpuRatio: +(cpu.median / rawCpu.median).toFixed(2) },
+        details: {
+          rttMs: l.rtt,
+          storageRttMs: l.rtt ? STORAGE_RTT : 0,
+          ratio,
+          postroomMsgPerS: stats(per[p].pr),
+          rawProtocolMsgPerS: stats(per[p].raw),
+          rawStorageMsgPerS: stats(storage),
+          postroomCpuMicrosPerMsg: cpu,
+          rawStorageCpuMicrosPerMsg: rawCpu,
+          cpuRatio: +(cpu.median / rawCpu.median).toFixed(2),
+        },
       });
     }
   }
@@ -308,11 +338,14 @@ async function figureBigAtDistance(d: DistanceDeps, links: Links[], mb: string):
       const out = d.freshName('dbig');
       await d.freshStorage();
       const env = linkedEnv(d, l, [box, { address: d.warmMailbox }], { POSTROOM_OUTPUT_QUEUE: out, POSTROOM_BLOB_CONTAINER: out, POSTROOM_MAX_MESSAGES_PER_POLL: '200' });
-      const reply = await d.runPollChild({ mode: 'poll', env, mailboxIndex: 0, warmMailboxIndex: 1, warmOutput: d.freshName('dwarm'), resetKey: 'imap-checkpoint', sampleMemory: true }, ['--expose-gc']);
+      const reply = await d.runPollChild(
+        { mode: 'poll', env, mailboxIndex: 0, warmMailboxIndex: 1, warmOutput: d.freshName('dwarm'), resetKey: 'imap-checkpoint', sampleMemory: true },
+        ['--expose-gc'],
+      );
       await d.dropOutputs([out]);
       if (!reply.ok || reply.delivered !== 1) throw new Error(`big at RTT ${l.rtt}: ${reply.error ?? reply.delivered}`);
       pr.push(reply.durationMs / 1000);
-      ratio.push(raw[r]! / pr[r]!);
+      ratio.push(raw[r] / pr[r]);
       mem.push((reply.memory!.peakRss - reply.memory!.idleRss) / 1048576);
     }
     const q = stats(ratio);
@@ -349,7 +382,7 @@ async function figureIdleAtDistance(d: DistanceDeps, links: Links[], mb: string)
     const box = await linked(l, mb);
     routeTokenEndpoint(d.sandbox, l);
     const rt = d.runtime(linkedEnv(d, l, [box]));
-    const m = rt.config.mailboxes[0]!;
+    const m = rt.config.mailboxes[0];
     await rt.state.delete(m.id, 'imap-checkpoint');
     const first = await pollMailbox(rt, m);
     if (first.outcome !== 'ok') throw new Error(`idle first poll: ${first.outcome}`);
@@ -399,7 +432,7 @@ async function figureFirstAtDistance(d: DistanceDeps, links: Links[], mb: string
       resetTokenProviders();
       routeTokenEndpoint(d.sandbox, l);
       const rt = d.runtime(env);
-      const m = rt.config.mailboxes[0]!;
+      const m = rt.config.mailboxes[0];
       await rt.state.delete(m.id, 'imap-checkpoint');
       const q = new QueueClient(d.conn, out);
       await q.createIfNotExists();
@@ -449,15 +482,15 @@ async function figureScaleAtDistance(d: DistanceDeps, l: Links, mbs: string[]): 
       l.imap.reset();
       const res = await d.scaleRun(w, { expected, envOf: (extra) => linkedEnv(d, l, mailboxes, extra) });
       const per = l.imap.counters();
-      runs[w]!.push({ ...res, maxPerMailbox: Math.max(0, ...mbs.map((a) => per[a]?.maxOpen ?? 0)) });
+      runs[w].push({ ...res, maxPerMailbox: Math.max(0, ...mbs.map((a) => per[a]?.maxOpen ?? 0)) });
     }
   }
-  const rate = (w: number) => stats(runs[w]!.map((x) => expected / x.seconds));
-  const med = (w: number, k: 'azuriteBusy' | 'maxPerMailbox') => stats(runs[w]!.map((x) => Number(x[k]))).median;
+  const rate = (w: number) => stats(runs[w].map((x) => expected / x.seconds));
+  const med = (w: number, k: 'azuriteBusy' | 'maxPerMailbox') => stats(runs[w].map((x) => Number(x[k]))).median;
   const speedup = rate(4).median / rate(1).median;
-  const dup = [...runs[1]!, ...runs[4]!].reduce((a, x) => a + x.duplicates, 0);
-  const lost = [...runs[1]!, ...runs[4]!].reduce((a, x) => a + x.lost, 0);
-  const maxConn = Math.max(...[...runs[1]!, ...runs[4]!].map((x) => x.maxPerMailbox));
+  const dup = [...runs[1], ...runs[4]].reduce((a, x) => a + x.duplicates, 0);
+  const lost = [...runs[1], ...runs[4]].reduce((a, x) => a + x.lost, 0);
+  const maxConn = Math.max(...[...runs[1], ...runs[4]].map((x) => x.maxPerMailbox));
   const azBusy = Math.max(med(1, 'azuriteBusy'), med(4, 'azuriteBusy'));
   return {
     figure: 'rtt-scale',
@@ -488,7 +521,18 @@ async function figureRss(d: DistanceDeps, mb: string): Promise<DistanceResult> {
     d.progress(`rss: run ${r + 1}/${d.repeats}`);
     const out = d.freshName('rss');
     await d.freshStorage();
-    const reply = await d.runPollChild({ mode: 'poll', env: d.env([{ address: mb }, { address: d.warmMailbox }], { POSTROOM_OUTPUT_QUEUE: out, POSTROOM_BLOB_CONTAINER: out }), mailboxIndex: 0, warmMailboxIndex: 1, warmOutput: d.freshName('rwarm'), resetKey: 'imap-checkpoint', sampleMemory: true }, ['--expose-gc']);
+    const reply = await d.runPollChild(
+      {
+        mode: 'poll',
+        env: d.env([{ address: mb }, { address: d.warmMailbox }], { POSTROOM_OUTPUT_QUEUE: out, POSTROOM_BLOB_CONTAINER: out }),
+        mailboxIndex: 0,
+        warmMailboxIndex: 1,
+        warmOutput: d.freshName('rwarm'),
+        resetKey: 'imap-checkpoint',
+        sampleMemory: true,
+      },
+      ['--expose-gc'],
+    );
     await d.dropOutputs([out]);
     if (!reply.ok || reply.delivered !== total) throw new Error(`rss poll: ${reply.delivered}/${total} ${reply.error ?? ''}`);
     peaks.push(reply.memory!.peakRss / 1048576);
@@ -523,7 +567,7 @@ export async function runDistanceFigures(d: DistanceDeps, selected: (f: Distance
       ['rtt-first', () => figureFirstAtDistance(d, links, mb.idle)],
       ['rtt-big', () => figureBigAtDistance(d, links, mb.big)],
       ['rtt-ingest', () => figureIngestAtDistance(d, links, mb.ingest)],
-      ['rtt-scale', async () => [await figureScaleAtDistance(d, links[1]!, mb.scale)]],
+      ['rtt-scale', async () => [await figureScaleAtDistance(d, links[1], mb.scale)]],
       ['rss', async () => [await figureRss(d, mb.rss)]],
     ];
     for (const [f, run] of plan) {

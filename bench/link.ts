@@ -67,7 +67,7 @@ function pipeDelayed(from: Socket, to: Socket, o: LinkOptions, onChunk: (n: numb
   const flush = () => {
     timer = undefined;
     const now = performance.now();
-    while (queue.length && queue[0]!.due <= now + 0.5) {
+    while (queue.length && queue[0].due <= now + 0.5) {
       const { chunk } = queue.shift()!;
       if (chunk === null) {
         to.end();
@@ -81,7 +81,7 @@ function pipeDelayed(from: Socket, to: Socket, o: LinkOptions, onChunk: (n: numb
   };
   const arm = () => {
     if (timer || !queue.length) return;
-    timer = setTimeout(flush, Math.max(0, queue[0]!.due - performance.now()));
+    timer = setTimeout(flush, Math.max(0, queue[0].due - performance.now()));
   };
   const push = (chunk: Buffer | null) => {
     const now = performance.now();

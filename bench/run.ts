@@ -59,7 +59,17 @@ const REPEATS = Math.max(1, Number(opt('repeats') ?? 3));
 
 const SIZE = QUICK
   ? { small: 500, large: 10, idleLarge: 2_000, bigBytes: 20 * 1024 * 1024, kvPolls: 5, scaleMailboxes: 20, scaleMessages: 10, coldRuns: 5, storageConcurrency: [4, 8, 16, 32] }
-  : { small: 10_000, large: 200, idleLarge: 50_000, bigBytes: 100 * 1024 * 1024, kvPolls: 20, scaleMailboxes: 200, scaleMessages: 50, coldRuns: 7, storageConcurrency: [4, 8, 16, 32] };
+  : {
+      small: 10_000,
+      large: 200,
+      idleLarge: 50_000,
+      bigBytes: 100 * 1024 * 1024,
+      kvPolls: 20,
+      scaleMailboxes: 200,
+      scaleMessages: 50,
+      coldRuns: 7,
+      storageConcurrency: [4, 8, 16, 32],
+    };
 
 const MB = {
   ingest: 'bench-ingest@contoso.test',
@@ -90,7 +100,10 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function warnLogger(): Logger & { lines: string[] } {
   const lines: string[] = [];
-  return Object.assign(createLogger((level, line) => lines.length < 50 && lines.push(`${level} ${line}`), { level: 'warn' }), { lines });
+  return Object.assign(
+    createLogger((level, line) => lines.length < 50 && lines.push(`${level} ${line}`), { level: 'warn' }),
+    { lines },
+  );
 }
 
 let nameSeq = 0;
@@ -106,7 +119,16 @@ async function dropOutputs(conn: string, names: string[]): Promise<void> {
   const blobs = BlobServiceClient.fromConnectionString(conn);
   const queues = QueueServiceClient.fromConnectionString(conn);
   await Promise.all(
-    names.flatMap((n) => [blobs.getContainerClient(n).deleteIfExists().catch(() => undefined), queues.getQueueClient(n).deleteIfExists().catch(() => undefined)]),
+    names.flatMap((n) => [
+      blobs
+        .getContainerClient(n)
+        .deleteIfExists()
+        .catch(() => undefined),
+      queues
+        .getQueueClient(n)
+        .deleteIfExists()
+        .catch(() => undefined),
+    ]),
   );
 }
 
@@ -156,7 +178,7 @@ function makeCtx(sandbox: Sandbox, dir: string): Ctx {
     },
     async token() {
       const rt = ctx.runtime(ctx.env([{ address: MB.ingest }]));
-      return (await rt.tokens(rt.config.mailboxes[0]!.app).getToken({ renew: false })).token;
+      return (await rt.tokens(rt.config.mailboxes[0].app).getToken({ renew: false })).token;
     },
   };
   return ctx;
@@ -236,8 +258,8 @@ async function replayWrites(conn: string, w: Writes, concurrency: number, timed 
   const ops: Array<() => Promise<unknown>> = [];
   const per = blobOps.length / Math.max(1, queueOps.length);
   for (let i = 0, b = 0; i < queueOps.length || b < blobOps.length; i++) {
-    while (b < blobOps.length && b < (i + 1) * per) ops.push(blobOps[b++]!);
-    if (i < queueOps.length) ops.push(queueOps[i]!);
+    while (b < blobOps.length && b < (i + 1) * per) ops.push(blobOps[b++]);
+    if (i < queueOps.length) ops.push(queueOps[i]);
   }
   const t0 = performance.now();
   const cpu0 = process.cpuUsage();
@@ -272,7 +294,13 @@ async function figureIngest(ctx: Ctx): Promise<FigureResult[]> {
 
   const profPath = join(ctx.dir, 'ingest-imap.cpuprofile');
   const ingestEnv = (protocol: Protocol, out: string, extra: Record<string, string> = {}) =>
-    ctx.env([{ address: MB.ingest, protocol }, { address: MB.ingestWarm, protocol }], { POSTROOM_OUTPUT_QUEUE: out, POSTROOM_BLOB_CONTAINER: out, ...extra });
+    ctx.env(
+      [
+        { address: MB.ingest, protocol },
+        { address: MB.ingestWarm, protocol },
+      ],
+      { POSTROOM_OUTPUT_QUEUE: out, POSTROOM_BLOB_CONTAINER: out, ...extra },
+    );
   const resetKey = (protocol: Protocol) => (protocol === 'imap' ? 'imap-checkpoint' : 'pop3-uidls');
 
   // Storage requests: one Postroom run per protocol through a counting proxy (not timed). The
@@ -285,7 +313,12 @@ async function figureIngest(ctx: Ctx): Promise<FigureResult[]> {
     const out = freshName('cnt');
     try {
       await freshStorage(ctx);
-      const reply = await runPollChild({ mode: 'poll', env: ingestEnv(protocol, out, { POSTROOM_STORAGE: proxy.connectionString }), mailboxIndex: 0, resetKey: resetKey(protocol) });
+      const reply = await runPollChild({
+        mode: 'poll',
+        env: ingestEnv(protocol, out, { POSTROOM_STORAGE: proxy.connectionString }),
+        mailboxIndex: 0,
+        resetKey: resetKey(protocol),
+      });
       if (!reply.ok) throw new Error(`counted run failed: ${reply.error}`);
       const reqs = [...proxy.requests];
       roundTrips[protocol] = { perMessage: +(reqs.length / total).toFixed(3), total: reqs.length, kinds: requestKinds(reqs) };
@@ -301,7 +334,15 @@ async function figureIngest(ctx: Ctx): Promise<FigureResult[]> {
   progress('ingest/imap: CPU profile');
   const prof = freshName('prof');
   await freshStorage(ctx);
-  const profiled = await runPollChild({ mode: 'poll', env: ingestEnv('imap', prof), mailboxIndex: 0, warmMailboxIndex: 1, warmOutput: freshName('warm'), resetKey: 'imap-checkpoint', cpuProfilePath: profPath });
+  const profiled = await runPollChild({
+    mode: 'poll',
+    env: ingestEnv('imap', prof),
+    mailboxIndex: 0,
+    warmMailboxIndex: 1,
+    warmOutput: freshName('warm'),
+    resetKey: 'imap-checkpoint',
+    cpuProfilePath: profPath,
+  });
   await dropOutputs(ctx.conn, [prof]);
   if (!profiled.ok) throw new Error(`profiled run failed: ${profiled.error}`);
   const profiledRate = Math.round(total / (profiled.durationMs / 1000));
@@ -314,23 +355,25 @@ async function figureIngest(ctx: Ctx): Promise<FigureResult[]> {
     return { rate: total / r.seconds, cpuMicrosPerMsg: (r.cpuMs * 1000) / total };
   };
   const byConcurrency: Record<string, number> = {};
-  let bestC = SIZE.storageConcurrency[0]!;
+  let bestC = SIZE.storageConcurrency[0];
   for (const c of SIZE.storageConcurrency) {
     progress(`ingest: raw storage writes, finding the best concurrency: ${c}`);
     byConcurrency[c] = Math.round((await replay(c)).rate);
-    if (byConcurrency[c]! > byConcurrency[bestC]!) bestC = c;
+    if (byConcurrency[c] > byConcurrency[bestC]) bestC = c;
   }
 
   // The timed runs, paired: each repeat measures IMAP, the storage ceiling and POP3 back to back,
   // and each ratio is taken within its repeat. This machine's speed drifts by up to 2× over
   // minutes (a shared host): figures measured minutes apart are not comparable.
-  const per = Object.fromEntries(PROTOCOLS.map((p) => [p, { raw: [] as number[], postroom: [] as number[], cpu: [] as number[], ratio: [] as number[], warnings: new Set<string>() }]));
+  const per = Object.fromEntries(
+    PROTOCOLS.map((p) => [p, { raw: [] as number[], postroom: [] as number[], cpu: [] as number[], ratio: [] as number[], warnings: new Set<string>() }]),
+  );
   const storageRates: number[] = [];
   const storageCpu: number[] = [];
   for (let r = 0; r < REPEATS; r++) {
     const runProtocol = async (protocol: Protocol) => {
       progress(`ingest/${protocol}: run ${r + 1}/${REPEATS}`);
-      const m = per[protocol]!;
+      const m = per[protocol];
       const t0 = performance.now();
       const raw =
         protocol === 'imap'
@@ -341,7 +384,14 @@ async function figureIngest(ctx: Ctx): Promise<FigureResult[]> {
       // Postroom in a fresh child (a warm Functions instance), only pollMailbox timed.
       const out = freshName('out');
       await freshStorage(ctx);
-      const reply = await runPollChild({ mode: 'poll', env: ingestEnv(protocol, out), mailboxIndex: 0, warmMailboxIndex: 1, warmOutput: freshName('warm'), resetKey: resetKey(protocol) });
+      const reply = await runPollChild({
+        mode: 'poll',
+        env: ingestEnv(protocol, out),
+        mailboxIndex: 0,
+        warmMailboxIndex: 1,
+        warmOutput: freshName('warm'),
+        resetKey: resetKey(protocol),
+      });
       await dropOutputs(ctx.conn, [out]);
       if (!reply.ok || reply.delivered !== total) throw new Error(`postroom ${protocol}: ${reply.delivered}/${total}: ${reply.error ?? ''}`);
       m.postroom.push(total / (reply.durationMs / 1000));
@@ -355,14 +405,14 @@ async function figureIngest(ctx: Ctx): Promise<FigureResult[]> {
     storageCpu.push(st.cpuMicrosPerMsg);
     await runProtocol('pop3');
     for (const protocol of PROTOCOLS) {
-      const m = per[protocol]!;
-      m.ratio.push(m.postroom[r]! / Math.min(m.raw[r]!, st.rate));
+      const m = per[protocol];
+      m.ratio.push(m.postroom[r] / Math.min(m.raw[r], st.rate));
     }
   }
 
   const storage = stats(storageRates);
   const results: FigureResult[] = PROTOCOLS.map((protocol) => {
-    const m = per[protocol]!;
+    const m = per[protocol];
     const rawS = stats(m.raw);
     const prS = stats(m.postroom);
     const ratio = stats(m.ratio);
@@ -403,7 +453,7 @@ async function figureIngest(ctx: Ctx): Promise<FigureResult[]> {
     await mkdir(join(root, 'bench', 'results'), { recursive: true });
     await writeFile(join(root, 'bench', 'results', 'ingest-imap.cpuprofile'), profile);
   }
-  results[0]!.details.cpuProfile = { runMsgPerS: profiledRate, note: 'the timed poll only (warm child, start-up excluded), inspector sampling every 0.5 ms', top, byPackage };
+  results[0].details.cpuProfile = { runMsgPerS: profiledRate, note: 'the timed poll only (warm child, start-up excluded), inspector sampling every 0.5 ms', top, byPackage };
   return results;
 }
 
@@ -421,7 +471,7 @@ function selfTimeBy(p: CpuProfile, n: number, keyOf: (f: CallFrame) => string): 
   const self = new Map<string, number>();
   let total = 0;
   for (let i = 0; i < p.samples.length; i++) {
-    const node = byId.get(p.samples[i]!);
+    const node = byId.get(p.samples[i]);
     const dt = p.timeDeltas[i] ?? 0;
     if (!node || node.callFrame.functionName === '(idle)') continue;
     total += dt;
@@ -448,7 +498,7 @@ function selfTimeByPackage(p: CpuProfile, n: number): Array<{ pkg: string; pct: 
     if (!url) return '(native/GC)';
     if (url.includes('node_modules/')) {
       const rest = url.slice(url.lastIndexOf('node_modules/') + 13).split('/');
-      return rest[0]!.startsWith('@') ? `${rest[0]}/${rest[1]}` : rest[0]!;
+      return rest[0].startsWith('@') ? `${rest[0]}/${rest[1]}` : rest[0];
     }
     return url.startsWith('node:') ? 'node' : 'postroom';
   }).map(({ key, pct }) => ({ pkg: key, pct }));
@@ -495,12 +545,12 @@ async function figureIdle(ctx: Ctx): Promise<FigureResult[]> {
       if (res.outcome !== 'ok' || res.delivered.length) throw new Error(`idle poll of ${mb.address}: ${res.outcome}`);
     }
   }
-  const small = stats(times[MB.idleSmall]!);
-  const large = stats(times[MB.idleLarge]!);
+  const small = stats(times[MB.idleSmall]);
+  const large = stats(times[MB.idleLarge]);
   const ratio = large.median / small.median;
-  const rawSmall = stats(rawTimes[MB.idleSmall]!);
-  const rawLarge = stats(rawTimes[MB.idleLarge]!);
-  const cmdCounts = (a: string) => [...new Set(commands[a]!.map((c) => c.length))];
+  const rawSmall = stats(rawTimes[MB.idleSmall]);
+  const rawLarge = stats(rawTimes[MB.idleLarge]);
+  const cmdCounts = (a: string) => [...new Set(commands[a].map((c) => c.length))];
   const constant = cmdCounts(MB.idleSmall).length === 1 && JSON.stringify(cmdCounts(MB.idleSmall)) === JSON.stringify(cmdCounts(MB.idleLarge));
   return [
     {
@@ -521,8 +571,8 @@ async function figureIdle(ctx: Ctx): Promise<FigureResult[]> {
         rawSessionLargeMs: rawLarge,
         postroomOverSmallMs: +(small.median - rawSmall.median).toFixed(1),
         postroomOverLargeMs: +(large.median - rawLarge.median).toFixed(1),
-        commandsSmall: commands[MB.idleSmall]![0],
-        commandsLarge: commands[MB.idleLarge]![0],
+        commandsSmall: commands[MB.idleSmall][0],
+        commandsLarge: commands[MB.idleLarge][0],
         warnings: rt.log.lines.slice(0, 10),
       },
     },
@@ -545,7 +595,13 @@ async function figureMemory(ctx: Ctx): Promise<FigureResult[]> {
       const reply = await runPollChild(
         {
           mode: 'poll',
-          env: ctx.env([{ address: MB.big, protocol }, { address: MB.warm, protocol }], { POSTROOM_OUTPUT_QUEUE: out, POSTROOM_BLOB_CONTAINER: out }),
+          env: ctx.env(
+            [
+              { address: MB.big, protocol },
+              { address: MB.warm, protocol },
+            ],
+            { POSTROOM_OUTPUT_QUEUE: out, POSTROOM_BLOB_CONTAINER: out },
+          ),
           mailboxIndex: 0,
           warmMailboxIndex: 1,
           resetKey: protocol === 'imap' ? 'imap-checkpoint' : 'pop3-uidls',
@@ -572,7 +628,7 @@ async function figureMemory(ctx: Ctx): Promise<FigureResult[]> {
         vmHwmMiB: replies.map((x) => +(x.memory!.hwmAfter / 1048576).toFixed(1)),
         pollSeconds: replies.map((x) => +(x.durationMs / 1000).toFixed(1)),
         samples: replies.map((x) => x.memory!.samples),
-        warnings: replies[0]!.warnings.slice(0, 5),
+        warnings: replies[0].warnings.slice(0, 5),
       },
     });
   }
@@ -592,7 +648,7 @@ async function figureTokens(ctx: Ctx): Promise<FigureResult[]> {
   });
   try {
     const env = ctx.env(MB.kv.map((address) => ({ address })));
-    const apps = JSON.parse(env.POSTROOM_APPS!);
+    const apps = JSON.parse(env.POSTROOM_APPS);
     apps[0].secret = { vaultUrl: vault.vaultUrl, name: 'postroom-client-secret' };
     env.POSTROOM_APPS = JSON.stringify(apps);
     const { ClientSecretCredential } = await import('@azure/identity');
@@ -601,7 +657,7 @@ async function figureTokens(ctx: Ctx): Promise<FigureResult[]> {
       authorityHost: ctx.sandbox.token.authorityHost,
       disableInstanceDiscovery: true,
       tlsOptions: { ca: ctx.sandbox.certs.ca },
-    } as never);
+    });
     resetTokenProviders();
     const log = warnLogger();
     const rt = createRuntime({
@@ -636,7 +692,16 @@ async function figureTokens(ctx: Ctx): Promise<FigureResult[]> {
         target: '1 token request, 1 secret read',
         headline: `${tokens} Exchange token request(s), ${reads} Key Vault read(s) over ${SIZE.kvPolls * MB.kv.length} polls`,
         pass: tokens === 1 && reads === 1 && failed === 0,
-        details: { polls: SIZE.kvPolls * MB.kv.length, failedPolls: failed, delivered, exchangeTokenRequests: tokens, keyVaultReads: reads, keyVaultTokenRequests: kvTokens, seconds: +(ms / 1000).toFixed(2), warnings: log.lines.slice(0, 10) },
+        details: {
+          polls: SIZE.kvPolls * MB.kv.length,
+          failedPolls: failed,
+          delivered,
+          exchangeTokenRequests: tokens,
+          keyVaultReads: reads,
+          keyVaultTokenRequests: kvTokens,
+          seconds: +(ms / 1000).toFixed(2),
+          warnings: log.lines.slice(0, 10),
+        },
       },
     ];
   } finally {
@@ -667,7 +732,7 @@ async function receiveAll(conn: string, queue: string): Promise<string[]> {
 /** Jiffies of all CPUs from /proc/stat: how busy the whole machine was over an interval. */
 function machineCpu(): { idle: number; total: number } {
   try {
-    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
     return { idle: (f[3] ?? 0) + (f[4] ?? 0), total: f.reduce((a, b) => a + b, 0) };
   } catch {
     return { idle: 0, total: 0 };
@@ -683,11 +748,32 @@ interface ScaleRunOptions {
   envOf(extra: Record<string, string>): Record<string, string>;
 }
 
-async function scaleRun(ctx: Ctx, workers: number, o?: ScaleRunOptions): Promise<{ seconds: number; messages: number; unique: number; duplicates: number; lost: number; failedJobs: number; handled: number; workerCpuMicrosPerMsg: number; machineBusy: number; azuriteBusy: number; warnings: string[] }> {
+async function scaleRun(
+  ctx: Ctx,
+  workers: number,
+  o?: ScaleRunOptions,
+): Promise<{
+  seconds: number;
+  messages: number;
+  unique: number;
+  duplicates: number;
+  lost: number;
+  failedJobs: number;
+  handled: number;
+  workerCpuMicrosPerMsg: number;
+  machineBusy: number;
+  azuriteBusy: number;
+  warnings: string[];
+}> {
   const out = freshName('scale');
   const jobs = freshName('jobs');
   const extra = { POSTROOM_OUTPUT_QUEUE: out, POSTROOM_BLOB_CONTAINER: out, POSTROOM_JOBS_QUEUE: jobs };
-  const env = o ? o.envOf(extra) : ctx.env(MB.scale.map((address) => ({ address })), extra);
+  const env = o
+    ? o.envOf(extra)
+    : ctx.env(
+        MB.scale.map((address) => ({ address })),
+        extra,
+      );
   await freshStorage(ctx);
   const rt = ctx.runtime(env);
   await mapPool(rt.config.mailboxes, 16, (mb) => rt.state.delete(mb.id, 'imap-checkpoint'));
@@ -720,8 +806,8 @@ async function scaleRun(ctx: Ctx, workers: number, o?: ScaleRunOptions): Promise
     const t0 = performance.now();
     const machine0 = machineCpu();
     const azurite0 = ctx.sandbox.azurite.cpuMs();
-    const ticked = next(children[0]!, 'ticked');
-    children[0]!.send({ cmd: 'tick' });
+    const ticked = next(children[0], 'ticked');
+    children[0].send({ cmd: 'tick' });
     await ticked;
     const drained = children.map((c) => next(c, 'drained'));
     for (const c of children) c.send({ cmd: 'drain' });
@@ -771,20 +857,20 @@ async function figureScale(ctx: Ctx): Promise<FigureResult[]> {
   for (let r = 0; r < REPEATS; r++) {
     for (const w of [1, 4]) {
       progress(`scale: ${w} worker(s), run ${r + 1}/${REPEATS}`);
-      runs[w]!.push(await scaleRun(ctx, w));
+      runs[w].push(await scaleRun(ctx, w));
     }
   }
   const expected = SIZE.scaleMailboxes * SIZE.scaleMessages;
-  const one = stats(runs[1]!.map((x) => expected / x.seconds));
-  const four = stats(runs[4]!.map((x) => expected / x.seconds));
+  const one = stats(runs[1].map((x) => expected / x.seconds));
+  const four = stats(runs[4].map((x) => expected / x.seconds));
   const speedup = four.median / one.median;
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
-  const busy = (w: number) => median(runs[w]!.map((x) => x.machineBusy));
-  const azBusy = (w: number) => median(runs[w]!.map((x) => x.azuriteBusy));
-  const cpuPer = (w: number) => median(runs[w]!.map((x) => x.workerCpuMicrosPerMsg));
+  const busy = (w: number) => median(runs[w].map((x) => x.machineBusy));
+  const azBusy = (w: number) => median(runs[w].map((x) => x.azuriteBusy));
+  const cpuPer = (w: number) => median(runs[w].map((x) => x.workerCpuMicrosPerMsg));
   const pct = (x: number) => `${Math.round(x * 100)}%`;
-  const dup = [...runs[1]!, ...runs[4]!].reduce((a, x) => a + x.duplicates, 0);
-  const lost = [...runs[1]!, ...runs[4]!].reduce((a, x) => a + x.lost, 0);
+  const dup = [...runs[1], ...runs[4]].reduce((a, x) => a + x.duplicates, 0);
+  const lost = [...runs[1], ...runs[4]].reduce((a, x) => a + x.lost, 0);
   return [
     {
       figure: 'scale',
@@ -800,7 +886,9 @@ async function figureScale(ctx: Ctx): Promise<FigureResult[]> {
         oneWorkerMsgPerS: one,
         fourWorkersMsgPerS: four,
         speedup: +speedup.toFixed(3),
-        runs: Object.fromEntries(Object.entries(runs).map(([w, xs]) => [w, xs.map(({ warnings, ...x }) => ({ ...x, seconds: +x.seconds.toFixed(2), warnings: warnings.slice(0, 3) }))])),
+        runs: Object.fromEntries(
+          Object.entries(runs).map(([w, xs]) => [w, xs.map(({ warnings, ...x }) => ({ ...x, seconds: +x.seconds.toFixed(2), warnings: warnings.slice(0, 3) }))]),
+        ),
       },
     },
   ];
@@ -817,7 +905,10 @@ function importMs(specifiers: string[]): number {
 
 async function figureColdStart(): Promise<FigureResult[]> {
   const fnDir = join(root, 'dist', 'functions');
-  const files = (await readdir(fnDir)).filter((f) => f.endsWith('.js')).sort().map((f) => 'file://' + join(fnDir, f));
+  const files = (await readdir(fnDir))
+    .filter((f) => f.endsWith('.js'))
+    .sort()
+    .map((f) => 'file://' + join(fnDir, f));
   const fns: number[] = [];
   const base: number[] = [];
   for (let i = 0; i < SIZE.coldRuns; i++) {
@@ -910,10 +1001,14 @@ async function main(): Promise<void> {
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
     if (ctx && DISTANCE_FIGURES.some((f) => selected(f))) {
-      await runDistanceFigures(distanceDeps(ctx), (f) => selected(f), async (rs) => {
-        results.push(...(rs as FigureResult[]));
-        await writeReport(results, started, false);
-      });
+      await runDistanceFigures(
+        distanceDeps(ctx),
+        (f) => selected(f),
+        async (rs) => {
+          results.push(...(rs as FigureResult[]));
+          await writeReport(results, started, false);
+        },
+      );
     }
     for (const [fig, run] of plan) {
       if (!selected(fig)) continue;
@@ -937,14 +1032,15 @@ async function main(): Promise<void> {
   const report = await writeReport(results, started, true);
   const outDir = join(root, 'bench', 'results');
 
-
   const lines = [`Postroom benchmarks${QUICK ? ' (--quick)' : ''}: ${report.seconds} s, median of ${REPEATS}, ${report.machine.cpus} CPUs, node ${process.version}`];
   for (const r of results) {
     lines.push(`${r.pass === true ? 'PASS' : r.pass === false ? 'MISS' : '    '}  ${r.title}`);
     lines.push(`      ${r.headline}   [target ${r.target}]`);
     if (r.figure === 'ingest') {
       const d = r.details as Record<string, any>;
-      lines.push(`      Postroom ${statLine(d.postroomMsgPerS, 'msg/s')}, ${statLine(d.postroomCpuMicrosPerMsg, 'µs CPU/msg')}; raw protocol ${statLine(d.rawProtocolMsgPerS, 'msg/s')}; raw storage ${statLine(d.rawStorageMsgPerS, 'msg/s')}, ${statLine(d.rawStorageCpuMicrosPerMsg, 'µs CPU/msg')} at concurrency ${d.rawStorageConcurrency} (first pass by concurrency ${JSON.stringify(d.rawStorageByConcurrency)})`);
+      lines.push(
+        `      Postroom ${statLine(d.postroomMsgPerS, 'msg/s')}, ${statLine(d.postroomCpuMicrosPerMsg, 'µs CPU/msg')}; raw protocol ${statLine(d.rawProtocolMsgPerS, 'msg/s')}; raw storage ${statLine(d.rawStorageMsgPerS, 'msg/s')}, ${statLine(d.rawStorageCpuMicrosPerMsg, 'µs CPU/msg')} at concurrency ${d.rawStorageConcurrency} (first pass by concurrency ${JSON.stringify(d.rawStorageByConcurrency)})`,
+      );
       lines.push(`      storage requests per message: ${d.storageRoundTrips?.perMessage} ${JSON.stringify(d.storageRoundTrips?.kinds)}`);
       if (d.cpuProfile) {
         lines.push(`      CPU profile top 5 self time (IMAP, the poll only, ${d.cpuProfile.runMsgPerS} msg/s under the profiler):`);

@@ -31,8 +31,8 @@ export interface Stats {
 export function stats(xs: number[]): Stats {
   const s = [...xs].sort((a, b) => a - b);
   const mid = s.length >> 1;
-  const median = s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-  return { min: s[0]!, median, max: s[s.length - 1]!, runs: xs };
+  const median = s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+  return { min: s[0], median, max: s[s.length - 1], runs: xs };
 }
 
 export async function mapPool<T, R>(items: readonly T[], limit: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
@@ -41,7 +41,7 @@ export async function mapPool<T, R>(items: readonly T[], limit: number, fn: (ite
   const worker = async () => {
     while (next < items.length) {
       const i = next++;
-      out[i] = await fn(items[i]!, i);
+      out[i] = await fn(items[i], i);
     }
   };
   await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
@@ -126,7 +126,11 @@ export async function seed(sandbox: Sandbox, mailbox: string, count: number, mak
   const t0 = performance.now();
   // The first delivery creates the folders; the rest race only on existing ones.
   if (count > 0) await sandbox.dovecot.deliver(mailbox, make(0));
-  await mapPool(Array.from({ length: Math.max(0, count - 1) }, (_, k) => k + 1), concurrency, (i) => sandbox.dovecot.deliver(mailbox, make(i)));
+  await mapPool(
+    Array.from({ length: Math.max(0, count - 1) }, (_, k) => k + 1),
+    concurrency,
+    (i) => sandbox.dovecot.deliver(mailbox, make(i)),
+  );
   return count / ((performance.now() - t0) / 1000);
 }
 
@@ -228,7 +232,15 @@ function tlsOpen(port: number, ca: string): Promise<TLSSocket> {
  * (so message text can never be taken for the tagged reply). Returns the
  * literal bytes and message count, and the UIDVALIDITY seen.
  */
-export async function rawImapFetchAll(o: { port: number; ca: string; user: string; token: string; folder?: string; fetch?: boolean; readWrite?: boolean }): Promise<{ messages: number; bytes: number; uidValidity: string; uidNext: number }> {
+export async function rawImapFetchAll(o: {
+  port: number;
+  ca: string;
+  user: string;
+  token: string;
+  folder?: string;
+  fetch?: boolean;
+  readWrite?: boolean;
+}): Promise<{ messages: number; bytes: number; uidValidity: string; uidNext: number }> {
   const sock = await tlsOpen(o.port, o.ca);
   let pending = Buffer.alloc(0);
   let skip = 0;

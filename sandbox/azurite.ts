@@ -57,13 +57,10 @@ function azuriteBin(): string {
 /** Whether an Azurite service answers on the port (its `Server` header says so). */
 function probe(port: number): Promise<boolean> {
   return new Promise((resolve) => {
-    const req = request(
-      { host: '127.0.0.1', port, path: `/${AZURITE_ACCOUNT}?comp=list`, method: 'GET', timeout: 1_000, agent: false },
-      (res) => {
-        res.resume();
-        resolve(String(res.headers.server ?? '').startsWith('Azurite'));
-      },
-    );
+    const req = request({ host: '127.0.0.1', port, path: `/${AZURITE_ACCOUNT}?comp=list`, method: 'GET', timeout: 1_000, agent: false }, (res) => {
+      res.resume();
+      resolve(String(res.headers.server ?? '').startsWith('Azurite'));
+    });
     req.on('timeout', () => req.destroy());
     req.on('error', () => resolve(false));
     req.end();
@@ -132,9 +129,18 @@ async function startOnce(o: AzuriteOptions, ports: { blob: number; queue: number
     azuriteBin(),
     '--silent',
     ...(o.inMemory ? ['--inMemoryPersistence'] : ['--location', o.dir]),
-    '--blobHost', '127.0.0.1', '--blobPort', String(ports.blob),
-    '--queueHost', '127.0.0.1', '--queuePort', String(ports.queue),
-    '--tableHost', '127.0.0.1', '--tablePort', String(ports.table),
+    '--blobHost',
+    '127.0.0.1',
+    '--blobPort',
+    String(ports.blob),
+    '--queueHost',
+    '127.0.0.1',
+    '--queuePort',
+    String(ports.queue),
+    '--tableHost',
+    '127.0.0.1',
+    '--tablePort',
+    String(ports.table),
     // Without it Azurite keeps resolving telemetry hosts offline, can spin at 100% CPU and ignore SIGTERM.
     '--disableTelemetry',
     // The SDKs send API versions newer than Azurite 3.35 knows (400 InvalidHeaderValue otherwise).
@@ -148,8 +154,8 @@ async function startOnce(o: AzuriteOptions, ports: { blob: number; queue: number
   const keep = (b: Buffer) => {
     output = (output + b.toString('utf8')).slice(-4_000);
   };
-  child.stdout!.on('data', keep);
-  child.stderr!.on('data', keep);
+  child.stdout.on('data', keep);
+  child.stderr.on('data', keep);
   // A crashed test run must not leave Azurite behind.
   const onParentExit = () => child.kill('SIGKILL');
   process.once('exit', onParentExit);
@@ -188,7 +194,9 @@ async function startOnce(o: AzuriteOptions, ports: { blob: number; queue: number
     tablePort: ports.table,
     cpuMs() {
       // /proc/<pid>/stat: fields 14 and 15 (utime, stime) in clock ticks (USER_HZ = 100 on Linux).
-      const f = readFileSync(`/proc/${child.pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
+      const f = readFileSync(`/proc/${child.pid}/stat`, 'utf8')
+        .replace(/^.*\) /, '')
+        .split(' ');
       return (Number(f[11]) + Number(f[12])) * 10;
     },
     stop() {
@@ -212,11 +220,13 @@ export async function startAzurite(o: AzuriteOptions): Promise<Azurite> {
   if (orphan !== undefined) o.onOrphanStopped?.(orphan);
   const picked = o.blobPort === undefined || o.queuePort === undefined || o.tablePort === undefined;
   // Fixed ports held by someone else would be answered by that process (another Azurite looks just like ours).
-  await assertPortsFree([
-    { port: o.blobPort, what: 'Azurite blob' },
-    { port: o.queuePort, what: 'Azurite queue' },
-    { port: o.tablePort, what: 'Azurite table' },
-  ].filter((p): p is { port: number; what: string } => p.port !== undefined));
+  await assertPortsFree(
+    [
+      { port: o.blobPort, what: 'Azurite blob' },
+      { port: o.queuePort, what: 'Azurite queue' },
+      { port: o.tablePort, what: 'Azurite table' },
+    ].filter((p): p is { port: number; what: string } => p.port !== undefined),
+  );
   // A port we picked can be taken by someone else before Azurite binds it; pick again then.
   for (let attempt = 1; ; attempt++) {
     const ports = {

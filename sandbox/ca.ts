@@ -36,7 +36,10 @@ const SERVER_EXT = [
 ].join('\n');
 
 async function exists(path: string): Promise<boolean> {
-  return stat(path).then(() => true, () => false);
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
 }
 
 async function readIfUsable(dir: string): Promise<SandboxCertificates | undefined> {
@@ -68,22 +71,46 @@ async function generate(dir: string): Promise<void> {
   try {
     const p = (name: string) => join(work, name);
     await run('openssl', [
-      'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-sha256', '-days', '3650',
-      '-subj', '/CN=Postroom Sandbox CA',
-      '-addext', 'basicConstraints=critical,CA:TRUE',
-      '-addext', 'keyUsage=critical,keyCertSign,cRLSign',
-      '-keyout', p(CA_KEY_FILE), '-out', p(CA_FILE),
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-sha256',
+      '-days',
+      '3650',
+      '-subj',
+      '/CN=Postroom Sandbox CA',
+      '-addext',
+      'basicConstraints=critical,CA:TRUE',
+      '-addext',
+      'keyUsage=critical,keyCertSign,cRLSign',
+      '-keyout',
+      p(CA_KEY_FILE),
+      '-out',
+      p(CA_FILE),
     ]);
-    await run('openssl', [
-      'req', '-newkey', 'rsa:2048', '-nodes', '-sha256', '-subj', '/CN=localhost',
-      '-keyout', p(KEY_FILE), '-out', p('server.csr'),
-    ]);
+    await run('openssl', ['req', '-newkey', 'rsa:2048', '-nodes', '-sha256', '-subj', '/CN=localhost', '-keyout', p(KEY_FILE), '-out', p('server.csr')]);
     await writeFile(p('server.ext'), SERVER_EXT);
     // 825 days: the longest validity Apple/Chrome accept for a server certificate.
     await run('openssl', [
-      'x509', '-req', '-sha256', '-days', '825', '-in', p('server.csr'),
-      '-CA', p(CA_FILE), '-CAkey', p(CA_KEY_FILE), '-set_serial', '0x' + Date.now().toString(16),
-      '-extfile', p('server.ext'), '-out', p(CERT_FILE),
+      'x509',
+      '-req',
+      '-sha256',
+      '-days',
+      '825',
+      '-in',
+      p('server.csr'),
+      '-CA',
+      p(CA_FILE),
+      '-CAkey',
+      p(CA_KEY_FILE),
+      '-set_serial',
+      '0x' + Date.now().toString(16),
+      '-extfile',
+      p('server.ext'),
+      '-out',
+      p(CERT_FILE),
     ]);
     // The server cert goes last: readers treat its presence as "set complete".
     for (const name of [CA_KEY_FILE, CA_FILE, KEY_FILE, CERT_FILE]) await rename(p(name), join(dir, name));
@@ -112,7 +139,10 @@ export async function ensureCertificates(dir: string): Promise<SandboxCertificat
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
       const ready = await readIfUsable(dir);
       if (ready) return ready;
-      const age = await stat(lock).then((s) => Date.now() - s.mtimeMs, () => 0);
+      const age = await stat(lock).then(
+        (s) => Date.now() - s.mtimeMs,
+        () => 0,
+      );
       if (age > STALE_LOCK_MS) await rm(lock, { recursive: true, force: true });
       if (Date.now() > deadline) throw new Error(`timed out waiting for certificate generation in ${dir}`);
       await new Promise((r) => setTimeout(r, 50));

@@ -40,13 +40,19 @@ export interface VerifyAssertionOptions {
 }
 
 const EXCHANGE_AUDIENCE = 'api://AzureADTokenExchange';
-const FIC_DOCS = 'Please check your federated identity credential Subject, Audience and Issuer against the presented assertion. https://learn.microsoft.com/entra/workload-id/workload-identity-federation';
+const FIC_DOCS =
+  'Please check your federated identity credential Subject, Audience and Issuer against the presented assertion. https://learn.microsoft.com/entra/workload-id/workload-identity-federation';
 const ALGS = ['RS256', 'PS256'];
 // Entra allows clock skew (msal rounds its nbf to the nearest second, so it can lie in the future).
 const SKEW_SECONDS = 300;
 
 const malformed = (): AssertionFailure => ({ status: 400, error: 'invalid_request', code: 50027, description: 'AADSTS50027: JWT token is invalid or malformed.' });
-const timeRange = (): AssertionFailure => ({ status: 400, error: 'invalid_client', code: 700024, description: 'AADSTS700024: Client assertion is not within its valid time range.' });
+const timeRange = (): AssertionFailure => ({
+  status: 400,
+  error: 'invalid_client',
+  code: 700024,
+  description: 'AADSTS700024: Client assertion is not within its valid time range.',
+});
 
 /**
  * Checks a `client_assertion` as Entra does: a certificate assertion (iss =
@@ -60,7 +66,7 @@ export async function verifyClientAssertion(o: VerifyAssertionOptions): Promise<
   let header: Record<string, unknown>;
   try {
     payload = decodeJwt(o.assertion);
-    header = decodeProtectedHeader(o.assertion) as Record<string, unknown>;
+    header = decodeProtectedHeader(o.assertion);
   } catch {
     return malformed();
   }

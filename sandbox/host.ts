@@ -144,8 +144,8 @@ export async function startLocalHost(o: LocalHostOptions): Promise<LocalHost> {
   const fnMailbox = await importQuietly(() => import('../functions/pollMailbox.js'));
   const extra: Array<{ queue: string; handler: QueueHandler; name: string }> = [];
   try {
-    const fnNotify = await importQuietly(() => import('../functions/sendNotification.js' as string));
-    extra.push({ queue: o.runtime.config.storage.notifyQueue, handler: fnNotify.sendNotification as QueueHandler, name: 'sendNotification' });
+    const fnNotify = await importQuietly(() => import('../functions/sendNotification.js'));
+    extra.push({ queue: o.runtime.config.storage.notifyQueue, handler: fnNotify.sendNotification, name: 'sendNotification' });
   } catch {
     /* notifications not built */
   }
@@ -169,12 +169,12 @@ export async function startLocalHost(o: LocalHostOptions): Promise<LocalHost> {
     });
 
   const queues: Array<{ name: string; fn: string; handler: QueueHandler }> = [
-    { name: o.runtime.config.storage.jobsQueue, fn: 'pollMailbox', handler: fnMailbox.pollMailbox as QueueHandler },
+    { name: o.runtime.config.storage.jobsQueue, fn: 'pollMailbox', handler: fnMailbox.pollMailbox },
     ...extra.map((e) => ({ name: e.queue, fn: e.name, handler: e.handler })),
   ];
 
   const poison = async (q: { name: string }, client: QueueClient, m: DequeuedMessageItem) => {
-    const target = (await o.runtime.storage.queue(`${q.name}-poison`)) as QueueClient;
+    const target = await o.runtime.storage.queue(`${q.name}-poison`);
     // As the host does: the message as it was (same encoding), then removed from its queue.
     await target.sendMessage(m.messageText);
     await client.deleteMessage(m.messageId, m.popReceipt);
@@ -186,7 +186,9 @@ export async function startLocalHost(o: LocalHostOptions): Promise<LocalHost> {
     if (!decoded.ok || m.dequeueCount > max) {
       // The host does not run these: a body it cannot decode, or one already tried maxDequeueCount times (a host died mid-try).
       await poison(q, client, m);
-      const why = decoded.ok ? `it was already tried ${m.dequeueCount - 1} times (host.json maxDequeueCount ${max})` : 'its body is not base64 (host.json messageEncoding "base64")';
+      const why = decoded.ok
+        ? `it was already tried ${m.dequeueCount - 1} times (host.json maxDequeueCount ${max})`
+        : 'its body is not base64 (host.json messageEncoding "base64")';
       log.error(`${q.fn}: moved a message to ${q.name}-poison without running it: ${why}. ${whatToDo}`);
       o.onHandled?.({ queue: q.name, ok: false, dequeueCount: m.dequeueCount, poisoned: true, body: m.messageText });
       return;
@@ -200,7 +202,9 @@ export async function startLocalHost(o: LocalHostOptions): Promise<LocalHost> {
       const poisoned = m.dequeueCount >= max;
       if (poisoned) {
         await poison(q, client, m);
-        log.error(`${q.fn}: gave up after ${m.dequeueCount} tries (host.json maxDequeueCount ${max}); the message was moved to ${q.name}-poison. Last error: ${reason(e)} ${whatToDo}`);
+        log.error(
+          `${q.fn}: gave up after ${m.dequeueCount} tries (host.json maxDequeueCount ${max}); the message was moved to ${q.name}-poison. Last error: ${reason(e)} ${whatToDo}`,
+        );
       } else {
         await client.updateMessage(m.messageId, m.popReceipt, undefined, retryVis);
         log.warn(`${q.fn}: try ${m.dequeueCount} of ${max} failed; it runs again in ${retryVis} s (host.json visibilityTimeout): ${reason(e)}`);
@@ -253,7 +257,7 @@ export async function startLocalHost(o: LocalHostOptions): Promise<LocalHost> {
   const drain = async () => {
     // Handling one queue can fill another (a poll enqueues notifications): until all are empty.
     for (;;) {
-      const counts = await Promise.all(queues.map((q, i) => pumpQueue(q, clients[i]!)));
+      const counts = await Promise.all(queues.map((q, i) => pumpQueue(q, clients[i])));
       if (counts.every((c) => c === 0)) return;
     }
   };
@@ -261,7 +265,7 @@ export async function startLocalHost(o: LocalHostOptions): Promise<LocalHost> {
   const loop = (async () => {
     while (!stopped) {
       try {
-        await Promise.all(queues.map((q, i) => pumpQueue(q, clients[i]!)));
+        await Promise.all(queues.map((q, i) => pumpQueue(q, clients[i])));
       } catch (e) {
         log.warn(`queue polling failed: ${(e as Error).message}`);
       }

@@ -72,7 +72,15 @@ export async function stopSandboxOrphans(dir: string, logger: Logger = silentLog
 
 /** The fixed ports of a sandbox, named for a refusal. */
 export function sandboxPorts(ports: NonNullable<SandboxOptions['ports']>): NeededPort[] {
-  const names: Record<string, string> = { token: 'token endpoint (HTTPS)', imap: 'Dovecot IMAP', pop3: 'Dovecot POP3', smtp: 'SMTP', blob: 'Azurite blob', queue: 'Azurite queue', table: 'Azurite table' };
+  const names: Record<string, string> = {
+    token: 'token endpoint (HTTPS)',
+    imap: 'Dovecot IMAP',
+    pop3: 'Dovecot POP3',
+    smtp: 'SMTP',
+    blob: 'Azurite blob',
+    queue: 'Azurite queue',
+    table: 'Azurite table',
+  };
   return Object.entries(ports)
     .filter((e): e is [string, number] => e[1] !== undefined)
     .map(([k, port]) => ({ port, what: names[k] ?? k }));
@@ -98,7 +106,14 @@ export async function startSandbox(o: SandboxOptions): Promise<Sandbox> {
     started.push(token);
     const grants = o.grants ?? Object.values(SANDBOX_MAILBOXES).map((mailbox) => ({ appId: SANDBOX_APP.clientId, mailbox }));
     const [azurite, dovecot, smtp] = await Promise.all([
-      startAzurite({ dir: join(o.dir, 'azurite'), blobPort: o.ports?.blob, queuePort: o.ports?.queue, tablePort: o.ports?.table, inMemory: o.inMemoryStorage, detached: o.detached }).then((a) => {
+      startAzurite({
+        dir: join(o.dir, 'azurite'),
+        blobPort: o.ports?.blob,
+        queuePort: o.ports?.queue,
+        tablePort: o.ports?.table,
+        inMemory: o.inMemoryStorage,
+        detached: o.detached,
+      }).then((a) => {
         started.push(a);
         return a;
       }),
@@ -139,7 +154,7 @@ export async function startSandbox(o: SandboxOptions): Promise<Sandbox> {
       dovecot,
       azurite,
       smtp,
-      env(mailboxes, app = apps[0]!) {
+      env(mailboxes, app = apps[0]) {
         return {
           POSTROOM_SANDBOX: 'true',
           POSTROOM_STORAGE: azurite.connectionString,

@@ -67,7 +67,7 @@ export async function startManagedIdentityEndpoint(o: ManagedIdentityEndpointOpt
   const identityHeader = o.identityHeader ?? randomBytes(16).toString('hex');
   const identities = o.identities.map((i) => ({ ...i, principalId: i.principalId ?? principalIdFor(o.tenantId, i.clientId) }));
   const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-  const kid = await calculateJwkThumbprint(publicKey.export({ format: 'jwk' }) as JWK);
+  const kid = await calculateJwkThumbprint(publicKey.export({ format: 'jwk' }));
   let issued = 0;
 
   const send = (res: ServerResponse, status: number, body: unknown) => {
@@ -89,9 +89,23 @@ export async function startManagedIdentityEndpoint(o: ManagedIdentityEndpointOpt
     if (!resource) return fail(res, 400, 'resource is required');
     const clientId = url.searchParams.get('client_id');
     const id = clientId ? identities.find((i) => i.clientId === clientId) : identities.find((i) => i.systemAssigned);
-    if (!id) return fail(res, 400, clientId ? `No user-assigned identity with client id ${clientId} is assigned to this app` : 'No system-assigned identity is enabled for this app');
+    if (!id)
+      return fail(res, 400, clientId ? `No user-assigned identity with client id ${clientId} is assigned to this app` : 'No system-assigned identity is enabled for this app');
     const now = Math.floor(Date.now() / 1000);
-    const token = await new SignJWT({ aud: resource, iss: issuer, sub: id.principalId, oid: id.principalId, appid: id.clientId, tid: o.tenantId, idtyp: 'app', ver: '2.0', iat: now, nbf: now, exp: now + ttl, jti: randomUUID() })
+    const token = await new SignJWT({
+      aud: resource,
+      iss: issuer,
+      sub: id.principalId,
+      oid: id.principalId,
+      appid: id.clientId,
+      tid: o.tenantId,
+      idtyp: 'app',
+      ver: '2.0',
+      iat: now,
+      nbf: now,
+      exp: now + ttl,
+      jti: randomUUID(),
+    })
       .setProtectedHeader({ alg: 'RS256', typ: 'JWT', kid })
       .sign(privateKey);
     issued += 1;

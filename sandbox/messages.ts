@@ -20,8 +20,9 @@ const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', '
 /** RFC 5322 date-time in UTC. */
 export function rfc2822Date(d: Date): string {
   const p = (n: number) => String(n).padStart(2, '0');
-  return `${DAYS[d.getUTCDay()]}, ${p(d.getUTCDate())} ${MONTHS[d.getUTCMonth()]} ${d.getUTCFullYear()} ` +
-    `${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())} +0000`;
+  return (
+    `${DAYS[d.getUTCDay()]}, ${p(d.getUTCDate())} ${MONTHS[d.getUTCMonth()]} ${d.getUTCFullYear()} ` + `${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())} +0000`
+  );
 }
 
 function newMessageId(): string {
@@ -57,12 +58,10 @@ function base64Lines(data: Buffer): string[] {
 /** A single-part text/plain UTF-8 message. */
 export function plainMessage(o: MessageOptions = {}): Buffer {
   const body = ['Hello,', '', 'this is a plain test message from the Postroom sandbox.', '', '-- ', 'Alice'];
-  return Buffer.from(crlf([
-    ...headers(o, { subject: 'Plain test message' }, ['Content-Type: text/plain; charset=utf-8', 'Content-Transfer-Encoding: 7bit']),
-    '',
-    ...body,
-    '',
-  ]), 'utf8');
+  return Buffer.from(
+    crlf([...headers(o, { subject: 'Plain test message' }, ['Content-Type: text/plain; charset=utf-8', 'Content-Transfer-Encoding: 7bit']), '', ...body, '']),
+    'utf8',
+  );
 }
 
 /** The hostile attachment name in multipartWithAttachments (path traversal + a BEL control character). */
@@ -83,47 +82,50 @@ export function multipartWithAttachments(o: MessageOptions = {}): Buffer {
   const mixed = '----=_Part_mixed_8f3a1c';
   const alt = '----=_Part_alt_27bd90';
   const rfc2231 = encodeURIComponent(UNICODE_FILENAME).replace(/['()*]/g, (c) => '%' + c.charCodeAt(0).toString(16).toUpperCase());
-  return Buffer.from(crlf([
-    ...headers(o, { subject: 'Quarterly report with attachments' }, [`Content-Type: multipart/mixed; boundary="${mixed}"`]),
-    '',
-    'This is a multi-part message in MIME format.',
-    `--${mixed}`,
-    `Content-Type: multipart/alternative; boundary="${alt}"`,
-    '',
-    `--${alt}`,
-    'Content-Type: text/plain; charset=utf-8',
-    'Content-Transfer-Encoding: quoted-printable',
-    '',
-    'Hi team,',
-    '',
-    'please find the Q3 report attached =E2=80=93 grand total =E2=82=AC 1.234,56.',
-    '',
-    `--${alt}`,
-    'Content-Type: text/html; charset=utf-8',
-    'Content-Transfer-Encoding: quoted-printable',
-    '',
-    '<html><body><p>Hi team,</p><p>please find the <b>Q3 report</b> attached =E2=80=93 =',
-    'grand total =E2=82=AC 1.234,56.</p><img src=3D"https://tracker.example/p.gif"></body></html>',
-    '',
-    `--${alt}--`,
-    '',
-    `--${mixed}`,
-    `Content-Type: text/plain; name="${HOSTILE_FILENAME}"`,
-    `Content-Disposition: attachment; filename="${HOSTILE_FILENAME}"`,
-    'Content-Transfer-Encoding: base64',
-    '',
-    ...base64Lines(ATTACHMENT_CONTENTS[0]!),
-    '',
-    `--${mixed}`,
-    'Content-Type: application/pdf',
-    `Content-Disposition: attachment; filename*=UTF-8''${rfc2231}`,
-    'Content-Transfer-Encoding: base64',
-    '',
-    ...base64Lines(ATTACHMENT_CONTENTS[1]!),
-    '',
-    `--${mixed}--`,
-    '',
-  ]), 'utf8');
+  return Buffer.from(
+    crlf([
+      ...headers(o, { subject: 'Quarterly report with attachments' }, [`Content-Type: multipart/mixed; boundary="${mixed}"`]),
+      '',
+      'This is a multi-part message in MIME format.',
+      `--${mixed}`,
+      `Content-Type: multipart/alternative; boundary="${alt}"`,
+      '',
+      `--${alt}`,
+      'Content-Type: text/plain; charset=utf-8',
+      'Content-Transfer-Encoding: quoted-printable',
+      '',
+      'Hi team,',
+      '',
+      'please find the Q3 report attached =E2=80=93 grand total =E2=82=AC 1.234,56.',
+      '',
+      `--${alt}`,
+      'Content-Type: text/html; charset=utf-8',
+      'Content-Transfer-Encoding: quoted-printable',
+      '',
+      '<html><body><p>Hi team,</p><p>please find the <b>Q3 report</b> attached =E2=80=93 =',
+      'grand total =E2=82=AC 1.234,56.</p><img src=3D"https://tracker.example/p.gif"></body></html>',
+      '',
+      `--${alt}--`,
+      '',
+      `--${mixed}`,
+      `Content-Type: text/plain; name="${HOSTILE_FILENAME}"`,
+      `Content-Disposition: attachment; filename="${HOSTILE_FILENAME}"`,
+      'Content-Transfer-Encoding: base64',
+      '',
+      ...base64Lines(ATTACHMENT_CONTENTS[0]),
+      '',
+      `--${mixed}`,
+      'Content-Type: application/pdf',
+      `Content-Disposition: attachment; filename*=UTF-8''${rfc2231}`,
+      'Content-Transfer-Encoding: base64',
+      '',
+      ...base64Lines(ATTACHMENT_CONTENTS[1]),
+      '',
+      `--${mixed}--`,
+      '',
+    ]),
+    'utf8',
+  );
 }
 
 /**
@@ -145,8 +147,15 @@ export function nonUtf8Message(o: MessageOptions = {}): Buffer {
   const mid = crlf(['', `--${b}`, 'Content-Type: text/plain; charset=windows-1252', 'Content-Transfer-Encoding: 8bit', '', '']);
   // windows-1252: 0x80 = €, 0x93/0x94 = “ ”, 0x96 = –
   const cp1252 = Buffer.concat([
-    Buffer.from('Price: ', 'latin1'), Buffer.from([0x80]), Buffer.from(' 5 ', 'latin1'), Buffer.from([0x96]),
-    Buffer.from(' ', 'latin1'), Buffer.from([0x93]), Buffer.from('quoted', 'latin1'), Buffer.from([0x94]), Buffer.from('\r\n', 'latin1'),
+    Buffer.from('Price: ', 'latin1'),
+    Buffer.from([0x80]),
+    Buffer.from(' 5 ', 'latin1'),
+    Buffer.from([0x96]),
+    Buffer.from(' ', 'latin1'),
+    Buffer.from([0x93]),
+    Buffer.from('quoted', 'latin1'),
+    Buffer.from([0x94]),
+    Buffer.from('\r\n', 'latin1'),
   ]);
   const tail = crlf(['', `--${b}--`, '']);
   return Buffer.concat([Buffer.from(head, 'latin1'), latin1, Buffer.from(mid, 'latin1'), cp1252, Buffer.from(tail, 'latin1')]);
@@ -154,24 +163,27 @@ export function nonUtf8Message(o: MessageOptions = {}): Buffer {
 
 /** Raw 8-bit UTF-8 in Subject and From (no encoded-words), as some senders do (RFC 6532 style). */
 export function eightBitHeadersMessage(o: MessageOptions = {}): Buffer {
-  return Buffer.from(crlf([
-    ...headers(o, { from: 'Jürgen Müller <jürgen@bücher.test>', subject: 'Bestellbestätigung – 注文 №42 ✓' },
-      ['Content-Type: text/plain; charset=utf-8', 'Content-Transfer-Encoding: 8bit']),
-    '',
-    'Vielen Dank für Ihre Bestellung. ご注文ありがとうございます。',
-    '',
-  ]), 'utf8');
+  return Buffer.from(
+    crlf([
+      ...headers(o, { from: 'Jürgen Müller <jürgen@bücher.test>', subject: 'Bestellbestätigung – 注文 №42 ✓' }, [
+        'Content-Type: text/plain; charset=utf-8',
+        'Content-Transfer-Encoding: 8bit',
+      ]),
+      '',
+      'Vielen Dank für Ihre Bestellung. ご注文ありがとうございます。',
+      '',
+    ]),
+    'utf8',
+  );
 }
 
 /** A message without a Message-ID header (deduplication must not rely on it). */
 export function noMessageIdMessage(o: MessageOptions = {}): Buffer {
   const { messageId: _ignored, ...rest } = o;
-  return Buffer.from(crlf([
-    ...headers(rest, { subject: 'No Message-ID here' }, ['Content-Type: text/plain; charset=us-ascii'], null),
-    '',
-    'Some old software sends mail without a Message-ID.',
-    '',
-  ]), 'utf8');
+  return Buffer.from(
+    crlf([...headers(rest, { subject: 'No Message-ID here' }, ['Content-Type: text/plain; charset=us-ascii'], null), '', 'Some old software sends mail without a Message-ID.', '']),
+    'utf8',
+  );
 }
 
 /**
@@ -244,7 +256,10 @@ export function largeAttachmentStream(bytes: number, o: MessageOptions = {}): Re
           state = 'body';
           if (!this.push(Buffer.from(largeHead(bytes, o, boundary), 'ascii'))) return;
         } else if (state === 'body') {
-          if (offset >= bytes) { state = 'tail'; continue; }
+          if (offset >= bytes) {
+            state = 'tail';
+            continue;
+          }
           const n = Math.min(RAW_CHUNK, bytes - offset);
           const part = chunk.subarray(0, n);
           fillPayload(part, offset);
@@ -278,16 +293,11 @@ export async function largeAttachmentMessage(bytes: number, o: MessageOptions = 
  * hour apart, oldest first.
  */
 export function sampleMailbox(n: number, start: Date = new Date(Date.UTC(2025, 0, 6, 8, 0, 0))): Buffer[] {
-  const senders = [
-    'Alice Example <alice@fabrikam.test>',
-    '"Bob O\'Neil" <bob@northwind.test>',
-    'billing@wingtip.test',
-    'Carol Ng <carol@contoso.test>',
-  ];
+  const senders = ['Alice Example <alice@fabrikam.test>', '"Bob O\'Neil" <bob@northwind.test>', 'billing@wingtip.test', 'Carol Ng <carol@contoso.test>'];
   const kinds = [plainMessage, multipartWithAttachments, nonUtf8Message, eightBitHeadersMessage, noMessageIdMessage];
   const out: Buffer[] = [];
   for (let i = 0; i < n; i++) {
-    const kind = kinds[i % kinds.length]!;
+    const kind = kinds[i % kinds.length];
     const date = new Date(start.getTime() + i * 3_600_000);
     const opts: MessageOptions = { date, messageId: `<sample-${i + 1}.${date.getTime().toString(36)}@sandbox.contoso.test>` };
     // Legacy-charset and 8-bit samples keep their own subject and sender (that is what they test).

@@ -27,7 +27,10 @@ export async function freePort(): Promise<number> {
 export async function isPortOpen(port: number, host = '127.0.0.1'): Promise<boolean> {
   return new Promise<boolean>((resolve) => {
     const socket = connect({ host, port });
-    const done = (ok: boolean) => { socket.destroy(); resolve(ok); };
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
     socket.setTimeout(1_000);
     socket.once('connect', () => done(true));
     socket.once('timeout', () => done(false));
@@ -61,7 +64,7 @@ async function listeningInodes(port: number): Promise<Set<string>> {
     for (const line of text.split('\n').slice(1)) {
       const f = line.trim().split(/\s+/);
       // f[1] local address "ADDR:PORT", f[3] state (0A = LISTEN), f[9] inode
-      if (f.length > 9 && f[3] === '0A' && f[1]!.endsWith(`:${hex}`)) inodes.add(f[9]!);
+      if (f.length > 9 && f[3] === '0A' && f[1].endsWith(`:${hex}`)) inodes.add(f[9]);
     }
   }
   return inodes;

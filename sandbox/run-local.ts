@@ -103,7 +103,14 @@ async function main(): Promise<void> {
     await assertPortsFree(sandboxPorts(ports), `The sandbox needs these ports free; or run it on others: POSTROOM_SANDBOX_PORT_BASE=20000 npm start`);
     const starting = startSandbox({ dir: stateDir, ports, logger: log, detached: true });
     // A signal during start-up stops whatever of it comes up.
-    running.push({ name: 'sandbox', stop: () => starting.then((s) => s.stop(), () => undefined) });
+    running.push({
+      name: 'sandbox',
+      stop: () =>
+        starting.then(
+          (s) => s.stop(),
+          () => undefined,
+        ),
+    });
     sandbox = await starting;
     const fresh = (await countMaildir(join(stateDir, 'dovecot'))) === 0;
     if (fresh) {
@@ -131,7 +138,14 @@ async function main(): Promise<void> {
       detached: true,
       onOrphanStopped: (pid) => say(`[start] stopped an Azurite an earlier run left running (pid ${pid})`),
     });
-    running.push({ name: 'Azurite', stop: () => starting.then((a) => a.stop(), () => undefined) });
+    running.push({
+      name: 'Azurite',
+      stop: () =>
+        starting.then(
+          (a) => a.stop(),
+          () => undefined,
+        ),
+    });
     azurite = await starting;
     // The same Azurite as UseDevelopmentStorage=true names, also on another port base.
     env.POSTROOM_STORAGE = azurite.connectionString;
@@ -186,7 +200,7 @@ async function main(): Promise<void> {
         n++;
         const raw = n % 3 === 0 ? multipartWithAttachments({ subject: `Arrival ${n}` }) : plainMessage({ subject: `Arrival ${n}` });
         const box = n % 2 ? SANDBOX_MAILBOXES.shared : SANDBOX_MAILBOXES.pop;
-        sandbox!.dovecot.deliver(box, raw).catch((e) => log.warn(`sandbox arrival failed: ${(e as Error).message}`));
+        sandbox.dovecot.deliver(box, raw).catch((e) => log.warn(`sandbox arrival failed: ${(e as Error).message}`));
       }, 15_000)
     : undefined;
 

@@ -148,7 +148,10 @@ function fetchJwks(uri: string, ca: string | undefined): Promise<JSONWebKeySet> 
 /** The address in a From header (`"Name" <a@b>` or `a@b`), lower-cased. */
 function headerFrom(raw: Buffer): string | undefined {
   const end = raw.indexOf('\r\n\r\n');
-  const head = raw.subarray(0, end < 0 ? raw.length : end).toString('utf8').replace(/\r\n[ \t]+/g, ' ');
+  const head = raw
+    .subarray(0, end < 0 ? raw.length : end)
+    .toString('utf8')
+    .replace(/\r\n[ \t]+/g, ' ');
   const line = head.split('\r\n').find((l) => /^from:/i.test(l));
   if (!line) return undefined;
   const m = /<([^>]+)>/.exec(line) ?? /([^\s:<>,"]+@[^\s<>,"]+)/.exec(line.slice(5));
@@ -168,9 +171,7 @@ export async function startSmtpServer(o: SmtpServerOptions): Promise<SmtpSandbox
   const audience = o.audience ?? 'https://outlook.office365.com';
   const maxPerMailbox = o.maxConnectionsPerMailbox ?? 3;
   if (!o.jwksUri && !o.publicKeyPem) throw new TypeError('startSmtpServer needs jwksUri or publicKeyPem');
-  const key: KeyObject | ReturnType<typeof createLocalJWKSet> = o.publicKeyPem
-    ? createPublicKey(o.publicKeyPem)
-    : createLocalJWKSet(await fetchJwks(o.jwksUri!, o.ca));
+  const key: KeyObject | ReturnType<typeof createLocalJWKSet> = o.publicKeyPem ? createPublicKey(o.publicKeyPem) : createLocalJWKSet(await fetchJwks(o.jwksUri!, o.ca));
   const dir = o.dir ?? (await mkdtemp(join(tmpdir(), 'postroom-smtp-')));
   await mkdir(dir, { recursive: true });
 

@@ -160,7 +160,10 @@ interface EntraFailure {
 function entraBody(f: EntraFailure): Record<string, unknown> {
   const traceId = randomUUID();
   const correlationId = randomUUID();
-  const timestamp = new Date().toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z');
+  const timestamp = new Date()
+    .toISOString()
+    .replace('T', ' ')
+    .replace(/\.\d+Z$/, 'Z');
   return {
     error: f.error,
     error_description: `${f.description}\r\nTrace ID: ${traceId}\r\nCorrelation ID: ${correlationId}\r\nTimestamp: ${timestamp}`,
@@ -340,7 +343,9 @@ export async function startTokenEndpoint(o: TokenEndpointOptions): Promise<Token
         // Entra takes the resource from a `<resource>/.default` scope, never a `resource` parameter (v2 endpoint).
         async defaultResource(ctx: KoaContext, _client: unknown, oneOf?: string | string[]) {
           if (oneOf) return oneOf;
-          const scopes = String(ctx.oidc.params.scope ?? '').split(' ').filter(Boolean);
+          const scopes = String(ctx.oidc.params.scope ?? '')
+            .split(' ')
+            .filter(Boolean);
           if (!scopes.length) {
             throw Object.assign(new errors.InvalidRequest("AADSTS900144: The request body must contain the following parameter: 'scope'."), {
               entraCode: 900144,
@@ -355,7 +360,7 @@ export async function startTokenEndpoint(o: TokenEndpointOptions): Promise<Token
               entraCode: 1002012,
             });
           }
-          return scopes[0]!.slice(0, -'/.default'.length);
+          return scopes[0].slice(0, -'/.default'.length);
         },
         useGrantedResource: async () => true,
         async getResourceServerInfo(_ctx: KoaContext, resourceIndicator: string) {
@@ -480,9 +485,9 @@ export async function startTokenEndpoint(o: TokenEndpointOptions): Promise<Token
   handler = (req, res) => {
     const url = req.url ?? '/';
     if (url !== prefix && !url.startsWith(prefix + '/') && !url.startsWith(prefix + '?')) {
-      res.writeHead(404, { 'content-type': 'application/json' }).end(
-        JSON.stringify({ error: 'invalid_tenant', error_description: `AADSTS90002: Tenant '${url.split('/')[1] ?? ''}' not found.` }),
-      );
+      res
+        .writeHead(404, { 'content-type': 'application/json' })
+        .end(JSON.stringify({ error: 'invalid_tenant', error_description: `AADSTS90002: Tenant '${url.split('/')[1] ?? ''}' not found.` }));
       return;
     }
     let rest = url.slice(prefix.length) || '/';
@@ -516,7 +521,12 @@ export async function startTokenEndpoint(o: TokenEndpointOptions): Promise<Token
     const clientId = params.get('client_id') ?? '';
     const app = apps.get(clientId);
     const failure = !app
-      ? { status: 400, error: 'unauthorized_client', code: 700016, description: `AADSTS700016: Application with identifier '${clientId}' was not found in the directory '${tenantId}'.` }
+      ? {
+          status: 400,
+          error: 'unauthorized_client',
+          code: 700016,
+          description: `AADSTS700016: Application with identifier '${clientId}' was not found in the directory '${tenantId}'.`,
+        }
       : params.get('client_assertion_type') !== JWT_BEARER
         ? { status: 400, error: 'invalid_request', code: 90014, description: `AADSTS90014: The client_assertion_type must be ${JWT_BEARER}.` }
         : await verifyClientAssertion({ app, assertion, tokenUrl: `${authority}${TOKEN_PATH}`, trustedIssuers });
@@ -548,7 +558,7 @@ export async function startTokenEndpoint(o: TokenEndpointOptions): Promise<Token
       ...claims,
     };
     for (const k of Object.keys(merged)) if (merged[k] === undefined) delete merged[k];
-    return new SignJWT(merged).setProtectedHeader({ alg: 'RS256', typ: 'JWT', kid }).sign(privateKey as KeyObject);
+    return new SignJWT(merged).setProtectedHeader({ alg: 'RS256', typ: 'JWT', kid }).sign(privateKey);
   };
 
   return {

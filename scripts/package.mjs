@@ -38,7 +38,8 @@ function emittedJs(source) {
 function copyBuildOutput(srcDir, distDir, to) {
   const expected = new Set(listFiles(srcDir).map(emittedJs).filter(Boolean));
   const missing = [...expected].filter((f) => !existsSync(join(distDir, f))).map((f) => join(relative(root, distDir) || distDir, f));
-  if (missing.length) throw new Error(`the build output is behind the sources, ${missing.slice(0, 3).join(', ')}${missing.length > 3 ? ', ...' : ''} missing: run npm run build first`);
+  if (missing.length)
+    throw new Error(`the build output is behind the sources, ${missing.slice(0, 3).join(', ')}${missing.length > 3 ? ', ...' : ''} missing: run npm run build first`);
   for (const f of expected) cpSync(join(distDir, f), join(to, f));
   return listFiles(distDir).filter((f) => f.endsWith('.js') && !expected.has(f));
 }
@@ -60,7 +61,10 @@ function stage(out, dist, { dependencies = true } = {}) {
     if (!existsSync(join(dist, dir))) throw new Error(`${relative(root, dist) || dist}/${dir} is missing: run npm run build first`);
     stale.push(...copyBuildOutput(join(root, dir), join(dist, dir), join(out, 'dist', dir)).map((f) => join(dir, f)));
   }
-  if (stale.length) console.log(`[package] left out ${stale.length} stale file(s) in ${relative(root, dist) || dist}/ (no source any more): ${stale.slice(0, 5).join(', ')}${stale.length > 5 ? ', ...' : ''}`);
+  if (stale.length)
+    console.log(
+      `[package] left out ${stale.length} stale file(s) in ${relative(root, dist) || dist}/ (no source any more): ${stale.slice(0, 5).join(', ')}${stale.length > 5 ? ', ...' : ''}`,
+    );
   cpSync(join(root, 'host.json'), join(out, 'host.json'));
   cpSync(join(root, '.funcignore'), join(out, '.funcignore'));
   const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
@@ -111,4 +115,6 @@ try {
   process.exit(1);
 }
 const { files, bytes } = measure(out);
-console.log(`[package] ${relative(root, out) || out}: ${files} files, ${(bytes / 1048576).toFixed(1)} MiB. Publish: cd ${relative(process.cwd(), out) || '.'} && func azure functionapp publish <function app name>`);
+console.log(
+  `[package] ${relative(root, out) || out}: ${files} files, ${(bytes / 1048576).toFixed(1)} MiB. Publish: cd ${relative(process.cwd(), out) || '.'} && func azure functionapp publish <function app name>`,
+);

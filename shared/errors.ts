@@ -116,8 +116,8 @@ function spNote(c: FixContext): string {
   if (c.servicePrincipalObjectId) return '';
   return (
     ` — the -ObjectId/-User value is the Enterprise application's object id, which az ad sp show --id ${ids(c).appId} --query id -o tsv prints; ` +
-    'the object id shown under App registrations is the application object\'s, not the service principal\'s that Exchange matches against the token\'s oid ' +
-    '(set servicePrincipalObjectId in the app\'s settings to have the id written here)'
+    "the object id shown under App registrations is the application object's, not the service principal's that Exchange matches against the token's oid " +
+    "(set servicePrincipalObjectId in the app's settings to have the id written here)"
   );
 }
 
@@ -195,7 +195,7 @@ export const ERROR_CATALOG: Readonly<Record<PostroomErrorCode, CatalogEntry>> = 
     summary: 'Key Vault did not answer (network failure or timeout)',
     fix: s(
       'Nothing to grant: the vault was not reached, so permissions were not checked. Check that the vault URL is right, that its host resolves and answers from the Function App ' +
-        '(the vault\'s Networking: public access allowed from the app, or a private endpoint with its privatelink.vaultcore.azure.net DNS zone linked to the app\'s network; outbound 443), ' +
+        "(the vault's Networking: public access allowed from the app, or a private endpoint with its privatelink.vaultcore.azure.net DNS zone linked to the app's network; outbound 443), " +
         'and the Azure status page. The secret is read again at the next poll.',
     ),
     retryable: true,
@@ -212,27 +212,34 @@ export const ERROR_CATALOG: Readonly<Record<PostroomErrorCode, CatalogEntry>> = 
   },
   SecretExpired: {
     summary: 'the client secret in Key Vault is past its expiry date',
-    fix: (c) => `Create a new client secret (az ad app credential reset --id ${ids(c).appId} --append), store its Value in Key Vault as a new version with its expiry date (az keyvault secret set --expires), or move the app to a certificate or a federated credential.`,
+    fix: (c) =>
+      `Create a new client secret (az ad app credential reset --id ${ids(c).appId} --append), store its Value in Key Vault as a new version with its expiry date (az keyvault secret set --expires), or move the app to a certificate or a federated credential.`,
     retryable: false,
   },
   CertificateUnavailable: {
     summary: 'the app certificate could not be read from Key Vault',
-    fix: s('Give the Function App\'s managed identity the "Key Vault Secrets User" role on the vault (the key is read through the certificate\'s secret), check the vault URL and certificate name, and create the certificate with content type PEM (application/x-pem-file) so its secret holds the private key and the certificate.'),
+    fix: s(
+      'Give the Function App\'s managed identity the "Key Vault Secrets User" role on the vault (the key is read through the certificate\'s secret), check the vault URL and certificate name, and create the certificate with content type PEM (application/x-pem-file) so its secret holds the private key and the certificate.',
+    ),
     retryable: true,
   },
   CertificateExpired: {
     summary: 'the app certificate in Key Vault has expired',
-    fix: (c) => `Renew the certificate in Key Vault (or import a new one under the same name) and upload its public part to app registration ${ids(c).appId} (Certificates & secrets -> Certificates, or az ad app credential reset --id ${ids(c).appId} --cert @cert.pem --append).`,
+    fix: (c) =>
+      `Renew the certificate in Key Vault (or import a new one under the same name) and upload its public part to app registration ${ids(c).appId} (Certificates & secrets -> Certificates, or az ad app credential reset --id ${ids(c).appId} --cert @cert.pem --append).`,
     retryable: false,
   },
   InvalidClientCertificate: {
     summary: 'Entra rejected the client certificate assertion (AADSTS700027)',
-    fix: (c) => `Upload the certificate that is in Key Vault (its public .cer) to app registration ${ids(c).appId} under Certificates & secrets -> Certificates; the SHA-256 thumbprint must match. A renewed certificate must be uploaded again.`,
+    fix: (c) =>
+      `Upload the certificate that is in Key Vault (its public .cer) to app registration ${ids(c).appId} under Certificates & secrets -> Certificates; the SHA-256 thumbprint must match. A renewed certificate must be uploaded again.`,
     retryable: false,
   },
   ManagedIdentityUnavailable: {
     summary: 'the managed identity token for the federated credential could not be obtained',
-    fix: s('Assign the user-assigned managed identity to the Function App and set its client id in the app\'s "federated.clientId"; outside Azure there is no managed identity (use a secret or a certificate).'),
+    fix: s(
+      'Assign the user-assigned managed identity to the Function App and set its client id in the app\'s "federated.clientId"; outside Azure there is no managed identity (use a secret or a certificate).',
+    ),
     retryable: true,
   },
   FederatedCredentialMismatch: {
@@ -244,12 +251,14 @@ export const ERROR_CATALOG: Readonly<Record<PostroomErrorCode, CatalogEntry>> = 
   },
   CredentialExpiring: {
     summary: 'the app credential expires in less than 30 days (a warning, not a failure)',
-    fix: (c) => `Rotate it before it expires: add a new client secret or certificate to app registration ${ids(c).appId}, store it in Key Vault, and remove the old one afterwards; or move to a federated credential (no expiry).`,
+    fix: (c) =>
+      `Rotate it before it expires: add a new client secret or certificate to app registration ${ids(c).appId}, store it in Key Vault, and remove the old one afterwards; or move to a federated credential (no expiry).`,
     retryable: true,
   },
   AppNotFound: {
     summary: 'the application was not found in the tenant (AADSTS700016)',
-    fix: (c) => `Check the client id (${ids(c).appId}), the tenant id (${ids(c).tenant}) and the cloud (login host ${ids(c).loginHost}); the app must be registered (or consented) in that tenant.`,
+    fix: (c) =>
+      `Check the client id (${ids(c).appId}), the tenant id (${ids(c).tenant}) and the cloud (login host ${ids(c).loginHost}); the app must be registered (or consented) in that tenant.`,
     retryable: false,
   },
   ResourceNotFound: {
@@ -289,18 +298,26 @@ export const ERROR_CATALOG: Readonly<Record<PostroomErrorCode, CatalogEntry>> = 
   CommandFailed: { summary: 'the server refused a command', fix: none, retryable: true },
   Timeout: { summary: 'the operation timed out', fix: none, retryable: true },
   Aborted: { summary: 'the operation was aborted', fix: none, retryable: true },
-  FolderNotFound: { summary: 'the folder does not exist', fix: (c) => `Check the folder name in the settings of ${ids(c).mailbox} (names are case-sensitive except INBOX).`, retryable: false },
+  FolderNotFound: {
+    summary: 'the folder does not exist',
+    fix: (c) => `Check the folder name in the settings of ${ids(c).mailbox} (names are case-sensitive except INBOX).`,
+    retryable: false,
+  },
   LeaseHeld: { summary: 'another instance is polling this mailbox', fix: none, retryable: false },
   CheckpointConflict: { summary: 'the checkpoint was changed by another writer', fix: none, retryable: true },
   SinkFailed: { summary: 'the message could not be written to storage', fix: s('Check the storage connection setting and that the account is reachable.'), retryable: true },
   StorageUnavailable: {
     summary: 'the storage account did not answer',
-    fix: s('Check the POSTROOM_STORAGE settings (connection string, or service URIs and identity), that the account exists and is reachable from the Function App, and that the identity has the Blob, Queue and Table data roles.'),
+    fix: s(
+      'Check the POSTROOM_STORAGE settings (connection string, or service URIs and identity), that the account exists and is reachable from the Function App, and that the identity has the Blob, Queue and Table data roles.',
+    ),
     retryable: true,
   },
   DeadlineReached: {
     summary: 'the poll stopped at its deadline',
-    fix: s("Nothing is lost: what was written is acknowledged and the next poll goes on from there. If this repeats, raise POSTROOM_POLL_DEADLINE_SECONDS (within the host's functionTimeout) or lower POSTROOM_MAX_MESSAGES_PER_POLL."),
+    fix: s(
+      "Nothing is lost: what was written is acknowledged and the next poll goes on from there. If this repeats, raise POSTROOM_POLL_DEADLINE_SECONDS (within the host's functionTimeout) or lower POSTROOM_MAX_MESSAGES_PER_POLL.",
+    ),
     retryable: false,
   },
   SmtpAuthDisabled: {
@@ -327,12 +344,14 @@ export const ERROR_CATALOG: Readonly<Record<PostroomErrorCode, CatalogEntry>> = 
   },
   TokenExpired: {
     summary: 'the app token has expired',
-    fix: s('None if it happens once: a new token is asked for. If fresh tokens are expired too, this host\'s clock is wrong: turn on time synchronisation (NTP).'),
+    fix: s("None if it happens once: a new token is asked for. If fresh tokens are expired too, this host's clock is wrong: turn on time synchronisation (NTP)."),
     retryable: true,
   },
   ClockSkew: {
-    summary: 'this host\'s clock disagrees with the login host\'s',
-    fix: s('Turn on time synchronisation (Linux: timedatectl set-ntp true; Windows: w32tm /resync). Exchange checks the token\'s nbf/exp with its own clock; a skewed host sees valid tokens as expired or not yet valid.'),
+    summary: "this host's clock disagrees with the login host's",
+    fix: s(
+      "Turn on time synchronisation (Linux: timedatectl set-ntp true; Windows: w32tm /resync). Exchange checks the token's nbf/exp with its own clock; a skewed host sees valid tokens as expired or not yet valid.",
+    ),
     retryable: true,
   },
   NotAppToken: {
@@ -342,7 +361,7 @@ export const ERROR_CATALOG: Readonly<Record<PostroomErrorCode, CatalogEntry>> = 
     retryable: false,
   },
   ServicePrincipalNotRegistered: {
-    summary: 'Exchange does not know the app\'s service principal',
+    summary: "Exchange does not know the app's service principal",
     fix: (c) =>
       `Connect-ExchangeOnline -Organization ${ids(c).tenant}; ${registerSp(c)}${spNote(c)}; then ${fullAccess(c)}. ` +
       `Check with Get-ServicePrincipal -Identity ${ids(c).appId} | fl AppId,ObjectId (a service principal registered with the App registration's object id must be removed and registered again). ${PROPAGATION}`,
@@ -464,7 +483,7 @@ export function withContext<E>(err: E, ctx: FixContext): E | PostroomError {
 }
 
 function definedOnly(ctx: FixContext): FixContext {
-  return Object.fromEntries(Object.entries(ctx).filter(([, v]) => v !== undefined)) as FixContext;
+  return Object.fromEntries(Object.entries(ctx).filter(([, v]) => v !== undefined));
 }
 
 export function isPostroomError(e: unknown, code?: PostroomErrorCode): e is PostroomError {
@@ -479,10 +498,5 @@ const KV_RE = /((?:client_secret|clientSecret|client_assertion|access_token|pass
 
 /** Removes tokens, SASL blobs and secrets from text meant for logs or errors. */
 export function redact(text: string): string {
-  return text
-    .replace(JWT_RE, '[token]')
-    .replace(BEARER_RE, '$1[token]')
-    .replace(SASL_RE, '$1[sasl]')
-    .replace(USER_AUTH_RE, '[sasl]')
-    .replace(KV_RE, '$1[redacted]');
+  return text.replace(JWT_RE, '[token]').replace(BEARER_RE, '$1[token]').replace(SASL_RE, '$1[sasl]').replace(USER_AUTH_RE, '[sasl]').replace(KV_RE, '$1[redacted]');
 }

@@ -13,8 +13,18 @@ export function exchangeBackoffMs(text: string): number | undefined {
 }
 
 const CONNECT_CODES = new Set([
-  'ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNRESET',
-  'EPIPE', 'ETIMEDOUT', 'ECONNABORTED', 'EHOSTDOWN', 'ENETDOWN', 'EADDRNOTAVAIL',
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ECONNRESET',
+  'EPIPE',
+  'ETIMEDOUT',
+  'ECONNABORTED',
+  'EHOSTDOWN',
+  'ENETDOWN',
+  'EADDRNOTAVAIL',
 ]);
 
 /** Whether a socket error code means the server could not be reached or the connection broke. */
@@ -26,9 +36,5 @@ export function isConnectError(e: { code?: unknown }): boolean {
 export function isTlsError(e: { code?: unknown; message?: unknown }): boolean {
   const code = typeof e.code === 'string' ? e.code : '';
   if (CONNECT_CODES.has(code)) return false;
-  return (
-    /^ERR_(SSL|TLS)_/.test(code) ||
-    /CERT|^UNABLE_TO_|^SELF_SIGNED|^HOSTNAME_MISMATCH|^DEPTH_ZERO/.test(code) ||
-    /SSL routines|certificate|TLS/i.test(String(e.message ?? ''))
-  );
+  return /^ERR_(SSL|TLS)_/.test(code) || /CERT|^UNABLE_TO_|^SELF_SIGNED|^HOSTNAME_MISMATCH|^DEPTH_ZERO/.test(code) || /SSL routines|certificate|TLS/i.test(String(e.message ?? ''));
 }

@@ -149,7 +149,15 @@ function createSenderPool(config: PostroomConfig, tokens: (app: AppConfig) => To
         const getToken = protocolTokenGetter(tokens(app).getToken, { protocol: 'smtp', app, mailbox: from, subject });
         sender = import('./notify/smtp.js').then((m) =>
           m.createSmtpSender(
-            { endpoint: { host, port }, from, getToken, ca: config.ca, connectTimeoutMs: config.poll.connectTimeoutMs, logger, fixContext: fixContextOf(app, { mailbox: from, from, protocol: 'smtp' }) },
+            {
+              endpoint: { host, port },
+              from,
+              getToken,
+              ca: config.ca,
+              connectTimeoutMs: config.poll.connectTimeoutMs,
+              logger,
+              fixContext: fixContextOf(app, { mailbox: from, from, protocol: 'smtp' }),
+            },
             options,
           ),
         );
@@ -159,7 +167,11 @@ function createSenderPool(config: PostroomConfig, tokens: (app: AppConfig) => To
       return sender;
     },
     close(): void {
-      for (const s of pool.values()) void s.then((x) => x.close(), () => undefined);
+      for (const s of pool.values())
+        void s.then(
+          (x) => x.close(),
+          () => undefined,
+        );
       pool.clear();
     },
   };

@@ -92,7 +92,7 @@ describe('app credentials: secret, certificate, federated', () => {
       authorityHost: te.authorityHost,
       disableInstanceDiscovery: true,
       tlsOptions: { ca: certs.ca },
-    } as never);
+    });
   });
 
   after(async () => {
@@ -112,7 +112,7 @@ describe('app credentials: secret, certificate, federated', () => {
       POSTROOM_STORAGE: 'UseDevelopmentStorage=true',
       POSTROOM_APPS: JSON.stringify([{ name: 'a', tenantId: TENANT, clientId, authorityHost: te.authorityHost, ...credential }]),
       POSTROOM_MAILBOXES: '[]',
-    }).apps[0]!;
+    }).apps[0];
 
   const provider = (app: AppConfig, extra: { managedIdentity?: TokenCredential } = {}) => {
     const log = memoryLogger();
@@ -134,10 +134,14 @@ describe('app credentials: secret, certificate, federated', () => {
 
   it('POSTROOM_APPS takes exactly one of secret, certificate, federated', () => {
     const vault = { vaultUrl: 'https://v.vault.azure.net', name: 'n' };
-    const apps = (a: Record<string, unknown>) => ({ POSTROOM_STORAGE: 'x', POSTROOM_MAILBOXES: '[]', POSTROOM_APPS: JSON.stringify([{ tenantId: TENANT, clientId: ids.cert, ...a }]) });
-    assert.deepEqual(loadConfig(apps({ certificate: vault })).apps[0]!.credential, { kind: 'certificate', certificate: { ...vault, version: undefined } });
-    assert.deepEqual(loadConfig(apps({ federated: { clientId: MI } })).apps[0]!.credential, { kind: 'federated', clientId: MI });
-    assert.equal(loadConfig(apps({ secret: vault })).apps[0]!.credential.kind, 'secret');
+    const apps = (a: Record<string, unknown>) => ({
+      POSTROOM_STORAGE: 'x',
+      POSTROOM_MAILBOXES: '[]',
+      POSTROOM_APPS: JSON.stringify([{ tenantId: TENANT, clientId: ids.cert, ...a }]),
+    });
+    assert.deepEqual(loadConfig(apps({ certificate: vault })).apps[0].credential, { kind: 'certificate', certificate: { ...vault, version: undefined } });
+    assert.deepEqual(loadConfig(apps({ federated: { clientId: MI } })).apps[0].credential, { kind: 'federated', clientId: MI });
+    assert.equal(loadConfig(apps({ secret: vault })).apps[0].credential.kind, 'secret');
     assert.throws(() => loadConfig(apps({ secret: vault, certificate: vault })), /only one credential per app: have secret and certificate/);
     assert.throws(() => loadConfig(apps({})), /a credential is required/);
     assert.throws(() => loadConfig(apps({ federated: { clientId: 'not-a-guid' } })), /federated\.clientId/);
@@ -227,7 +231,7 @@ describe('app credentials: secret, certificate, federated', () => {
     await tokens.getToken();
     const warn = log.lines.filter((l) => l.includes('CredentialExpiring'));
     assert.equal(warn.length, 1, log.lines.join('\n'));
-    assert.match(warn[0]!, /^warn .*the certificate of app "a" expires in 10 day\(s\)/);
+    assert.match(warn[0], /^warn .*the certificate of app "a" expires in 10 day\(s\)/);
     assert.equal(tokens.credentialInfo().expiring, true);
     await tokens.getToken({ renew: true });
     assert.equal(log.lines.filter((l) => l.includes('CredentialExpiring')).length, 1, 'once a day, not at every token');

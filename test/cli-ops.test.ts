@@ -53,8 +53,12 @@ describe('postroom CLI against the local stack (poll, status, poison)', () => {
     const r = await cli('status');
     assert.equal(r.code, 0, r.stderr);
     const lines = r.stdout.split('\n');
-    assert.match(lines[0]!, /^MAILBOX\s+LAST POLL\s+RESULT\s+LAG\s+LAST\s+TOTAL\s+FAILS\s+LAST ERROR$/);
-    for (const a of [HAPPY, POP, UNGRANTED]) assert.ok(lines.some((l) => l.includes(a) && /\bnever\b/.test(l)), `${a} in:\n${r.stdout}`);
+    assert.match(lines[0], /^MAILBOX\s+LAST POLL\s+RESULT\s+LAG\s+LAST\s+TOTAL\s+FAILS\s+LAST ERROR$/);
+    for (const a of [HAPPY, POP, UNGRANTED])
+      assert.ok(
+        lines.some((l) => l.includes(a) && /\bnever\b/.test(l)),
+        `${a} in:\n${r.stdout}`,
+      );
   });
 
   it('poll --once --mailbox: ingests through the function code path and prints the summary, exit 0', async () => {
@@ -78,9 +82,9 @@ describe('postroom CLI against the local stack (poll, status, poison)', () => {
     const err = /^ {2}error: (\w+): (.*)$/m.exec(r.stdout);
     assert.ok(err, r.stdout);
     // The sandbox refuses the login for an ungranted mailbox over every protocol: the poll's diagnosis says so.
-    assert.ok(['MailboxNotConnected', 'ServicePrincipalNotRegistered'].includes(err[1]!), err[1]);
+    assert.ok(['MailboxNotConnected', 'ServicePrincipalNotRegistered'].includes(err[1]), err[1]);
     assert.match(r.stdout, /^ {2}fix: .*Add-MailboxPermission/m);
-    assert.doesNotMatch(err[2]!, / Fix: /, 'the fix is printed once, on its own line');
+    assert.doesNotMatch(err[2], / Fix: /, 'the fix is printed once, on its own line');
     assert.match(r.stdout, /^poll: 1 mailbox\(es\), 0 message\(s\), .* 1 error\(s\)$/m);
 
     const s = await cli('status');
@@ -107,7 +111,19 @@ describe('postroom CLI against the local stack (poll, status, poison)', () => {
     const job = (mailboxId: string) => encodeQueueJson({ schema: JOB_SCHEMA, mailboxId, scheduledAt: '2026-01-01T00:00:00.000Z' });
     const j1 = (await jobsPoison.sendMessage(job(`imap:${HAPPY}/INBOX`))).messageId;
     const j2 = (await jobsPoison.sendMessage(job(`pop3:${POP}/INBOX`))).messageId;
-    const n1 = (await notifyPoison.sendMessage(encodeQueueJson({ schema: 'postroom.notification.v1', id: 'n-1', kind: 'digest', mailboxId: `imap:${HAPPY}/INBOX`, mailbox: HAPPY, createdAt: '2026-01-01T00:00:00.000Z', data: {} }))).messageId;
+    const n1 = (
+      await notifyPoison.sendMessage(
+        encodeQueueJson({
+          schema: 'postroom.notification.v1',
+          id: 'n-1',
+          kind: 'digest',
+          mailboxId: `imap:${HAPPY}/INBOX`,
+          mailbox: HAPPY,
+          createdAt: '2026-01-01T00:00:00.000Z',
+          data: {},
+        }),
+      )
+    ).messageId;
 
     const list = await cli('poison', 'list');
     assert.equal(list.code, 0, list.stderr);
@@ -115,7 +131,10 @@ describe('postroom CLI against the local stack (poll, status, poison)', () => {
     assert.match(list.stdout, new RegExp(`^postroom-notifications-poison\\s+${n1}\\s+.*digest notification for ${HAPPY}`, 'm'));
     assert.match(list.stdout, /^postroom-jobs-poison: 2 message\(s\)$/m);
     const listJson = JSON.parse((await cli('poison', 'list', '--queue', 'notifications', '--json')).stdout);
-    assert.deepEqual(listJson.messages.map((m: { id: string }) => m.id), [n1]);
+    assert.deepEqual(
+      listJson.messages.map((m: { id: string }) => m.id),
+      [n1],
+    );
 
     const show = await cli('poison', 'show', j2);
     assert.equal(show.code, 0, show.stderr);
@@ -128,7 +147,10 @@ describe('postroom CLI against the local stack (poll, status, poison)', () => {
     assert.equal(replay.code, 0, replay.stderr);
     assert.match(replay.stdout, new RegExp(`^✓ replayed ${j1} .* from postroom-jobs-poison to postroom-jobs$`, 'm'));
     const back = (await queue('postroom-jobs').peekMessages({ numberOfMessages: 32 })).peekedMessageItems;
-    assert.deepEqual(back.map((m) => JSON.parse(Buffer.from(m.messageText, 'base64').toString()).mailboxId), [`imap:${HAPPY}/INBOX`]);
+    assert.deepEqual(
+      back.map((m) => JSON.parse(Buffer.from(m.messageText, 'base64').toString()).mailboxId),
+      [`imap:${HAPPY}/INBOX`],
+    );
     const left = (await jobsPoison.peekMessages({ numberOfMessages: 32 })).peekedMessageItems.map((m) => m.messageId);
     assert.deepEqual(left, [j2], 'only the replayed message left the poison queue; the other is visible again');
 
@@ -196,8 +218,9 @@ describe('postroom CLI against the local stack (poll, status, poison)', () => {
       assert.deepEqual(body.problems, ['POSTROOM_APPS: missing (a JSON array; see docs/settings.md)', 'POSTROOM_BATCH_SIZE: "0" must be a whole number from 1 to 1000']);
       assert.match(body.fix, /Correct the settings/);
     } finally {
-      for (const k of keys) if (saved[k] === undefined) delete process.env[k];
-      else process.env[k] = saved[k];
+      for (const k of keys)
+        if (saved[k] === undefined) delete process.env[k];
+        else process.env[k] = saved[k];
     }
     setRuntime(await stack.runtime(MAILBOX_SETTINGS));
     const ok = await status({} as never, {} as never);

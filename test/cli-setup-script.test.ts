@@ -50,7 +50,8 @@ const code = (s: string) => lines(s).filter((l) => l.trim() && !l.trim().startsW
 
 /** Every line that creates or changes something carries its own check (safe to re-run). */
 function assertGuarded(script: string): void {
-  const creating = /\b(New-ServicePrincipal|Add-MailboxPermission|Set-CASMailbox|Add-RecipientPermission|ad sp create|ad app permission add|keyvault secret set|role assignment create)\b/;
+  const creating =
+    /\b(New-ServicePrincipal|Add-MailboxPermission|Set-CASMailbox|Add-RecipientPermission|ad sp create|ad app permission add|keyvault secret set|role assignment create)\b/;
   for (const l of code(script).filter((x) => creating.test(x))) {
     assert.match(l, /^\s*(if \(|\|\||\[ -n )|\|\| (az|Invoke-Az) |^\s*(\$secretValue|Invoke-Az keyvault secret set)/, `unguarded: ${l}`);
   }
@@ -74,23 +75,45 @@ describe('postroom setup-script', () => {
   it('for the sample settings with the sandbox app: every mailbox where it belongs, real ids, no placeholders (PowerShell)', () => {
     const s = renderSetupScript(loadConfig(sampleWithSandbox()), { format: 'powershell' });
     const id = SANDBOX_APP.clientId;
-    assert.ok(lines(s).includes(`if (-not (Test-Az ad app show --id '${id}')) { throw 'App registration ${id} not found in tenant ${SANDBOX_TENANT}: check clientId/tenantId in POSTROOM_APPS' }`));
-    assert.ok(lines(s).includes(`if ($granted -notcontains '5e5addcd-3e8d-4e90-baf5-964efab2b20a') { Invoke-Az ad app permission add --id '${id}' --api 00000002-0000-0ff1-ce00-000000000000 --api-permissions 5e5addcd-3e8d-4e90-baf5-964efab2b20a=Role | Out-Null }   # IMAP.AccessAsApp`));
-    assert.ok(lines(s).includes(`if ($granted -notcontains 'cb842b43-da6e-4506-86fe-bb12199c656d') { Invoke-Az ad app permission add --id '${id}' --api 00000002-0000-0ff1-ce00-000000000000 --api-permissions cb842b43-da6e-4506-86fe-bb12199c656d=Role | Out-Null }   # POP.AccessAsApp`));
-    assert.ok(lines(s).includes(`if ($granted -notcontains '7146a1f0-8703-45b3-9eae-527a64c00995') { Invoke-Az ad app permission add --id '${id}' --api 00000002-0000-0ff1-ce00-000000000000 --api-permissions 7146a1f0-8703-45b3-9eae-527a64c00995=Role | Out-Null }   # SMTP.SendAsApp`));
+    assert.ok(
+      lines(s).includes(
+        `if (-not (Test-Az ad app show --id '${id}')) { throw 'App registration ${id} not found in tenant ${SANDBOX_TENANT}: check clientId/tenantId in POSTROOM_APPS' }`,
+      ),
+    );
+    assert.ok(
+      lines(s).includes(
+        `if ($granted -notcontains '5e5addcd-3e8d-4e90-baf5-964efab2b20a') { Invoke-Az ad app permission add --id '${id}' --api 00000002-0000-0ff1-ce00-000000000000 --api-permissions 5e5addcd-3e8d-4e90-baf5-964efab2b20a=Role | Out-Null }   # IMAP.AccessAsApp`,
+      ),
+    );
+    assert.ok(
+      lines(s).includes(
+        `if ($granted -notcontains 'cb842b43-da6e-4506-86fe-bb12199c656d') { Invoke-Az ad app permission add --id '${id}' --api 00000002-0000-0ff1-ce00-000000000000 --api-permissions cb842b43-da6e-4506-86fe-bb12199c656d=Role | Out-Null }   # POP.AccessAsApp`,
+      ),
+    );
+    assert.ok(
+      lines(s).includes(
+        `if ($granted -notcontains '7146a1f0-8703-45b3-9eae-527a64c00995') { Invoke-Az ad app permission add --id '${id}' --api 00000002-0000-0ff1-ce00-000000000000 --api-permissions 7146a1f0-8703-45b3-9eae-527a64c00995=Role | Out-Null }   # SMTP.SendAsApp`,
+      ),
+    );
     assert.ok(lines(s).includes(`Invoke-Az ad app permission admin-consent --id '${id}' | Out-Null`));
     assert.ok(lines(s).includes(`Connect-ExchangeOnline -Organization '${SANDBOX_TENANT}' -ExchangeEnvironmentName O365Default -ShowBanner:$false`));
     assert.ok(lines(s).includes(`if (-not $sp) { $sp = New-ServicePrincipal -AppId '${id}' -ObjectId $spObjectId -DisplayName 'Postroom (sandbox)' }`));
     for (const m of Object.values(SANDBOX_MAILBOXES)) {
       assert.equal(count(s, `Add-MailboxPermission -Identity '${m}' -User $spObjectId -AccessRights FullAccess`), 1, m);
     }
-    assert.ok(lines(s).includes(`if (-not (Get-CASMailbox -Identity '${SANDBOX_MAILBOXES.shared}').ImapEnabled) { Set-CASMailbox -Identity '${SANDBOX_MAILBOXES.shared}' -ImapEnabled $true }`));
-    assert.ok(lines(s).includes(`if (-not (Get-CASMailbox -Identity '${SANDBOX_MAILBOXES.pop}').PopEnabled) { Set-CASMailbox -Identity '${SANDBOX_MAILBOXES.pop}' -PopEnabled $true }`));
+    assert.ok(
+      lines(s).includes(
+        `if (-not (Get-CASMailbox -Identity '${SANDBOX_MAILBOXES.shared}').ImapEnabled) { Set-CASMailbox -Identity '${SANDBOX_MAILBOXES.shared}' -ImapEnabled $true }`,
+      ),
+    );
+    assert.ok(
+      lines(s).includes(`if (-not (Get-CASMailbox -Identity '${SANDBOX_MAILBOXES.pop}').PopEnabled) { Set-CASMailbox -Identity '${SANDBOX_MAILBOXES.pop}' -PopEnabled $true }`),
+    );
     assert.equal(count(s, '-ImapEnabled $true'), 2);
     assert.equal(count(s, '-PopEnabled $true'), 1);
     // The two mailboxes with notify send as themselves: SMTP AUTH on each, no SendAs grant.
-    assert.equal(count(s, 'Set-CASMailbox -Identity \'shared-inbox@contoso.test\' -SmtpClientAuthenticationDisabled $false'), 1);
-    assert.equal(count(s, 'Set-CASMailbox -Identity \'invoices@contoso.test\' -SmtpClientAuthenticationDisabled $false'), 1);
+    assert.equal(count(s, "Set-CASMailbox -Identity 'shared-inbox@contoso.test' -SmtpClientAuthenticationDisabled $false"), 1);
+    assert.equal(count(s, "Set-CASMailbox -Identity 'invoices@contoso.test' -SmtpClientAuthenticationDisabled $false"), 1);
     assert.equal(count(s, `-SmtpClientAuthenticationDisabled $false }`), 2);
     assert.equal(count(s, 'Add-RecipientPermission'), 0);
     // A plain sandbox secret: the Key Vault step says so instead of inventing a vault.
@@ -106,23 +129,37 @@ describe('postroom setup-script', () => {
     assert.equal(l[0], '#!/usr/bin/env bash');
     assert.ok(l.includes('set -euo pipefail'));
     assert.ok(l.includes('FUNCTION_APP="${FUNCTION_APP:-postroom-func}"'));
-    assert.ok(l.includes(`[ "$(az account show --query tenantId -o tsv)" = '${TENANT}' ] || { echo 'az is signed in to another tenant: run az login --tenant ${TENANT}' >&2; exit 1; }`));
+    assert.ok(
+      l.includes(`[ "$(az account show --query tenantId -o tsv)" = '${TENANT}' ] || { echo 'az is signed in to another tenant: run az login --tenant ${TENANT}' >&2; exit 1; }`),
+    );
     assert.ok(l.includes(`az ad sp show --id '${MAIN}' --query id -o tsv >/dev/null 2>&1 || az ad sp create --id '${MAIN}' --query id -o tsv >/dev/null`));
     // main reads IMAP + POP3 and sends: three roles; gov reads POP3 only: one role.
     assert.equal(count(s, `have_role '${MAIN}' `), 3);
     assert.equal(count(s, `have_role '${GOV}' `), 1);
-    assert.ok(l.includes(`have_role '${GOV}' cb842b43-da6e-4506-86fe-bb12199c656d || az ad app permission add --id '${GOV}' --api 00000002-0000-0ff1-ce00-000000000000 --api-permissions cb842b43-da6e-4506-86fe-bb12199c656d=Role   # POP.AccessAsApp`));
+    assert.ok(
+      l.includes(
+        `have_role '${GOV}' cb842b43-da6e-4506-86fe-bb12199c656d || az ad app permission add --id '${GOV}' --api 00000002-0000-0ff1-ce00-000000000000 --api-permissions cb842b43-da6e-4506-86fe-bb12199c656d=Role   # POP.AccessAsApp`,
+      ),
+    );
     assert.ok(l.includes('# usgov cloud: sign az in there first: az cloud set --name AzureUSGovernment'));
     assert.ok(l.includes(`echo "App main: Enterprise application object id $(az ad sp show --id '${MAIN}' --query id -o tsv)"`));
     assert.ok(s.includes("NOT the App registration's object id"));
-    assert.ok(l.includes(`  || az keyvault secret set --vault-name 'contoso-postroom' --name 'postroom-client-secret' --value "$(az ad app credential reset --id '${MAIN}' --append --display-name postroom --years 1 --query password -o tsv)" --output none`));
+    assert.ok(
+      l.includes(
+        `  || az keyvault secret set --vault-name 'contoso-postroom' --name 'postroom-client-secret' --value "$(az ad app credential reset --id '${MAIN}' --append --display-name postroom --years 1 --query password -o tsv)" --output none`,
+      ),
+    );
     assert.ok(l.includes(`az keyvault secret show --vault-name 'contoso-gov' --name 'gov-secret' --query id -o tsv >/dev/null 2>&1 \\`));
     assert.ok(l.includes('PRINCIPAL_ID=$(az functionapp identity assign -g "$RESOURCE_GROUP" -n "$FUNCTION_APP" --query principalId -o tsv)'));
-    assert.equal(count(s, 'az role assignment create --assignee-object-id "$PRINCIPAL_ID" --assignee-principal-type ServicePrincipal --role 4633458b-17de-408a-b874-0445c86b69e6'), 2, 'one role assignment per vault');
+    assert.equal(
+      count(s, 'az role assignment create --assignee-object-id "$PRINCIPAL_ID" --assignee-principal-type ServicePrincipal --role 4633458b-17de-408a-b874-0445c86b69e6'),
+      2,
+      'one role assignment per vault',
+    );
     // Exchange: one connection per tenant, with the cloud's environment; the PowerShell is quoted away from bash.
     assert.ok(l.includes(`Connect-ExchangeOnline -Organization '${TENANT}' -ExchangeEnvironmentName O365Default -ShowBanner:$false`));
     assert.ok(l.includes(`Connect-ExchangeOnline -Organization 'contoso.onmicrosoft.us' -ExchangeEnvironmentName O365USGovGCCHigh -ShowBanner:$false`));
-    assert.ok(l.includes("cat >\"$EXO_DIR/postroom-exchange.ps1\" <<'POSTROOM_EXO'"));
+    assert.ok(l.includes('cat >"$EXO_DIR/postroom-exchange.ps1" <<\'POSTROOM_EXO\''));
     assert.ok(l.includes('pwsh -NoLogo -NoProfile -File "$EXO_DIR/postroom-exchange.ps1"'));
     // The mailbox read from two folders gets one grant; the notify sender gets one too (Postroom signs in as it).
     for (const m of ['invoices@contoso.com', 'alerts@contoso.com', 'support@contoso.com', 'gov-box@contoso.us']) {
@@ -133,10 +170,14 @@ describe('postroom setup-script', () => {
     assert.equal(count(s, "Set-CASMailbox -Identity 'alerts@contoso.com' -SmtpClientAuthenticationDisabled $false"), 1);
     assert.equal(count(s, "Set-CASMailbox -Identity 'support@contoso.com' -SmtpClientAuthenticationDisabled $false"), 1);
     assert.equal(count(s, "Set-CASMailbox -Identity 'invoices@contoso.com' -SmtpClientAuthenticationDisabled"), 0);
-    assert.ok(l.includes("if (-not (Get-RecipientPermission -Identity 'alerts@contoso.com' -Trustee 'invoices@contoso.com' -ErrorAction SilentlyContinue | Where-Object { $_.AccessRights -contains 'SendAs' })) { Add-RecipientPermission -Identity 'alerts@contoso.com' -Trustee 'invoices@contoso.com' -AccessRights SendAs -Confirm:$false | Out-Null }"));
+    assert.ok(
+      l.includes(
+        "if (-not (Get-RecipientPermission -Identity 'alerts@contoso.com' -Trustee 'invoices@contoso.com' -ErrorAction SilentlyContinue | Where-Object { $_.AccessRights -contains 'SendAs' })) { Add-RecipientPermission -Identity 'alerts@contoso.com' -Trustee 'invoices@contoso.com' -AccessRights SendAs -Confirm:$false | Out-Null }",
+      ),
+    );
     assert.equal(count(s, 'Add-RecipientPermission'), 1);
-    assert.equal(count(s, 'Set-CASMailbox -Identity \'gov-box@contoso.us\' -PopEnabled $true'), 1);
-    assert.equal(count(s, 'Set-CASMailbox -Identity \'gov-box@contoso.us\' -ImapEnabled'), 0);
+    assert.equal(count(s, "Set-CASMailbox -Identity 'gov-box@contoso.us' -PopEnabled $true"), 1);
+    assert.equal(count(s, "Set-CASMailbox -Identity 'gov-box@contoso.us' -ImapEnabled"), 0);
     assertGuarded(s);
   });
 
@@ -161,7 +202,11 @@ describe('postroom setup-script', () => {
     assert.ok(l.includes(`  $secretValue = Invoke-Az ad app credential reset --id '${MAIN}' --append --display-name postroom --years 1 --query password -o tsv`));
     assert.ok(l.includes('  Remove-Variable secretValue'));
     assert.ok(!/Write-Host.*secretValue/.test(s));
-    assert.ok(l.includes("if (-not (Invoke-Az role assignment list --assignee $principalId --role 4633458b-17de-408a-b874-0445c86b69e6 --scope $vaultId --query '[].id' -o tsv)) { Invoke-Az role assignment create --assignee-object-id $principalId --assignee-principal-type ServicePrincipal --role 4633458b-17de-408a-b874-0445c86b69e6 --scope $vaultId --output none }"));
+    assert.ok(
+      l.includes(
+        "if (-not (Invoke-Az role assignment list --assignee $principalId --role 4633458b-17de-408a-b874-0445c86b69e6 --scope $vaultId --query '[].id' -o tsv)) { Invoke-Az role assignment create --assignee-object-id $principalId --assignee-principal-type ServicePrincipal --role 4633458b-17de-408a-b874-0445c86b69e6 --scope $vaultId --output none }",
+      ),
+    );
     assert.equal(count(s, 'POSTROOM_EXO'), 0, 'no here-doc in the PowerShell format');
     assertGuarded(s);
   });

@@ -3,7 +3,12 @@ import assert from 'node:assert/strict';
 import { loadConfig, settingsJsonSchemas } from '../shared/config/index.js';
 import { PostroomError } from '../shared/errors.js';
 
-const app = { name: 'main', tenantId: 'contoso.onmicrosoft.com', clientId: '11111111-2222-3333-4444-555555555555', secret: { vaultUrl: 'https://v.vault.azure.net', name: 'postroom-secret' } };
+const app = {
+  name: 'main',
+  tenantId: 'contoso.onmicrosoft.com',
+  clientId: '11111111-2222-3333-4444-555555555555',
+  secret: { vaultUrl: 'https://v.vault.azure.net', name: 'postroom-secret' },
+};
 const base = {
   POSTROOM_STORAGE: 'UseDevelopmentStorage=true',
   POSTROOM_APPS: JSON.stringify([app]),
@@ -13,7 +18,7 @@ const base = {
 test('defaults: public cloud, IMAP on outlook.office365.com:993, INBOX, post-action none', () => {
   const c = loadConfig(base);
   assert.equal(c.mailboxes.length, 1);
-  const m = c.mailboxes[0]!;
+  const m = c.mailboxes[0];
   assert.equal(m.host, 'outlook.office365.com');
   assert.equal(m.port, 993);
   assert.equal(m.folder, 'INBOX');
@@ -27,20 +32,23 @@ test('defaults: public cloud, IMAP on outlook.office365.com:993, INBOX, post-act
 test('cloud presets: usgov and china endpoints and scopes; pop3 port 995', () => {
   const c = loadConfig({
     ...base,
-    POSTROOM_APPS: JSON.stringify([{ ...app, name: 'gov', cloud: 'usgov' }, { ...app, name: 'cn', cloud: 'china' }]),
+    POSTROOM_APPS: JSON.stringify([
+      { ...app, name: 'gov', cloud: 'usgov' },
+      { ...app, name: 'cn', cloud: 'china' },
+    ]),
     POSTROOM_MAILBOXES: JSON.stringify([
       { address: 'a@gov.us', app: 'gov', protocol: 'pop3' },
       { address: 'b@cn.cn', app: 'cn' },
     ]),
   });
   const [gov, cn] = c.mailboxes;
-  assert.equal(gov!.host, 'outlook.office365.us');
-  assert.equal(gov!.port, 995);
-  assert.equal(gov!.app.scope, 'https://outlook.office365.us/.default');
-  assert.equal(gov!.app.authorityHost, 'https://login.microsoftonline.us');
-  assert.equal(cn!.host, 'partner.outlook.cn');
-  assert.equal(cn!.app.scope, 'https://partner.outlook.cn/.default');
-  assert.equal(cn!.app.endpoints.smtp.host, 'smtp.partner.outlook.cn');
+  assert.equal(gov.host, 'outlook.office365.us');
+  assert.equal(gov.port, 995);
+  assert.equal(gov.app.scope, 'https://outlook.office365.us/.default');
+  assert.equal(gov.app.authorityHost, 'https://login.microsoftonline.us');
+  assert.equal(cn.host, 'partner.outlook.cn');
+  assert.equal(cn.app.scope, 'https://partner.outlook.cn/.default');
+  assert.equal(cn.app.endpoints.smtp.host, 'smtp.partner.outlook.cn');
 });
 
 test('overrides for private stacks: authority host and host:port per app', () => {
@@ -48,9 +56,9 @@ test('overrides for private stacks: authority host and host:port per app', () =>
     ...base,
     POSTROOM_APPS: JSON.stringify([{ ...app, authorityHost: 'https://localhost:8443/', imapHost: '127.0.0.1:10993' }]),
   });
-  assert.equal(c.mailboxes[0]!.app.authority, 'https://localhost:8443/contoso.onmicrosoft.com');
-  assert.equal(c.mailboxes[0]!.host, '127.0.0.1');
-  assert.equal(c.mailboxes[0]!.port, 10993);
+  assert.equal(c.mailboxes[0].app.authority, 'https://localhost:8443/contoso.onmicrosoft.com');
+  assert.equal(c.mailboxes[0].host, '127.0.0.1');
+  assert.equal(c.mailboxes[0].port, 10993);
 });
 
 test('every problem is reported at once, with its setting path', () => {
@@ -101,13 +109,13 @@ test('cross-field problems: plain secret outside the sandbox, unknown app, POP3 
 
 test('plain secret accepted in sandbox mode, with a warning', () => {
   const c = loadConfig({ ...base, POSTROOM_SANDBOX: 'true', POSTROOM_APPS: JSON.stringify([{ ...app, secret: { value: 'x' } }]) });
-  assert.equal(c.apps[0]!.secret?.kind, 'plain');
+  assert.equal(c.apps[0].secret?.kind, 'plain');
   assert.equal(c.sandbox, true);
 });
 
 test('post-action move parses its folder; moving into the polled folder is refused', () => {
   const c = loadConfig({ ...base, POSTROOM_MAILBOXES: JSON.stringify([{ address: 'a@contoso.com', postAction: 'move:Archive/Postroom' }]) });
-  assert.deepEqual(c.mailboxes[0]!.postAction, { kind: 'move', folder: 'Archive/Postroom' });
+  assert.deepEqual(c.mailboxes[0].postAction, { kind: 'move', folder: 'Archive/Postroom' });
   assert.throws(() => loadConfig({ ...base, POSTROOM_MAILBOXES: JSON.stringify([{ address: 'a@contoso.com', postAction: 'move:INBOX' }]) }), /would loop/);
 });
 

@@ -22,7 +22,7 @@ function env(app: Record<string, unknown> = {}, mailboxes: unknown[] = [{ addres
     POSTROOM_MAILBOXES: JSON.stringify(mailboxes),
   };
 }
-const appOf = (extra: Record<string, unknown> = {}): AppConfig => loadConfig(env(extra)).apps[0]!;
+const appOf = (extra: Record<string, unknown> = {}): AppConfig => loadConfig(env(extra)).apps[0];
 
 /** An unsigned JWT (the checks never verify signatures). */
 function jwt(claims: Record<string, unknown>): string {
@@ -31,10 +31,23 @@ function jwt(claims: Record<string, unknown>): string {
 }
 const NOW = Date.parse('2026-03-01T12:00:00Z') / 1000;
 const good = (over: Record<string, unknown> = {}) =>
-  jwt({ aud: 'https://outlook.office365.com', tid: TENANT, appid: APP_ID, idtyp: 'app', roles: ['IMAP.AccessAsApp', 'POP.AccessAsApp', 'SMTP.SendAsApp'], iat: NOW - 60, nbf: NOW - 60, exp: NOW + 3600, ...over });
+  jwt({
+    aud: 'https://outlook.office365.com',
+    tid: TENANT,
+    appid: APP_ID,
+    idtyp: 'app',
+    roles: ['IMAP.AccessAsApp', 'POP.AccessAsApp', 'SMTP.SendAsApp'],
+    iat: NOW - 60,
+    nbf: NOW - 60,
+    exp: NOW + 3600,
+    ...over,
+  });
 
 describe('fixes are filled in with the real ids', () => {
-  const full = (over: Partial<FixContext> = {}): FixContext => ({ ...fixContextOf(appOf({ servicePrincipalObjectId: SP_ID }), { mailbox: MBX, protocol: 'imap', from: 'alerts@contoso.com' }), ...over });
+  const full = (over: Partial<FixContext> = {}): FixContext => ({
+    ...fixContextOf(appOf({ servicePrincipalObjectId: SP_ID }), { mailbox: MBX, protocol: 'imap', from: 'alerts@contoso.com' }),
+    ...over,
+  });
 
   it('no placeholder remains in any catalog fix, for every protocol, with or without the service principal id', () => {
     for (const protocol of ['imap', 'pop3', 'smtp'] as const) {
@@ -70,7 +83,9 @@ describe('fixes are filled in with the real ids', () => {
     assert.ok(pop.includes(`Set-CASMailbox -Identity ${MBX} -PopEnabled $true`), pop);
     assert.doesNotMatch(pop, /ImapEnabled|SmtpClientAuthentication/);
     // Each of the four causes the catch-all used to share has its own code and text.
-    const texts = (['ServicePrincipalNotRegistered', 'ProtocolDisabled', 'WrongTenant', 'TokenExpired'] as PostroomErrorCode[]).map((c) => ERROR_CATALOG[c].fix(full({ protocol: 'pop3' })));
+    const texts = (['ServicePrincipalNotRegistered', 'ProtocolDisabled', 'WrongTenant', 'TokenExpired'] as PostroomErrorCode[]).map((c) =>
+      ERROR_CATALOG[c].fix(full({ protocol: 'pop3' })),
+    );
     assert.equal(new Set(texts).size, 4);
   });
 
@@ -99,7 +114,10 @@ describe('fixes are filled in with the real ids', () => {
   });
 
   it('ConnectionLost: a connection dropped after login is not "could not be reached"', () => {
-    const failed = new PostroomError('ConnectionFailed', 'ECONNRESET: socket hang up', { subject: MBX, context: { mailbox: MBX, protocol: 'imap', endpoints: { imap: 'outlook.office365.com:993' } } });
+    const failed = new PostroomError('ConnectionFailed', 'ECONNRESET: socket hang up', {
+      subject: MBX,
+      context: { mailbox: MBX, protocol: 'imap', endpoints: { imap: 'outlook.office365.com:993' } },
+    });
     assert.equal(droppedAfterLogin(failed, { established: false }), failed);
     const lost = droppedAfterLogin(failed, { established: true, during: 'FETCH' });
     assert.equal(lost.code, 'ConnectionLost');
@@ -164,8 +182,8 @@ describe('checkAppToken: each mismatch its own code', () => {
     assert.equal(code(good({ iat: NOW + 1800, nbf: NOW + 1800, exp: NOW + 5400 })), 'ClockSkew');
     // Just received (msal: expires in 60 min by this clock) yet already expired by its exp: this clock is ahead.
     const skew = inspectAppToken(good({ exp: NOW - 600 }), { protocol: 'imap', app, now: new Date(NOW * 1000), expiresOn: new Date((NOW + 3600) * 1000) });
-    assert.equal(skew.problems[0]!.code, 'ClockSkew');
-    assert.match(skew.problems[0]!.detail, /this host's clock is 70 min ahead/);
+    assert.equal(skew.problems[0].code, 'ClockSkew');
+    assert.match(skew.problems[0].detail, /this host's clock is 70 min ahead/);
     // Within the 5-minute tolerance nothing is said.
     assert.equal(code(good({ iat: NOW + 100, nbf: NOW + 100 })), 'ok');
   });
@@ -184,38 +202,56 @@ describe('checkAppToken: each mismatch its own code', () => {
     }
   });
 
-  it('the transports\' token getter runs every check, with the mailbox and app filled into the fix', async () => {
+  it("the transports' token getter runs every check, with the mailbox and app filled into the fix", async () => {
     const now = Math.floor(Date.now() / 1000);
     const fresh = (over: Record<string, unknown> = {}) => good({ iat: now - 10, nbf: now - 10, exp: now + 3600, ...over });
-    const getter = (token: string) => protocolTokenGetter(async () => ({ token, expiresOn: new Date((now + 3600) * 1000) }), { protocol: 'pop3', app, mailbox: MBX, subject: `mailbox ${MBX}` });
+    const getter = (token: string) =>
+      protocolTokenGetter(async () => ({ token, expiresOn: new Date((now + 3600) * 1000) }), { protocol: 'pop3', app, mailbox: MBX, subject: `mailbox ${MBX}` });
     await assert.rejects(getter(fresh({ roles: [] }))(), (e: PostroomError) => e.code === 'MissingRole' && /POP\.AccessAsApp/.test(e.fix));
-    await assert.rejects(getter(fresh({ tid: '0b0b0b0b-0000-4000-8000-000000000bad' }))(), (e: PostroomError) => e.code === 'WrongTenant' && e.fix.includes(APP_ID) && e.message.includes(MBX));
+    await assert.rejects(
+      getter(fresh({ tid: '0b0b0b0b-0000-4000-8000-000000000bad' }))(),
+      (e: PostroomError) => e.code === 'WrongTenant' && e.fix.includes(APP_ID) && e.message.includes(MBX),
+    );
     assert.equal((await getter(fresh())()).expiresOn.getTime(), (now + 3600) * 1000);
   });
 
   it('lists every problem, most telling first', () => {
     const r = inspectAppToken(good({ aud: 'https://graph.microsoft.com', tid: 'x', exp: NOW - 10, roles: [] }), { protocol: 'imap', app, now: new Date(NOW * 1000) });
-    assert.deepEqual(r.problems.map((p) => p.code), ['WrongAudience', 'WrongTenant', 'TokenExpired', 'MissingRole']);
+    assert.deepEqual(
+      r.problems.map((p) => p.code),
+      ['WrongAudience', 'WrongTenant', 'TokenExpired', 'MissingRole'],
+    );
   });
 });
 
 describe('settings warnings', () => {
   it('warns at load for a Graph resource, a common/organizations tenant and an app with no mailbox', () => {
     const w1 = loadConfig(env({ resource: 'https://graph.microsoft.com' })).warnings;
-    assert.ok(w1.some((w) => /resource https:\/\/graph\.microsoft\.com is Microsoft Graph/.test(w) && w.includes('https://outlook.office365.com/.default')), w1.join('\n'));
+    assert.ok(
+      w1.some((w) => /resource https:\/\/graph\.microsoft\.com is Microsoft Graph/.test(w) && w.includes('https://outlook.office365.com/.default')),
+      w1.join('\n'),
+    );
     const w2 = loadConfig(env({ tenantId: 'organizations' })).warnings;
-    assert.ok(w2.some((w) => /tenantId "organizations" names no tenant/.test(w)), w2.join('\n'));
+    assert.ok(
+      w2.some((w) => /tenantId "organizations" names no tenant/.test(w)),
+      w2.join('\n'),
+    );
     const w3 = loadConfig(env({}, [])).warnings;
-    assert.ok(w3.some((w) => /no mailbox in POSTROOM_MAILBOXES uses this app/.test(w)), w3.join('\n'));
+    assert.ok(
+      w3.some((w) => /no mailbox in POSTROOM_MAILBOXES uses this app/.test(w)),
+      w3.join('\n'),
+    );
     const ok = loadConfig(env({ cloud: 'usgov' })).warnings;
-    assert.deepEqual(ok.filter((w) => !/plain secret/.test(w)), []);
+    assert.deepEqual(
+      ok.filter((w) => !/plain secret/.test(w)),
+      [],
+    );
   });
 });
 
 describe('narrowAuthRefusal (injected probes)', () => {
   const app = appOf();
-  const probes = (m: Partial<Record<'imap' | 'pop3' | 'smtp', ProbeOutcome>>): AuthProbes =>
-    Object.fromEntries(Object.entries(m).map(([k, v]) => [k, async () => v]));
+  const probes = (m: Partial<Record<'imap' | 'pop3' | 'smtp', ProbeOutcome>>): AuthProbes => Object.fromEntries(Object.entries(m).map(([k, v]) => [k, async () => v]));
   const narrow = (refused: 'imap' | 'pop3' | 'smtp', m: Partial<Record<'imap' | 'pop3' | 'smtp', ProbeOutcome>>, token = good()) =>
     narrowAuthRefusal({ refused, token, app, mailbox: MBX, probe: probes(m), now: new Date(NOW * 1000) });
 
@@ -239,7 +275,14 @@ describe('narrowAuthRefusal (injected probes)', () => {
   it('not-connected is certain (no FullAccess); a token problem is certain and needs no probe', async () => {
     assert.equal((await narrow('pop3', { imap: 'not-connected', pop3: 'refused' })).code, 'MailboxNotConnected');
     let probed = false;
-    const d = await narrowAuthRefusal({ refused: 'imap', token: good({ exp: NOW - 60 }), app, mailbox: MBX, now: new Date(NOW * 1000), probe: { imap: async () => ((probed = true), 'refused') } });
+    const d = await narrowAuthRefusal({
+      refused: 'imap',
+      token: good({ exp: NOW - 60 }),
+      app,
+      mailbox: MBX,
+      now: new Date(NOW * 1000),
+      probe: { imap: async () => ((probed = true), 'refused') },
+    });
     assert.equal(d.code, 'TokenExpired');
     assert.equal(d.confidence, 'certain');
     assert.equal(probed, false);

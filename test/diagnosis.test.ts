@@ -13,13 +13,17 @@ import type { SandboxApp } from '../sandbox/token-endpoint.js';
 import { loadConfig, type AppConfig } from '../shared/config/index.js';
 import { createAppTokenProvider, resetTokenProviders } from '../shared/auth/token-provider.js';
 import { checkAppToken } from '../shared/auth/claims.js';
-import { PostroomError } from '../shared/errors.js';
+import { type PostroomError } from '../shared/errors.js';
 import { silentLogger } from '../shared/logger.js';
 import { narrowAuthRefusal } from '../shared/diagnose/narrow.js';
 import { directProbes, probeImap, probePop3, probeSmtp } from '../shared/diagnose/probes.js';
 
 const app = (n: number, name: string, extra: Partial<SandboxApp> = {}): SandboxApp => ({
-  name, clientId: `0a5bd0c5-0000-4000-8000-00000000d00${n}`, clientSecret: `${name}-secret`, roles: ['IMAP.AccessAsApp', 'POP.AccessAsApp', 'SMTP.SendAsApp'], ...extra,
+  name,
+  clientId: `0a5bd0c5-0000-4000-8000-00000000d00${n}`,
+  clientSecret: `${name}-secret`,
+  roles: ['IMAP.AccessAsApp', 'POP.AccessAsApp', 'SMTP.SendAsApp'],
+  ...extra,
 });
 const OTHER_TENANT = '0b0b0b0b-0000-4000-8000-000000000bad';
 const APPS = {
@@ -36,9 +40,9 @@ describe('diagnosis against the real sandbox', () => {
   let dir: string;
   const configOf = (a: SandboxApp, extra: Record<string, unknown> = {}): AppConfig => {
     const env = sb.env([{ address: MBX.ok }], a);
-    const apps = JSON.parse(env.POSTROOM_APPS!);
+    const apps = JSON.parse(env.POSTROOM_APPS);
     Object.assign(apps[0], extra);
-    return loadConfig({ ...env, POSTROOM_APPS: JSON.stringify(apps) }).apps[0]!;
+    return loadConfig({ ...env, POSTROOM_APPS: JSON.stringify(apps) }).apps[0];
   };
   const tokenOf = async (a: SandboxApp) => {
     const cfg = configOf(a);
@@ -70,7 +74,10 @@ describe('diagnosis against the real sandbox', () => {
     assert.equal(checkAppToken(token, { protocol: 'imap', app: cfg, expiresOn }).problems.length, 0);
     const p = probesFor(cfg, MBX.ok, token);
     const [imap, pop3, smtp] = await Promise.all([p.imap!(), p.pop3!(), p.smtp!()]);
-    assert.deepEqual([imap, pop3, smtp].map((r) => (typeof r === 'string' ? r : r.outcome)), ['ok', 'ok', 'ok']);
+    assert.deepEqual(
+      [imap, pop3, smtp].map((r) => (typeof r === 'string' ? r : r.outcome)),
+      ['ok', 'ok', 'ok'],
+    );
   });
 
   it('POP disabled for a mailbox: POP refused, IMAP opens it -> ProtocolDisabled (likely), Set-CASMailbox -PopEnabled for that mailbox', async () => {
@@ -81,8 +88,14 @@ describe('diagnosis against the real sandbox', () => {
     assert.equal(d.confidence, 'likely');
     assert.match(d.cause, /IMAP opened pop-off@contoso\.test with the same token.*POP is disabled for pop-off@contoso\.test/);
     assert.ok(d.fix.startsWith(`Set-CASMailbox -Identity ${MBX.popOff} -PopEnabled $true`), d.fix);
-    assert.ok(d.evidence.some((e) => /^pop3: refused \[AuthenticationFailed\]/.test(e)), d.evidence.join('|'));
-    assert.ok(d.evidence.some((e) => /^imap: ok \(opened INBOX \(1 messages\)\)/.test(e)), d.evidence.join('|'));
+    assert.ok(
+      d.evidence.some((e) => /^pop3: refused \[AuthenticationFailed\]/.test(e)),
+      d.evidence.join('|'),
+    );
+    assert.ok(
+      d.evidence.some((e) => /^imap: ok \(opened INBOX \(1 messages\)\)/.test(e)),
+      d.evidence.join('|'),
+    );
   });
 
   it('IMAP disabled for a mailbox: POP opens it -> ProtocolDisabled with -ImapEnabled', async () => {
@@ -116,7 +129,10 @@ describe('diagnosis against the real sandbox', () => {
     const d = await narrowAuthRefusal({ refused: 'imap', token, app: cfg, mailbox: MBX.ok, probe: probesFor(cfg, MBX.ok, token) });
     assert.equal(d.code, 'ServicePrincipalNotRegistered');
     assert.equal(d.confidence, 'likely');
-    assert.deepEqual(d.evidence.map((e) => e.split(' ').slice(0, 2).join(' ')), ['imap: refused', 'pop3: refused', 'smtp: refused']);
+    assert.deepEqual(
+      d.evidence.map((e) => e.split(' ').slice(0, 2).join(' ')),
+      ['imap: refused', 'pop3: refused', 'smtp: refused'],
+    );
     assert.ok(d.fix.includes(`Connect-ExchangeOnline -Organization ${SANDBOX_TENANT}`), d.fix);
     assert.ok(d.fix.includes(`New-ServicePrincipal -AppId ${a.clientId} -ObjectId (az ad sp show --id ${a.clientId} --query id -o tsv)`), d.fix);
     assert.ok(d.fix.includes(`Add-MailboxPermission -Identity ${MBX.ok}`), d.fix);
@@ -141,20 +157,26 @@ describe('diagnosis against the real sandbox', () => {
       // The real servers refuse each of them.
       const imap = await probeImap({ ...cfg.endpoints.imap, mailbox: MBX.ok, token, ca: sb.certs.ca });
       assert.equal(imap.outcome, 'refused', `${a.name}: ${imap.detail}`);
-      assert.throws(() => checkAppToken(token, { protocol: 'imap', app: cfg, mailbox: MBX.ok, expiresOn }), (e: PostroomError) => {
-        assert.equal(e.code, code, e.message);
-        assert.match(e.message, detail);
-        assert.ok(e.message.includes(a.clientId), e.message);
-        assert.doesNotMatch(e.fix, /<[A-Za-z][^<>]*>/);
-        return true;
-      });
+      assert.throws(
+        () => checkAppToken(token, { protocol: 'imap', app: cfg, mailbox: MBX.ok, expiresOn }),
+        (e: PostroomError) => {
+          assert.equal(e.code, code, e.message);
+          assert.match(e.message, detail);
+          assert.ok(e.message.includes(a.clientId), e.message);
+          assert.doesNotMatch(e.fix, /<[A-Za-z][^<>]*>/);
+          return true;
+        },
+      );
       const d = await narrowAuthRefusal({ refused: 'imap', token, app: cfg, mailbox: MBX.ok, expiresOn, probe: probesFor(cfg, MBX.ok, token) });
       assert.equal(d.code, code);
       assert.equal(d.confidence, 'certain');
     }
     // Without the provider's expiry an expired token is just TokenExpired.
     const { token } = await tokenOf(APPS.expired);
-    assert.throws(() => checkAppToken(token, { protocol: 'pop3', app: configOf(APPS.expired) }), (e: PostroomError) => e.code === 'TokenExpired');
+    assert.throws(
+      () => checkAppToken(token, { protocol: 'pop3', app: configOf(APPS.expired) }),
+      (e: PostroomError) => e.code === 'TokenExpired',
+    );
     const pop = await probePop3({ ...configOf(APPS.expired).endpoints.pop3, mailbox: MBX.ok, token, ca: sb.certs.ca });
     assert.equal(pop.outcome, 'refused');
   });

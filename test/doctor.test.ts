@@ -27,7 +27,11 @@ import { startKeyVault, type KeyVaultEndpoint } from './support/keyvault-endpoin
 import { startFaultProxy, type FaultProxy } from './support/fault-proxy.js';
 
 const app = (n: number, name: string, extra: Partial<SandboxApp> = {}): SandboxApp => ({
-  name, clientId: `0a5bd0c5-0000-4000-8000-00000000e00${n}`, clientSecret: `${name}-secret`, roles: ['IMAP.AccessAsApp', 'POP.AccessAsApp', 'SMTP.SendAsApp'], ...extra,
+  name,
+  clientId: `0a5bd0c5-0000-4000-8000-00000000e00${n}`,
+  clientSecret: `${name}-secret`,
+  roles: ['IMAP.AccessAsApp', 'POP.AccessAsApp', 'SMTP.SendAsApp'],
+  ...extra,
 });
 const OTHER_TENANT = '0b0b0b0b-0000-4000-8000-000000000bad';
 const APPS = {
@@ -36,7 +40,14 @@ const APPS = {
   graph: app(3, 'graph-audience', { tokenClaims: { aud: 'https://graph.microsoft.com', roles: ['Mail.Read'] } }),
   expired: app(4, 'expired', { tokenClaims: (c) => ({ iat: Number(c.iat) - 4200, nbf: Number(c.nbf) - 4200, exp: Number(c.exp) - 4200 }) }),
 };
-const MBX = { ok: 'doctor-ok@contoso.test', pop: 'doctor-pop@contoso.test', popOff: 'doctor-pop-off@contoso.test', imapOff: 'doctor-imap-off@contoso.test', smtpOff: 'doctor-smtp-off@contoso.test', tls: 'doctor-tls@contoso.test' };
+const MBX = {
+  ok: 'doctor-ok@contoso.test',
+  pop: 'doctor-pop@contoso.test',
+  popOff: 'doctor-pop-off@contoso.test',
+  imapOff: 'doctor-imap-off@contoso.test',
+  smtpOff: 'doctor-smtp-off@contoso.test',
+  tls: 'doctor-tls@contoso.test',
+};
 const SECRET = 'doctor-client-secret';
 const NO_PLACEHOLDER = /<[A-Za-z][^<>]*>/;
 
@@ -50,7 +61,7 @@ describe('postroom doctor against the local stack', () => {
   /** Settings over the sandbox: `mailboxes`, one app, the app's secret in the Key Vault stand-in unless `plain`. */
   const envOf = (mailboxes: unknown[], a: SandboxApp = SANDBOX_APP, o: { plain?: boolean; app?: Record<string, unknown>; env?: Record<string, string> } = {}) => {
     const env = sb.env(mailboxes, a);
-    const apps = JSON.parse(env.POSTROOM_APPS!);
+    const apps = JSON.parse(env.POSTROOM_APPS);
     // The vault holds the sandbox app's secret; the other apps use plain ones.
     if (!o.plain && a === SANDBOX_APP) apps[0].secret = { vaultUrl: vault.vaultUrl, name: SECRET };
     Object.assign(apps[0], o.app ?? {});
@@ -60,8 +71,17 @@ describe('postroom doctor against the local stack', () => {
     resetTokenProviders();
     const { ClientSecretCredential } = await import('@azure/identity');
     // The Function App's managed identity in Azure; here an app of the local issuer.
-    const credential = new ClientSecretCredential(SANDBOX_TENANT, SANDBOX_APP.clientId, SANDBOX_APP.clientSecret, { authorityHost: sb.token.authorityHost, disableInstanceDiscovery: true, tlsOptions: { ca: sb.certs.ca } } as never);
-    const rt = createRuntime({ config: loadConfig(env), logger: memoryLogger(), credential, secretClientOptions: { tlsOptions: { ca: sb.certs.ca }, disableChallengeResourceVerification: true } });
+    const credential = new ClientSecretCredential(SANDBOX_TENANT, SANDBOX_APP.clientId, SANDBOX_APP.clientSecret, {
+      authorityHost: sb.token.authorityHost,
+      disableInstanceDiscovery: true,
+      tlsOptions: { ca: sb.certs.ca },
+    });
+    const rt = createRuntime({
+      config: loadConfig(env),
+      logger: memoryLogger(),
+      credential,
+      secretClientOptions: { tlsOptions: { ca: sb.certs.ca }, disableChallengeResourceVerification: true },
+    });
     runtimes.push(rt);
     return rt;
   };
@@ -70,13 +90,18 @@ describe('postroom doctor against the local stack', () => {
   const one = (r: DoctorReport, status: DoctorCheck['status']): DoctorCheck => {
     const cs = only(r, status);
     assert.equal(cs.length, 1, r.checks.map((c) => renderCheck(c).join('\n')).join('\n'));
-    return cs[0]!;
+    return cs[0];
   };
   const cli = async (env: Record<string, string>, ...args: string[]) => {
     let stdout = '';
     let stderr = '';
     const sink = (add: (s: string) => void) => new Writable({ write: (c, _e, cb) => (add(String(c)), cb()) });
-    const code = await main(['doctor', '--timeout', '3', ...args], { stdout: sink((s) => (stdout += s)), stderr: sink((s) => (stderr += s)), env: { ...env, PATH: process.env.PATH }, cwd: dir });
+    const code = await main(['doctor', '--timeout', '3', ...args], {
+      stdout: sink((s) => (stdout += s)),
+      stderr: sink((s) => (stderr += s)),
+      env: { ...env, PATH: process.env.PATH },
+      cwd: dir,
+    });
     return { code, stdout, stderr };
   };
 
@@ -108,7 +133,12 @@ describe('postroom doctor against the local stack', () => {
 
   it('healthy: every layer ✓ (Key Vault with expiry, token, DNS, TCP, TLS, XOAUTH2, folder, SMTP, storage), exit 0', async () => {
     vault.setSecret(SECRET, SANDBOX_APP.clientSecret, { expiresOn: new Date(Date.now() + 200 * 86_400_000) });
-    const r = await doctor(envOf([{ address: MBX.ok, protocol: 'imap', notify: { to: ['ops@contoso.test'] } }, { address: MBX.pop, protocol: 'pop3' }]));
+    const r = await doctor(
+      envOf([
+        { address: MBX.ok, protocol: 'imap', notify: { to: ['ops@contoso.test'] } },
+        { address: MBX.pop, protocol: 'pop3' },
+      ]),
+    );
     assert.deepEqual(only(r, 'fail').concat(only(r, 'warn')), []);
     assert.equal(r.summary.exitCode, 0);
     const layers = new Set(r.checks.map((c) => c.layer));
@@ -127,7 +157,10 @@ describe('postroom doctor against the local stack', () => {
     const r = await cli(env);
     assert.equal(r.code, 0, r.stdout + r.stderr);
     const lines = r.stdout.trim().split('\n');
-    assert.ok(lines.slice(0, -1).every((l) => l.startsWith('✓ ')), r.stdout);
+    assert.ok(
+      lines.slice(0, -1).every((l) => l.startsWith('✓ ')),
+      r.stdout,
+    );
     assert.match(lines.at(-1)!, /^doctor: \d+ ok, 0 warning\(s\), 0 failure\(s\) in [\d.]+ s: all checks passed$/);
     const j = await cli(env, '--json');
     const report = JSON.parse(j.stdout) as DoctorReport;
@@ -151,26 +184,29 @@ describe('postroom doctor against the local stack', () => {
     assert.match(r.stdout, /the settings do not load$/m);
     const j = JSON.parse((await cli(env, '--json')).stdout) as DoctorReport;
     assert.equal(j.summary.exitCode, 2);
-    assert.equal(j.checks[0]!.code, 'ConfigInvalid');
+    assert.equal(j.checks[0].code, 'ConfigInvalid');
   });
 
   it('Graph resource, generic tenant, app without mailbox: ✗ settings lines with the setting to change, exit 1', async () => {
     const env = envOf([{ address: MBX.ok, app: 'sandbox' }], SANDBOX_APP, { plain: true, app: { resource: 'https://graph.microsoft.com' } });
-    const apps = JSON.parse(env.POSTROOM_APPS!);
+    const apps = JSON.parse(env.POSTROOM_APPS);
     apps.push({ ...apps[0], name: 'spare', resource: undefined, tenantId: 'organizations' });
     const r = await doctor({ ...env, POSTROOM_APPS: JSON.stringify(apps) }, { protocol: 'smtp' });
     const settings = only(r, 'fail').filter((c) => c.layer === 'settings');
     assert.deepEqual(settings.map((c) => c.code).sort(), ['AppWithoutMailbox', 'GenericTenant', 'NonExchangeResource']);
-    assert.match(settings.find((c) => c.code === 'NonExchangeResource')!.fix!, /Remove "resource" from app "sandbox" in POSTROOM_APPS: the scope is then https:\/\/outlook\.office365\.com\/\.default/);
+    assert.match(
+      settings.find((c) => c.code === 'NonExchangeResource')!.fix!,
+      /Remove "resource" from app "sandbox" in POSTROOM_APPS: the scope is then https:\/\/outlook\.office365\.com\/\.default/,
+    );
     assert.equal(r.summary.exitCode, 1);
   });
 
   /** The poll of the only mailbox of `env`, then its status report entry. */
   const pollOf = async (env: Record<string, string>) => {
     const rt = await runtimeOf(env);
-    const result = await pollMailbox(rt, rt.config.mailboxes[0]!);
+    const result = await pollMailbox(rt, rt.config.mailboxes[0]);
     const report = await mailboxStatusReport(rt);
-    return { result, entry: report.mailboxes[0]!, report };
+    return { result, entry: report.mailboxes[0], report };
   };
   const noPlaceholder = (fix: string | undefined) => assert.doesNotMatch(fix ?? '', NO_PLACEHOLDER, fix);
 
@@ -190,8 +226,8 @@ describe('postroom doctor against the local stack', () => {
     noPlaceholder(c.fix);
     assert.equal(r.summary.exitCode, 1);
     const text = renderCheck(c);
-    assert.match(text[0]!, /^✗ auth {5}imap:doctor-ok@contoso\.test\/INBOX: ServicePrincipalNotRegistered: the mail server refused/);
-    assert.match(text[1]!, /^ {4}cause \(likely\): every protocol tried/);
+    assert.match(text[0], /^✗ auth {5}imap:doctor-ok@contoso\.test\/INBOX: ServicePrincipalNotRegistered: the mail server refused/);
+    assert.match(text[1], /^ {4}cause \(likely\): every protocol tried/);
     assert.ok(text.at(-1)!.startsWith('    fix: Connect-ExchangeOnline'));
     const { result, entry } = await pollOf(env);
     assert.equal(result.error?.code, 'ServicePrincipalNotRegistered');
@@ -218,7 +254,10 @@ describe('postroom doctor against the local stack', () => {
     const c = one(await doctor(envOf([{ address: MBX.imapOff, protocol: 'imap' }])), 'fail');
     assert.deepEqual([c.layer, c.code], ['auth', 'ProtocolDisabled']);
     assert.ok(c.fix!.startsWith(`Set-CASMailbox -Identity ${MBX.imapOff} -ImapEnabled $true`), c.fix);
-    assert.ok(c.evidence!.some((e) => /^pop3: ok/.test(e)), c.evidence!.join('|'));
+    assert.ok(
+      c.evidence!.some((e) => /^pop3: ok/.test(e)),
+      c.evidence!.join('|'),
+    );
   });
 
   it('SMTP AUTH disabled for the sender: ✗ smtp SmtpAuthDisabled, the per-mailbox switch (no IMAP/POP switch); the sender fails the same way', async () => {
@@ -231,8 +270,11 @@ describe('postroom doctor against the local stack', () => {
     assert.doesNotMatch(c.fix!, /ImapEnabled|PopEnabled/);
     assert.ok(!r.checks.some((x) => x.layer === 'auth'), '--protocol smtp: no IMAP login');
     const rt = await runtimeOf(env);
-    const sender = await rt.smtpSender(rt.config.apps[0]!, MBX.smtpOff);
-    await assert.rejects(sender.send({ to: ['ops@contoso.test'], subject: 's', text: 't', html: '<p>t</p>', messageId: 'doctor-1@postroom' }), (e: { code: string; fix: string }) => e.code === 'SmtpAuthDisabled' && e.fix === c.fix);
+    const sender = await rt.smtpSender(rt.config.apps[0], MBX.smtpOff);
+    await assert.rejects(
+      sender.send({ to: ['ops@contoso.test'], subject: 's', text: 't', html: '<p>t</p>', messageId: 'doctor-1@postroom' }),
+      (e: { code: string; fix: string }) => e.code === 'SmtpAuthDisabled' && e.fix === c.fix,
+    );
   });
 
   it('tokens with a wrong tenant, a Graph audience, expired on arrival: ✗ token and ✗ auth with the same code and fix; the poll and status say the same', async () => {
@@ -255,7 +297,7 @@ describe('postroom doctor against the local stack', () => {
       assert.equal(r.summary.exitCode, 1);
       const { result, entry } = await pollOf(env);
       assert.equal(result.error?.code, code);
-      assert.match(result.error!.message, detail);
+      assert.match(result.error.message, detail);
       assert.equal(entry.status?.lastErrorCode, code);
       assert.equal(entry.lastErrorFix, token.fix);
     }
@@ -274,7 +316,7 @@ describe('postroom doctor against the local stack', () => {
       assert.equal(r.summary.exitCode, 1);
       const { result, entry } = await pollOf(env);
       assert.equal(result.error?.code, 'SecretUnavailable');
-      assert.match(result.error!.message, /access denied/);
+      assert.match(result.error.message, /access denied/);
       assert.equal(entry.lastErrorFix, c.fix);
     } finally {
       vault.setDenied(false);
@@ -292,8 +334,11 @@ describe('postroom doctor against the local stack', () => {
       assert.ok(c.fix!.includes(`app registration ${SANDBOX_APP.clientId}`), c.fix);
       assert.equal(r.summary.exitCode, 0);
       const report = await mailboxStatusReport(rt);
-      const a = report.apps[0]!;
-      assert.deepEqual({ name: a.name, clientId: a.clientId, kind: a.kind, state: a.state, expiring: a.expiring }, { name: 'sandbox', clientId: SANDBOX_APP.clientId, kind: 'secret', state: 'warning', expiring: true });
+      const a = report.apps[0];
+      assert.deepEqual(
+        { name: a.name, clientId: a.clientId, kind: a.kind, state: a.state, expiring: a.expiring },
+        { name: 'sandbox', clientId: SANDBOX_APP.clientId, kind: 'secret', state: 'warning', expiring: true },
+      );
     } finally {
       vault.setSecret(SECRET, SANDBOX_APP.clientSecret, { expiresOn: new Date(Date.now() + 200 * 86_400_000) });
     }
@@ -325,7 +370,10 @@ describe('postroom doctor against the local stack', () => {
     const r = await doctor(env);
     const c = one(r, 'fail');
     assert.deepEqual([c.layer, c.code], ['tls', 'TlsFailed']);
-    assert.match(c.detail, /^TLSv1\.[23], certificate localhost issued by Postroom Sandbox CA, expires .*: not trusted by this host \((UNABLE_TO_GET_ISSUER_CERT_LOCALLY|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE)\)$/);
+    assert.match(
+      c.detail,
+      /^TLSv1\.[23], certificate localhost issued by Postroom Sandbox CA, expires .*: not trusted by this host \((UNABLE_TO_GET_ISSUER_CERT_LOCALLY|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE)\)$/,
+    );
     assert.match(c.fix!, /The CA file named by POSTROOM_CA_FILE is trusted too; it did not sign this certificate/);
     assert.ok(!r.checks.some((x) => x.layer === 'auth'), 'no login over an untrusted connection');
     const { result, entry } = await pollOf(env);

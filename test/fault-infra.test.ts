@@ -66,7 +66,7 @@ async function runtimeFor(mailboxes: unknown[], o: RuntimeOptions = {}): Promise
     POSTROOM_LEASE_SECONDS: '15',
     ...o.env,
   };
-  const apps = JSON.parse(env.POSTROOM_APPS!);
+  const apps = JSON.parse(env.POSTROOM_APPS);
   o.app?.(apps[0]);
   let credential;
   if (o.vaultUrl) {
@@ -129,7 +129,7 @@ async function deliverAll(box: string, prefix: string, n: number): Promise<strin
 
 /** The mailbox lease blob's state: `available` once released, `expired` once run out. */
 async function leaseState(connectionString: string, rt: Rt): Promise<string | undefined> {
-  const mb = rt.config.mailboxes[0]!;
+  const mb = rt.config.mailboxes[0];
   const blob = BlobServiceClient.fromConnectionString(connectionString).getContainerClient(rt.config.storage.leaseContainer).getBlobClient(`leases/${mb.key}`);
   return (await blob.getProperties()).leaseState;
 }
@@ -137,14 +137,18 @@ async function leaseState(connectionString: string, rt: Rt): Promise<string | un
 /** Polls until a poll is not turned away by a lease still held (it expires after POSTROOM_LEASE_SECONDS). */
 async function pollPastLease(rt: Rt): Promise<PollResult> {
   for (let i = 0; ; i++) {
-    const r = await pollMailbox(rt, rt.config.mailboxes[0]!);
+    const r = await pollMailbox(rt, rt.config.mailboxes[0]);
     if (r.outcome !== 'leased' || i >= 25) return r;
     await new Promise((res) => setTimeout(res, 1_000));
   }
 }
 
 function assertNoUnhandled(): void {
-  assert.deepEqual(unhandled.map((e) => String((e as Error)?.stack ?? e)), [], 'unhandled rejections');
+  assert.deepEqual(
+    unhandled.map((e) => String((e as Error)?.stack ?? e)),
+    [],
+    'unhandled rejections',
+  );
 }
 
 /** Figures per row, printed at the end (they go into docs/reliability.md). */
@@ -166,15 +170,18 @@ describe('infrastructure faults', () => {
       const rt = await runtimeFor([imap(box)], { env });
       let outage: Promise<void> | undefined;
       let acked = 0;
-      const first = await pollMailbox(rt, rt.config.mailboxes[0]!, {
+      const first = await pollMailbox(rt, rt.config.mailboxes[0], {
         beforeAcknowledge: (done) => {
           acked += done.length;
           // Storage goes away with the poll well under way and comes back ~2 s later, on the same ports and data.
-          outage ??= acked >= 60 ? (async () => {
-            await az.stop();
-            await new Promise((r) => setTimeout(r, 2_000));
-            az = await startAzurite({ dir: join(stack.dir, 'azurite-restart'), ...ports });
-          })() : undefined;
+          outage ??=
+            acked >= 60
+              ? (async () => {
+                  await az.stop();
+                  await new Promise((r) => setTimeout(r, 2_000));
+                  az = await startAzurite({ dir: join(stack.dir, 'azurite-restart'), ...ports });
+                })()
+              : undefined;
         },
       });
       await outage;
@@ -192,7 +199,8 @@ describe('infrastructure faults', () => {
       const a = audit(subjects, await drainQueue(az.connectionString, 'out-restart'));
       assert.deepEqual(a.lost, [], `${a.lost.length} lost`);
       assert.deepEqual(a.splitKeys, []);
-      figures['storage restart'] = `${a.messages} messages, ${a.writes} writes, ${a.duplicates} duplicates (same key), ${a.lost.length} lost; first poll ${first.outcome}${first.error ? ` ${first.error.code}` : ''} after ${first.durationMs} ms (deadline 60 s), ${first.delivered.length} acknowledged; second poll ${second.delivered.length} in ${second.durationMs} ms`;
+      figures['storage restart'] =
+        `${a.messages} messages, ${a.writes} writes, ${a.duplicates} duplicates (same key), ${a.lost.length} lost; first poll ${first.outcome}${first.error ? ` ${first.error.code}` : ''} after ${first.durationMs} ms (deadline 60 s), ${first.delivered.length} acknowledged; second poll ${second.delivered.length} in ${second.durationMs} ms`;
       assertNoUnhandled();
     } finally {
       await az.stop();
@@ -202,10 +210,12 @@ describe('infrastructure faults', () => {
   test('storage unreachable when a poll starts: StorageUnavailable with its fix, promptly, no unhandled rejection', async () => {
     const [blob, queue, table] = [await refusingPort(), await refusingPort(), await refusingPort()];
     const storage =
-      'DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=' + 'a'.repeat(86) + '==;' +
+      'DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=' +
+      'a'.repeat(86) +
+      '==;' +
       `BlobEndpoint=http://127.0.0.1:${blob}/devstoreaccount1;QueueEndpoint=http://127.0.0.1:${queue}/devstoreaccount1;TableEndpoint=http://127.0.0.1:${table}/devstoreaccount1;`;
     const rt = await runtimeFor([imap(MAILBOXES.uidv)], { env: { POSTROOM_STORAGE: storage } });
-    const r = await pollMailbox(rt, rt.config.mailboxes[0]!);
+    const r = await pollMailbox(rt, rt.config.mailboxes[0]);
     assert.equal(r.outcome, 'failed');
     assert.ok(r.error instanceof PostroomError);
     assert.equal(r.error.code, 'StorageUnavailable', r.error.message);
@@ -223,8 +233,10 @@ describe('infrastructure faults', () => {
       const storage = az.connectionString.replace(`:${az.blobPort}/`, `:${b}/`).replace(`:${az.queuePort}/`, `:${q}/`).replace(`:${az.tablePort}/`, `:${t}/`);
       const box = MAILBOXES.happy;
       const subjects = await deliverAll(box, 'busy', 30);
-      const rt = await runtimeFor([imap(box)], { env: { POSTROOM_STORAGE: storage, POSTROOM_OUTPUT_QUEUE: 'out-busy', POSTROOM_BATCH_SIZE: '20', POSTROOM_POLL_DEADLINE_SECONDS: '60' } });
-      const r = await pollMailbox(rt, rt.config.mailboxes[0]!);
+      const rt = await runtimeFor([imap(box)], {
+        env: { POSTROOM_STORAGE: storage, POSTROOM_OUTPUT_QUEUE: 'out-busy', POSTROOM_BATCH_SIZE: '20', POSTROOM_POLL_DEADLINE_SECONDS: '60' },
+      });
+      const r = await pollMailbox(rt, rt.config.mailboxes[0]);
       assert.equal(r.outcome, 'ok', r.error?.message);
       assert.equal(r.delivered.length, 30);
       const busy = proxies.reduce((n, p) => n + p.busy, 0);
@@ -235,9 +247,10 @@ describe('infrastructure faults', () => {
       assert.equal(await leaseState(az.connectionString, rt), 'available');
       // The next poll makes progress: it finds nothing new and fails nothing.
       await stack.sandbox.dovecot.deliver(box, M.plainMessage({ subject: 'busy after' }));
-      const next = await pollMailbox(rt, rt.config.mailboxes[0]!);
+      const next = await pollMailbox(rt, rt.config.mailboxes[0]);
       assert.equal(next.delivered.length, 1, next.error?.message);
-      figures['storage 503'] = `${a.messages} messages, ${a.writes} writes, ${a.duplicates} duplicates (same key), ${a.lost.length} lost; ${busy} of ${busy + proxies.reduce((n, p) => n + p.forwarded, 0)} requests answered 503; poll ${r.durationMs} ms (deadline 60 s)`;
+      figures['storage 503'] =
+        `${a.messages} messages, ${a.writes} writes, ${a.duplicates} duplicates (same key), ${a.lost.length} lost; ${busy} of ${busy + proxies.reduce((n, p) => n + p.forwarded, 0)} requests answered 503; poll ${r.durationMs} ms (deadline 60 s)`;
       assertNoUnhandled();
     } finally {
       await Promise.all(proxies.map((p) => p.close()));
@@ -258,9 +271,28 @@ interface DependencyFault {
 }
 
 const DEPENDENCY_FAULTS: DependencyFault[] = [
-  { row: 'Key Vault', box: MAILBOXES.vault, settings: (port) => ({ vaultUrl: `https://localhost:${port}` }), codes: ['KeyVaultUnreachable'], says: /localhost:\d+.*Fix: Nothing to grant/s, never: /"get"|Secrets User|access policy/ },
-  { row: 'token endpoint', box: MAILBOXES.neg, settings: (port) => ({ app: (a) => (a.authorityHost = `https://localhost:${port}`) }), codes: ['TokenRequestFailed'], says: /localhost:\d+|network|ECONNREFUSED/ },
-  { row: 'mail server', box: MAILBOXES.seen, settings: (port) => ({ app: (a) => (a.imapHost = `127.0.0.1:${port}`) }), codes: ['ConnectionFailed', 'Timeout'], says: /127\.0\.0\.1:\d+/ },
+  {
+    row: 'Key Vault',
+    box: MAILBOXES.vault,
+    settings: (port) => ({ vaultUrl: `https://localhost:${port}` }),
+    codes: ['KeyVaultUnreachable'],
+    says: /localhost:\d+.*Fix: Nothing to grant/s,
+    never: /"get"|Secrets User|access policy/,
+  },
+  {
+    row: 'token endpoint',
+    box: MAILBOXES.neg,
+    settings: (port) => ({ app: (a) => (a.authorityHost = `https://localhost:${port}`) }),
+    codes: ['TokenRequestFailed'],
+    says: /localhost:\d+|network|ECONNREFUSED/,
+  },
+  {
+    row: 'mail server',
+    box: MAILBOXES.seen,
+    settings: (port) => ({ app: (a) => (a.imapHost = `127.0.0.1:${port}`) }),
+    codes: ['ConnectionFailed', 'Timeout'],
+    says: /127\.0\.0\.1:\d+/,
+  },
 ];
 
 describe('Key Vault, token endpoint and mail server black-holed and refusing: the poll ends by its deadline, naming the dependency', { concurrency: true }, () => {
@@ -273,7 +305,7 @@ describe('Key Vault, token endpoint and mail server black-holed and refusing: th
         const queue = `out-${f.row.replace(/ /g, '')}-${mode}`.toLowerCase();
         const port = mode === 'black-holed' ? hole.port : await refusingPort();
         const rt = await runtimeFor([imap(box)], { ...f.settings(port), env: { POSTROOM_OUTPUT_QUEUE: queue } });
-        const r = await pollMailbox(rt, rt.config.mailboxes[0]!);
+        const r = await pollMailbox(rt, rt.config.mailboxes[0]);
         assert.equal(r.outcome, 'failed', `${f.row} ${mode}: ${r.stopped?.message ?? 'no error'}`);
         assert.ok(f.codes.includes(r.error!.code), `${r.error!.code}: ${r.error!.message}`);
         assert.match(r.error!.message, f.says);
@@ -281,16 +313,17 @@ describe('Key Vault, token endpoint and mail server black-holed and refusing: th
         if (f.row === 'mail server' && mode === 'refusing') assert.match(r.error!.message, /DNS and outbound firewall/);
         assert.ok(r.durationMs <= DEADLINE_S * 1000 + SLACK_MS, `poll took ${r.durationMs} ms (deadline ${DEADLINE_S} s)`);
         assert.equal(await leaseState(stack.sandbox.azurite.connectionString, rt), 'available', 'lease released');
-        assert.equal(r.status?.lastErrorCode, r.error!.code, "status recorded");
+        assert.equal(r.status?.lastErrorCode, r.error!.code, 'status recorded');
         assert.equal((await stack.queueMessages(queue)).length, 0, 'nothing queued');
         // With the dependency back, the next poll delivers everything.
         const ok = await runtimeFor([imap(box)], { env: { POSTROOM_OUTPUT_QUEUE: queue } });
-        const next = await pollMailbox(ok, ok.config.mailboxes[0]!);
+        const next = await pollMailbox(ok, ok.config.mailboxes[0]);
         assert.equal(next.outcome, 'ok', next.error?.message);
         const a = audit(subjects, await stack.queueMessages(queue));
         assert.deepEqual(a.lost, []);
         assert.equal(a.duplicates, 0);
-        figures[`${f.row} ${mode}`] = `${r.error!.code} after ${r.durationMs} ms (deadline ${DEADLINE_S} s); next poll ${a.messages} messages, ${a.duplicates} duplicates, ${a.lost.length} lost`;
+        figures[`${f.row} ${mode}`] =
+          `${r.error!.code} after ${r.durationMs} ms (deadline ${DEADLINE_S} s); next poll ${a.messages} messages, ${a.duplicates} duplicates, ${a.lost.length} lost`;
         assertNoUnhandled();
       });
     }
@@ -299,48 +332,65 @@ describe('Key Vault, token endpoint and mail server black-holed and refusing: th
 
 describe('a connection lost mid-session is ConnectionLost, not "could not be reached"', () => {
   test('IMAP: dropped at FETCH once: reconnected, nothing lost; dropped every time: ConnectionLost with its own fix', async () => {
-    const proxy = await startFaultProxy({ targetPort: stack.sandbox.dovecot.imapPort, cert: stack.sandbox.certs.cert, key: stack.sandbox.certs.key, ca: stack.sandbox.certs.ca, protocol: 'imap' });
+    const proxy = await startFaultProxy({
+      targetPort: stack.sandbox.dovecot.imapPort,
+      cert: stack.sandbox.certs.cert,
+      key: stack.sandbox.certs.key,
+      ca: stack.sandbox.certs.ca,
+      protocol: 'imap',
+    });
     try {
       const box = MAILBOXES.proxyDrop;
       const subjects = await deliverAll(box, 'dropped', 5);
       const rt = await runtimeFor([imap(box)], { app: (a) => (a.imapHost = `127.0.0.1:${proxy.port}`), env: { POSTROOM_OUTPUT_QUEUE: 'out-lost' } });
       proxy.next({ commands: [{ match: /FETCH/i, close: true }] });
-      const r = await pollMailbox(rt, rt.config.mailboxes[0]!);
+      const r = await pollMailbox(rt, rt.config.mailboxes[0]);
       assert.equal(r.outcome, 'ok', r.error?.message);
-      assert.ok(rt.log.lines.some((l) => /reconnecting/.test(l) && /ConnectionLost/.test(l)), rt.log.lines.join('\n'));
+      assert.ok(
+        rt.log.lines.some((l) => /reconnecting/.test(l) && /ConnectionLost/.test(l)),
+        rt.log.lines.join('\n'),
+      );
       const a = audit(subjects, await stack.queueMessages('out-lost'));
       assert.deepEqual(a.lost, []);
       assert.deepEqual(a.splitKeys, []);
 
       await stack.sandbox.dovecot.deliver(box, M.plainMessage({ subject: 'dropped always' }));
       proxy.setDefault({ commands: [{ match: /FETCH/i, close: true }] });
-      const failed = await pollMailbox(rt, rt.config.mailboxes[0]!);
+      const failed = await pollMailbox(rt, rt.config.mailboxes[0]);
       assert.equal(failed.error?.code, 'ConnectionLost', failed.error?.message);
-      assert.match(failed.error!.message, /the session was open, then the connection dropped/);
-      assert.match(failed.error!.message, /DNS and firewall are fine/);
-      assert.doesNotMatch(failed.error!.message, /could not be reached/);
+      assert.match(failed.error.message, /the session was open, then the connection dropped/);
+      assert.match(failed.error.message, /DNS and firewall are fine/);
+      assert.doesNotMatch(failed.error.message, /could not be reached/);
       assert.ok(failed.durationMs <= DEADLINE_S * 1000 + SLACK_MS, `poll took ${failed.durationMs} ms`);
-      figures['IMAP dropped after login'] = `once: ${a.messages} messages, ${a.duplicates} duplicates, ${a.lost.length} lost, ${r.durationMs} ms; always: ConnectionLost after ${failed.durationMs} ms (deadline ${DEADLINE_S} s)`;
+      figures['IMAP dropped after login'] =
+        `once: ${a.messages} messages, ${a.duplicates} duplicates, ${a.lost.length} lost, ${r.durationMs} ms; always: ConnectionLost after ${failed.durationMs} ms (deadline ${DEADLINE_S} s)`;
     } finally {
       await proxy.close();
     }
   });
 
   test('POP3: dropped at RETR every time: ConnectionLost; a refused connect stays ConnectionFailed with the DNS/firewall fix', async () => {
-    const proxy = await startFaultProxy({ targetPort: stack.sandbox.dovecot.pop3Port, cert: stack.sandbox.certs.cert, key: stack.sandbox.certs.key, ca: stack.sandbox.certs.ca, protocol: 'pop3', defaultScript: { commands: [{ match: /^RETR/i, close: true }] } });
+    const proxy = await startFaultProxy({
+      targetPort: stack.sandbox.dovecot.pop3Port,
+      cert: stack.sandbox.certs.cert,
+      key: stack.sandbox.certs.key,
+      ca: stack.sandbox.certs.ca,
+      protocol: 'pop3',
+      defaultScript: { commands: [{ match: /^RETR/i, close: true }] },
+    });
     try {
       const box = MAILBOXES.popcrash;
       await deliverAll(box, 'pop dropped', 2);
       const pop = { address: box, protocol: 'pop3' };
       const rt = await runtimeFor([pop], { app: (a) => (a.pop3Host = `127.0.0.1:${proxy.port}`), env: { POSTROOM_OUTPUT_QUEUE: 'out-pop-lost' } });
-      const r = await pollMailbox(rt, rt.config.mailboxes[0]!);
+      const r = await pollMailbox(rt, rt.config.mailboxes[0]);
       assert.equal(r.error?.code, 'ConnectionLost', r.error?.message);
-      assert.doesNotMatch(r.error!.message, /could not be reached|DNS and outbound firewall/);
+      assert.doesNotMatch(r.error.message, /could not be reached|DNS and outbound firewall/);
       const port = await refusingPort();
       const refused = await runtimeFor([pop], { app: (a) => (a.pop3Host = `127.0.0.1:${port}`) });
-      const r2 = await pollMailbox(refused, refused.config.mailboxes[0]!);
+      const r2 = await pollMailbox(refused, refused.config.mailboxes[0]);
       assert.equal(r2.error?.code, 'ConnectionFailed', r2.error?.message);
-      assert.match(r2.error!.message, /could not be reached.*DNS and outbound firewall/s);
+      assert.match(r2.error.message, /could not be reached.*DNS and outbound firewall/s);
     } finally {
       await proxy.close();
     }
@@ -361,29 +411,42 @@ describe('every network call has its own timeout (what the deadline would otherw
 
   test('the msal network client: a POST to a black-holed login host times out', async () => {
     const client = createNetworkClient({ timeoutMs: 300 });
-    const took = await within(3_000, client.sendPostRequestAsync(`https://127.0.0.1:${hole.port}/tenant/oauth2/v2.0/token`, { body: 'grant_type=client_credentials' }), (e) => /timeout/i.test((e as Error).message));
+    const took = await within(3_000, client.sendPostRequestAsync(`https://127.0.0.1:${hole.port}/tenant/oauth2/v2.0/token`, { body: 'grant_type=client_credentials' }), (e) =>
+      /timeout/i.test((e as Error).message),
+    );
     figures['msal POST timeout'] = `${took} ms with timeoutMs 300 (default 15 s)`;
   });
 
   test('the token provider uses it without a CA too: no signal, a black-holed login host, a TokenRequestFailed', async () => {
     resetTokenProviders();
     const rt = await runtimeFor([imap(MAILBOXES.race)], { app: (a) => (a.authorityHost = `https://localhost:${hole.port}`) });
-    const app = rt.config.apps[0]!;
+    const app = rt.config.apps[0];
     const tokens = createAppTokenProvider(app, { secrets: { getSecret: async () => 'not-used' }, logger: memoryLogger(), networkTimeoutMs: 300 });
     await within(5_000, tokens.getToken({ renew: false }), (e) => e instanceof PostroomError && e.code === 'TokenRequestFailed' && e.retryable);
   });
 
   test('the Key Vault reader: a black-holed vault is KeyVaultUnreachable (no "grant" fix) within its timeout; a missing secret keeps its own fix', async () => {
     const credential = { getToken: async () => ({ token: 'x', expiresOnTimestamp: Date.now() + 3_600_000 }) };
-    const reader = createVaultReader({ vaultUrl: `https://localhost:${hole.port}`, name: 's' }, `secret "s" in https://localhost:${hole.port}`, 'SecretUnavailable', { logger: memoryLogger(), credential, timeoutMs: 300 });
-    const took = await within(6_000, reader.readSecret(), (e) => e instanceof PostroomError && e.code === 'KeyVaultUnreachable' && /no answer within 300 ms/.test(e.message) && !/"get"|Secrets User/.test(e.message));
+    const reader = createVaultReader({ vaultUrl: `https://localhost:${hole.port}`, name: 's' }, `secret "s" in https://localhost:${hole.port}`, 'SecretUnavailable', {
+      logger: memoryLogger(),
+      credential,
+      timeoutMs: 300,
+    });
+    const took = await within(
+      6_000,
+      reader.readSecret(),
+      (e) => e instanceof PostroomError && e.code === 'KeyVaultUnreachable' && /no answer within 300 ms/.test(e.message) && !/"get"|Secrets User/.test(e.message),
+    );
     figures['Key Vault try timeout'] = `${took} ms with timeoutMs 300 (default 10 s; a timed-out try is not retried by the SDK)`;
     const missing = createVaultReader({ vaultUrl: stack.vault.vaultUrl, name: 'no-such-secret' }, `secret "no-such-secret" in ${stack.vault.vaultUrl}`, 'SecretUnavailable', {
       logger: memoryLogger(),
       credential: await vaultCredential(),
       clientOptions: { tlsOptions: { ca: stack.sandbox.certs.ca }, disableChallengeResourceVerification: true },
     });
-    await assert.rejects(missing.readSecret(), (e) => e instanceof PostroomError && e.code === 'SecretUnavailable' && /not found/.test(e.message) && /Secrets User/.test(e.message));
+    await assert.rejects(
+      missing.readSecret(),
+      (e) => e instanceof PostroomError && e.code === 'SecretUnavailable' && /not found/.test(e.message) && /Secrets User/.test(e.message),
+    );
     assert.equal(isVaultUnreachable({ statusCode: 403 }), false);
     assert.equal(isVaultUnreachable({ statusCode: 404 }), false);
     assert.equal(isVaultUnreachable({ statusCode: 503 }), true);
@@ -397,5 +460,5 @@ async function vaultCredential() {
     authorityHost: stack.sandbox.token.authorityHost,
     disableInstanceDiscovery: true,
     tlsOptions: { ca: stack.sandbox.certs.ca },
-  } as never);
+  });
 }

@@ -83,7 +83,10 @@ async function killAndRepeat(mode: Mode, random: () => number): Promise<KillFigu
     assert.ok(session, `${mode.name} run ${run}: no session (${JSON.stringify(p.events)})\n${p.stderr()}`);
     if (killedAt !== undefined) {
       // The killed poller never released its lease: this one was refused until it expired.
-      assert.ok(p.events.some((e) => e.e === 'leased'), `${mode.name} run ${run}: the lease of the killed poller was not held`);
+      assert.ok(
+        p.events.some((e) => e.e === 'leased'),
+        `${mode.name} run ${run}: the lease of the killed poller was not held`,
+      );
       leaseWaitsMs.push(Date.now() - killedAt);
     }
     if (run >= KILLS) {
@@ -127,7 +130,8 @@ describe('fault matrix (mail side): SIGKILL of the poller', () => {
       // Eventually complete: every message acted on, nothing pending.
       const inbox = await storedMessages(stack, address);
       if (mode.postAction === 'none') assert.ok(inbox.length === MESSAGES && inbox.every((m) => !m.flags.includes('S')), `${mode.name}: mailbox untouched`);
-      if (mode.postAction === 'seen') assert.ok(inbox.length === MESSAGES && inbox.every((m) => m.flags.includes('S')), `${mode.name}: ${inbox.filter((m) => !m.flags.includes('S')).length} not flagged`);
+      if (mode.postAction === 'seen')
+        assert.ok(inbox.length === MESSAGES && inbox.every((m) => m.flags.includes('S')), `${mode.name}: ${inbox.filter((m) => !m.flags.includes('S')).length} not flagged`);
       if (mode.postAction === 'move:Archive') {
         assert.equal(inbox.length, 0, `${mode.name}: left in INBOX`);
         assert.equal((await storedMessages(stack, address, 'Archive')).length, MESSAGES);
@@ -139,7 +143,9 @@ describe('fault matrix (mail side): SIGKILL of the poller', () => {
         assert.equal(cp?.lastUid, MESSAGES, `${mode.name}: checkpoint at the last UID`);
         assert.equal(cp?.pendingPostAction, '', `${mode.name}: no post-action left pending`);
       }
-      console.log(`[matrix] kill ${mode.name}: messages ${figures.messages}, kills ${r.kills} (after ${r.killedAfter.join('/')} acked), duplicates ${figures.duplicates} (same key), lost ${figures.lost}, lease waits ${r.leaseWaitsMs.map((w) => (w / 1000).toFixed(1)).join('/')} s, final poll ${(r.finalPollMs / 1000).toFixed(1)} s`);
+      console.log(
+        `[matrix] kill ${mode.name}: messages ${figures.messages}, kills ${r.kills} (after ${r.killedAfter.join('/')} acked), duplicates ${figures.duplicates} (same key), lost ${figures.lost}, lease waits ${r.leaseWaitsMs.map((w) => (w / 1000).toFixed(1)).join('/')} s, final poll ${(r.finalPollMs / 1000).toFixed(1)} s`,
+      );
     }
     console.log(`[matrix] kill total ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   });

@@ -45,14 +45,18 @@ async function mailbox(name: string, count: number): Promise<{ address: string; 
 /** A runtime polling `settings` (merged over the proxy's host/port when `proxy` is given) into `out-<name>`. */
 async function runtimeFor(name: string, settings: Record<string, unknown>, proxy?: FaultProxy, env: Record<string, string> = {}) {
   const via = proxy ? { host: '127.0.0.1', port: proxy.port } : {};
-  return stack.runtime([{ ...settings, ...via }], { env: { POSTROOM_OUTPUT_QUEUE: `out-${name}`, POSTROOM_BATCH_SIZE: String(BATCH), POSTROOM_CONCURRENCY: String(CONCURRENCY), ...env } });
+  return stack.runtime([{ ...settings, ...via }], {
+    env: { POSTROOM_OUTPUT_QUEUE: `out-${name}`, POSTROOM_BATCH_SIZE: String(BATCH), POSTROOM_CONCURRENCY: String(CONCURRENCY), ...env },
+  });
 }
 
 const secs = (ms: number) => (ms / 1000).toFixed(1);
 
 function report(row: string, f: { messages: number; duplicates: number; lost: number }, polls: PollResult[], deadlineS: number, extra = ''): void {
   const ms = polls.map((p) => secs(p.durationMs)).join(' + ');
-  console.log(`[matrix] ${row}: messages ${f.messages}, duplicates ${f.duplicates} (same key), lost ${f.lost}, polls ${polls.length} (${ms} s) vs deadline ${deadlineS} s${extra ? `, ${extra}` : ''}`);
+  console.log(
+    `[matrix] ${row}: messages ${f.messages}, duplicates ${f.duplicates} (same key), lost ${f.lost}, polls ${polls.length} (${ms} s) vs deadline ${deadlineS} s${extra ? `, ${extra}` : ''}`,
+  );
 }
 
 /** Seen-flagged subjects of an IMAP mailbox: the post-action `seen` applied. */
@@ -95,7 +99,11 @@ describe('fault matrix (mail side): session faults', () => {
       polls.push(await pollMailbox(rt, rt.config.mailboxes[0]));
       queued.push(...(await drainQueue(stack, 'out-reset-pop')));
       const left = new Set((await storedMessages(stack, address)).map((m) => m.subject));
-      assertActedOnlyOnQueued(sent.filter((s) => !left.has(s)), queued, `reset-pop poll ${i + 1}`);
+      assertActedOnlyOnQueued(
+        sent.filter((s) => !left.has(s)),
+        queued,
+        `reset-pop poll ${i + 1}`,
+      );
     }
     assert.equal(polls.at(-1)?.outcome, 'ok', JSON.stringify(polls.map((p) => p.error?.message)));
     // Each drop came after messages were durable: salvaged, so the same poll reconnects and finishes.
@@ -152,7 +160,10 @@ describe('fault matrix (mail side): session faults', () => {
   test('throttled with a back-off longer than the time left: stopped as Throttled at once, the job back on the queue for the back-off, no retry spent', async () => {
     const { address, sent } = await mailbox('throttle-long', 40);
     const jobsQueue = 'jobs-throttle-long';
-    const rt = await runtimeFor('throttle-long', { address, protocol: 'imap', postAction: 'seen' }, imapProxy, { POSTROOM_POLL_DEADLINE_SECONDS: '5', POSTROOM_JOBS_QUEUE: jobsQueue });
+    const rt = await runtimeFor('throttle-long', { address, protocol: 'imap', postAction: 'seen' }, imapProxy, {
+      POSTROOM_POLL_DEADLINE_SECONDS: '5',
+      POSTROOM_JOBS_QUEUE: jobsQueue,
+    });
     const BACKOFF = 60_000;
     imapProxy.next({ commands: [{ match: /^\S+ UID FETCH .*BODY\.PEEK\[\]/i, nth: 2, times: 1, reply: [`{tag} ${EXCHANGE.throttled(BACKOFF)}`] }] });
     const job = { schema: JOB_SCHEMA, mailboxId: rt.config.mailboxes[0].id, scheduledAt: new Date().toISOString() };
@@ -266,8 +277,16 @@ function assertResyncDelivery(sent: readonly string[], queued: readonly QueuedMe
   const plain = queued.filter((m) => !m.resync);
   const resync = queued.filter((m) => m.resync);
   // Within each validity: duplicates only under the same key.
-  const a = assertDelivery(sent.filter((s) => plain.some((m) => m.subject === s)), plain, 'before the change');
-  const b = assertDelivery(sent.filter((s) => resync.some((m) => m.subject === s)), resync, 'after the change');
+  const a = assertDelivery(
+    sent.filter((s) => plain.some((m) => m.subject === s)),
+    plain,
+    'before the change',
+  );
+  const b = assertDelivery(
+    sent.filter((s) => resync.some((m) => m.subject === s)),
+    resync,
+    'after the change',
+  );
   const seen = new Set(queued.map((m) => m.subject));
   const lost = sent.filter((s) => !seen.has(s));
   assert.deepEqual(lost, [], 'lost across the resync');

@@ -25,7 +25,7 @@ let result: PollResult;
 let rssGrowth = 0;
 let messages: any[] = [];
 let served = new Map<string, Buffer>();
-let blobNames: string[] = [];
+const blobNames: string[] = [];
 let mailboxKey = '';
 
 /** Every queue message, decoded; overflow pointers replaced by their message.json. */
@@ -41,9 +41,16 @@ async function drainQueue(conn: string): Promise<any[]> {
 
 /** What the server serves for each UID, read by a separate client (the reference for "raw preserved"). */
 async function fetchServed(rt: Awaited<ReturnType<Stack['runtime']>>): Promise<Map<string, Buffer>> {
-  const mb = rt.config.mailboxes[0]!;
+  const mb = rt.config.mailboxes[0];
   const { token } = await rt.tokens(mb.app).getToken({ renew: false });
-  const client = new ImapFlow({ host: mb.host, port: mb.port, secure: true, tls: { ca: stack.sandbox.certs.ca }, auth: { user: mb.address, accessToken: token }, logger: false } as never);
+  const client = new ImapFlow({
+    host: mb.host,
+    port: mb.port,
+    secure: true,
+    tls: { ca: stack.sandbox.certs.ca },
+    auth: { user: mb.address, accessToken: token },
+    logger: false,
+  } as never);
   await client.connect();
   const out = new Map<string, Buffer>();
   try {
@@ -60,7 +67,7 @@ before(async () => {
   corpus = hostileCorpus();
   for (const c of corpus) await stack.sandbox.dovecot.deliver(BOX, c.raw);
   const rt = await stack.runtime([{ address: BOX, protocol: 'imap' }], { env: { POSTROOM_OUTPUT_QUEUE: QUEUE, POSTROOM_BLOB_CONTAINER: CONTAINER, POSTROOM_BATCH_SIZE: '16' } });
-  mailboxKey = rt.config.mailboxes[0]!.key;
+  mailboxKey = rt.config.mailboxes[0].key;
   global.gc?.();
   const rssBefore = process.memoryUsage().rss;
   let peak = rssBefore;
@@ -68,7 +75,7 @@ before(async () => {
   let timer: NodeJS.Timeout | undefined;
   try {
     result = await Promise.race([
-      pollMailbox(rt, rt.config.mailboxes[0]!),
+      pollMailbox(rt, rt.config.mailboxes[0]),
       new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`the poll did not finish within ${POLL_BOUND_MS} ms`)), POLL_BOUND_MS))),
     ]);
   } finally {
@@ -103,8 +110,10 @@ describe('hostile corpus through the real poll (Dovecot + Azurite)', () => {
     const parsed = messages.filter((m) => !m.parseError).length;
     const limited = messages.filter((m) => m.limit);
     const failed = messages.filter((m) => m.parseError && !m.limit);
-    console.log(`[hostile-corpus] ${corpus.length} cases in ${result.durationMs} ms, RSS +${(rssGrowth / 1048576).toFixed(0)} MiB: ${parsed} parsed, ` +
-      `${failed.length} parseError (${failed.map(name).join(', ')}), ${limited.length} raw-only by limit (${limited.map((m) => `${name(m)}: ${m.limit.name}`).join(', ')})`);
+    console.log(
+      `[hostile-corpus] ${corpus.length} cases in ${result.durationMs} ms, RSS +${(rssGrowth / 1048576).toFixed(0)} MiB: ${parsed} parsed, ` +
+        `${failed.length} parseError (${failed.map(name).join(', ')}), ${limited.length} raw-only by limit (${limited.map((m) => `${name(m)}: ${m.limit.name}`).join(', ')})`,
+    );
   });
 
   test('each file has exactly one outcome: one queue message with its own key', () => {
@@ -126,7 +135,10 @@ describe('hostile corpus through the real poll (Dovecot + Azurite)', () => {
     const found = new Set<string>();
     for (const m of messages) {
       const servedBytes = served.get(m.source.id)!;
-      const eml = await container.getBlobClient(m.raw.blob).downloadToBuffer().catch(() => Buffer.alloc(0));
+      const eml = await container
+        .getBlobClient(m.raw.blob)
+        .downloadToBuffer()
+        .catch(() => Buffer.alloc(0));
       assert.equal(sha(eml), sha(servedBytes), `message.eml of UID ${m.source.id} is what the server served`);
       assert.equal(m.sha256, sha(servedBytes));
       assert.equal(m.size, servedBytes.length);
@@ -134,7 +146,13 @@ describe('hostile corpus through the real poll (Dovecot + Azurite)', () => {
       if (c) found.add(c.name);
     }
     const missing = corpus.filter((c) => !found.has(c.name));
-    assert.ok(missing.every((c) => c.serverMayRewrite), `unchanged cases all found byte-exact; missing: ${missing.filter((c) => !c.serverMayRewrite).map((c) => c.name).join(', ')}`);
+    assert.ok(
+      missing.every((c) => c.serverMayRewrite),
+      `unchanged cases all found byte-exact; missing: ${missing
+        .filter((c) => !c.serverMayRewrite)
+        .map((c) => c.name)
+        .join(', ')}`,
+    );
     assert.ok(found.size >= corpus.length - corpus.filter((c) => c.serverMayRewrite).length);
   });
 
@@ -143,7 +161,7 @@ describe('hostile corpus through the real poll (Dovecot + Azurite)', () => {
     for (const name of blobNames) {
       const [box, key, ...rest] = name.split('/');
       assert.equal(box, mailboxKey, name);
-      assert.ok(keys.has(key!), `blob under a delivered key: ${name}`);
+      assert.ok(keys.has(key), `blob under a delivered key: ${name}`);
       assert.ok(rest.length >= 1 && rest.length <= 2, name);
       assert.doesNotMatch(name, /\.\.|[\u0000-\u001f\u007f\u202a-\u202e\u2066-\u2069\\]/u, name);
     }

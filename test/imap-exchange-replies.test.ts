@@ -38,23 +38,28 @@ describe("Exchange Online's reply texts and faults (scripted proxy in front of D
     proxy.next(rule);
     proxy.next(rule);
     const tokens = outlookTokens();
-    const r = await pollMailbox(rt, rt.config.mailboxes[0]!);
+    const r = await pollMailbox(rt, rt.config.mailboxes[0]);
     assert.equal(r.error?.code, 'AuthenticationFailed');
-    assert.match(r.error!.responseText ?? '', /AUTHENTICATE failed/);
-    assert.match(r.error!.message, /New-ServicePrincipal/);
-    assert.match(r.error!.message, /Add-MailboxPermission/);
-    assert.match(r.error!.message, /Set-CASMailbox/);
+    assert.match(r.error.responseText ?? '', /AUTHENTICATE failed/);
+    assert.match(r.error.message, /New-ServicePrincipal/);
+    assert.match(r.error.message, /Add-MailboxPermission/);
+    assert.match(r.error.message, /Set-CASMailbox/);
     assert.equal(outlookTokens() - tokens, 2, 'first token, then one fresh (skipCache) token for the retry');
-    assert.equal(await rt.state.get(rt.config.mailboxes[0]!.id, CHECKPOINT_KEY), undefined);
+    assert.equal(await rt.state.get(rt.config.mailboxes[0].id, CHECKPOINT_KEY), undefined);
   });
 
   test('"BAD User is authenticated but not connected." → MailboxNotConnected naming FullAccess on that mailbox', async () => {
     const rt = await stack.runtime([viaProxy(MAILBOXES.proxy)], { env: { POSTROOM_OUTPUT_QUEUE: 'out-x-nc' } });
     proxy.next({ commands: [{ match: /^\S+ (SELECT|EXAMINE) /i, reply: [`{tag} ${EXCHANGE.imapNotConnected}`] }] });
-    const r = await pollMailbox(rt, rt.config.mailboxes[0]!);
+    const r = await pollMailbox(rt, rt.config.mailboxes[0]);
     assert.equal(r.error?.code, 'MailboxNotConnected');
     // The poll fills the fix in with the mailbox and the app (issue 12).
-    assert.ok(r.error!.message.includes(`FullAccess on exactly ${MAILBOXES.proxy} (Add-MailboxPermission -Identity ${MAILBOXES.proxy} -User (az ad sp show --id ${rt.config.mailboxes[0]!.app.clientId} --query id -o tsv)`), r.error!.message);
+    assert.ok(
+      r.error.message.includes(
+        `FullAccess on exactly ${MAILBOXES.proxy} (Add-MailboxPermission -Identity ${MAILBOXES.proxy} -User (az ad sp show --id ${rt.config.mailboxes[0].app.clientId} --query id -o tsv)`,
+      ),
+      r.error.message,
+    );
     assert.equal((await stack.queueMessages('out-x-nc')).length, 0);
   });
 
@@ -65,7 +70,7 @@ describe("Exchange Online's reply texts and faults (scripted proxy in front of D
     // The session dies at the second UID FETCH of message sources (after one batch was acknowledged).
     proxy.next({ commands: [{ match: /^\S+ UID FETCH .*BODY\.PEEK\[\]/i, nth: 2, reply: [EXCHANGE.imapTokenExpired], close: true }] });
     const tokens = outlookTokens();
-    const r = await pollMailbox(rt, rt.config.mailboxes[0]!);
+    const r = await pollMailbox(rt, rt.config.mailboxes[0]);
     assert.equal(r.outcome, 'ok', r.error?.message);
     assert.equal(r.delivered.length, 6, 'p1 from the first test and the 5 new ones');
     assert.ok(outlookTokens() - tokens >= 2, 'a fresh token after AccessTokenExpired');
@@ -74,7 +79,7 @@ describe("Exchange Online's reply texts and faults (scripted proxy in front of D
     assert.equal(new Set(keys).size, 6);
   });
 
-  test('the session dies in the middle of a large message\'s partial fetches → reconnect; the message arrives whole, once', async () => {
+  test("the session dies in the middle of a large message's partial fetches → reconnect; the message arrives whole, once", async () => {
     const box = MAILBOXES.proxyDrop;
     const BIG = 3 * 1024 * 1024;
     await stack.sandbox.dovecot.deliver(box, M.plainMessage({ subject: 'small before' }));
@@ -82,9 +87,12 @@ describe("Exchange Online's reply texts and faults (scripted proxy in front of D
     const rt = await stack.runtime([viaProxy(box)], { env: { POSTROOM_OUTPUT_QUEUE: 'out-x-drop' } });
     // The second partial FETCH of the large message (offset > 0) gets Exchange's BYE and the connection closes.
     proxy.next({ commands: [{ match: /^\S+ UID FETCH .*BODY\.PEEK\[\]<[1-9]\d*\./i, nth: 1, reply: [EXCHANGE.imapTokenExpired], close: true }] });
-    const r = await pollMailbox(rt, rt.config.mailboxes[0]!);
+    const r = await pollMailbox(rt, rt.config.mailboxes[0]);
     assert.equal(r.outcome, 'ok', r.error?.message);
-    assert.ok(rt.log.lines.some((l) => /reconnecting/.test(l) && /SessionExpired/.test(l)), 'the drop was seen as the session ending, not a sink failure');
+    assert.ok(
+      rt.log.lines.some((l) => /reconnecting/.test(l) && /SessionExpired/.test(l)),
+      'the drop was seen as the session ending, not a sink failure',
+    );
     const msgs = await stack.queueMessages('out-x-drop');
     assert.equal(new Set(msgs.map((m) => m.idempotencyKey)).size, 2);
     const big = msgs.find((m) => m.headers.subject === 'big one')!;
@@ -97,13 +105,16 @@ describe("Exchange Online's reply texts and faults (scripted proxy in front of D
   test('"Request is throttled. Suggested Backoff Time: N milliseconds" → waits N ms once (imapflow waits it; Postroom adds nothing) and carries on', async () => {
     await stack.sandbox.dovecot.deliver(MAILBOXES.proxy, M.plainMessage({ subject: 'throttle' }));
     const rt = await stack.runtime([viaProxy(MAILBOXES.proxy)], { env: { POSTROOM_OUTPUT_QUEUE: 'out-x-thr' } });
-    await rt.state.delete(rt.config.mailboxes[0]!.id, CHECKPOINT_KEY);
+    await rt.state.delete(rt.config.mailboxes[0].id, CHECKPOINT_KEY);
     proxy.next({ commands: [{ match: /^\S+ (SELECT|EXAMINE) /i, reply: [`{tag} ${EXCHANGE.throttled(300)}`] }] });
     const t0 = Date.now();
-    const r = await pollMailbox(rt, rt.config.mailboxes[0]!);
+    const r = await pollMailbox(rt, rt.config.mailboxes[0]);
     assert.equal(r.outcome, 'ok', r.error?.message);
     assert.ok(Date.now() - t0 >= 300, 'the back-off was waited');
-    assert.ok(rt.log.lines.some((l) => /"code":"Throttled"/.test(l) && /back off 300 ms/.test(l) && /"waitMs":0/.test(l)), rt.log.lines.join('\n'));
+    assert.ok(
+      rt.log.lines.some((l) => /"code":"Throttled"/.test(l) && /back off 300 ms/.test(l) && /"waitMs":0/.test(l)),
+      rt.log.lines.join('\n'),
+    );
     assert.equal(r.delivered.length, 7);
   });
 
@@ -113,7 +124,7 @@ describe("Exchange Online's reply texts and faults (scripted proxy in front of D
     await stack.sandbox.dovecot.deliver(box, broken);
     await stack.sandbox.dovecot.deliver(box, M.plainMessage({ subject: 'fine' }));
     const rt = await stack.runtime([{ address: box, protocol: 'imap' }], { env: { POSTROOM_OUTPUT_QUEUE: 'out-x-parse' } });
-    const r = await pollMailbox(rt, rt.config.mailboxes[0]!);
+    const r = await pollMailbox(rt, rt.config.mailboxes[0]);
     assert.equal(r.outcome, 'ok', r.error?.message);
     const msgs = await stack.queueMessages('out-x-parse');
     assert.equal(msgs.length, 2);
@@ -122,7 +133,7 @@ describe("Exchange Online's reply texts and faults (scripted proxy in front of D
     assert.match(bad.parseError, /header/i);
     assert.equal(bad.size, broken.length);
     assert.deepEqual(await stack.blobBytes(bad.container, bad.raw.blob), broken);
-    assert.equal((await rt.state.get<any>(rt.config.mailboxes[0]!.id, CHECKPOINT_KEY))!.value.lastUid, 2);
+    assert.equal((await rt.state.get<any>(rt.config.mailboxes[0].id, CHECKPOINT_KEY))!.value.lastUid, 2);
   });
 });
 
@@ -158,8 +169,8 @@ describe('the functions through the local host (queue trigger semantics)', () =>
     assert.equal(report.mailboxes.length, 2);
     for (const m of report.mailboxes) {
       assert.equal(m.status?.lastResult, 'ok', m.id);
-      assert.ok(m.status!.lastDelivered >= 1);
-      assert.ok(Date.parse(m.status!.lastPollAt) > Date.now() - 60_000);
+      assert.ok(m.status.lastDelivered >= 1);
+      assert.ok(Date.parse(m.status.lastPollAt) > Date.now() - 60_000);
     }
   });
 

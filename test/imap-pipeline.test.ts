@@ -28,7 +28,7 @@ describe('IMAP pipeline against Dovecot + Azurite + the local token endpoint', (
     for (const r of raws) await stack.sandbox.dovecot.deliver(box, r);
     await stack.sandbox.dovecot.deliver(box, M.largeAttachmentStream(BIG, { subject: 'Big one' }));
     const rt = await stack.runtime([imap(box)], { env: q('happy') });
-    const result = await pollMailbox(rt, rt.config.mailboxes[0]!);
+    const result = await pollMailbox(rt, rt.config.mailboxes[0]);
     assert.equal(result.outcome, 'ok', result.error?.message);
     assert.equal(result.delivered.length, 6);
 
@@ -47,7 +47,7 @@ describe('IMAP pipeline against Dovecot + Azurite + the local token endpoint', (
     const plain = bySubject(/^Plain one$/);
     assert.ok(plain);
     assert.deepEqual(await stack.blobBytes(plain.container, plain.raw.blob), raws[0]);
-    assert.equal(plain.sha256, createHash('sha256').update(raws[0]!).digest('hex'));
+    assert.equal(plain.sha256, createHash('sha256').update(raws[0]).digest('hex'));
     assert.match(plain.text.content, /plain test message/);
     assert.equal(plain.headers.from[0].address, 'alice@fabrikam.test');
 
@@ -56,7 +56,7 @@ describe('IMAP pipeline against Dovecot + Azurite + the local token endpoint', (
     assert.ok(multi, 'multipart message');
     for (const a of multi.attachments) {
       assert.doesNotMatch(a.blob, /\.\.|[\u0000-\u001f]/);
-      assert.ok(a.blob.startsWith(`${rt.config.mailboxes[0]!.key}/${multi.idempotencyKey}/attachments/`));
+      assert.ok(a.blob.startsWith(`${rt.config.mailboxes[0].key}/${multi.idempotencyKey}/attachments/`));
       const props = await stack.blobProperties(multi.container, a.blob);
       assert.equal(props.contentLength, a.size);
     }
@@ -88,7 +88,7 @@ describe('IMAP pipeline against Dovecot + Azurite + the local token endpoint', (
     assert.equal(createHash('sha256').update(bytes).digest('hex'), M.largeAttachmentSha256(BIG));
 
     // checkpoint advanced to the last UID
-    const cp = await rt.state.get<any>(rt.config.mailboxes[0]!.id, CHECKPOINT_KEY);
+    const cp = await rt.state.get<any>(rt.config.mailboxes[0].id, CHECKPOINT_KEY);
     assert.equal(cp?.value.lastUid, 6);
     // nothing secret or body-like in the logs
     const logs = rt.log.lines.join('\n');
@@ -99,7 +99,7 @@ describe('IMAP pipeline against Dovecot + Azurite + the local token endpoint', (
     const box = MAILBOXES.incr;
     for (let i = 0; i < 3; i++) await stack.sandbox.dovecot.deliver(box, M.plainMessage({ subject: `first ${i}` }));
     const rt = await stack.runtime([imap(box)], { env: q('incr') });
-    const mb = rt.config.mailboxes[0]!;
+    const mb = rt.config.mailboxes[0];
     assert.equal((await pollMailbox(rt, mb)).delivered.length, 3);
     await stack.sandbox.dovecot.deliver(box, M.plainMessage({ subject: 'second 0' }));
     await stack.sandbox.dovecot.deliver(box, M.plainMessage({ subject: 'second 1' }));
@@ -116,7 +116,7 @@ describe('IMAP pipeline against Dovecot + Azurite + the local token endpoint', (
     const box = MAILBOXES.uidv;
     for (let i = 0; i < 3; i++) await stack.sandbox.dovecot.deliver(box, M.plainMessage({ subject: `uv ${i}` }));
     const rt = await stack.runtime([imap(box)], { env: q('uidv') });
-    const mb = rt.config.mailboxes[0]!;
+    const mb = rt.config.mailboxes[0];
     await pollMailbox(rt, mb);
     const before = await rt.state.get<any>(mb.id, CHECKPOINT_KEY);
     await stack.sandbox.dovecot.resetUidValidity(box);
@@ -143,13 +143,16 @@ describe('IMAP pipeline against Dovecot + Azurite + the local token endpoint', (
       await stack.sandbox.dovecot.deliver(box, M.plainMessage({ subject: `pa ${name} 1` }));
       await stack.sandbox.dovecot.deliver(box, M.multipartWithAttachments({ subject: `pa ${name} 2` }));
       const rt = await stack.runtime([imap(box, { postAction: action })], { env: q(`pa-${name}`) });
-      const r = await pollMailbox(rt, rt.config.mailboxes[0]!);
+      const r = await pollMailbox(rt, rt.config.mailboxes[0]);
       assert.equal(r.outcome, 'ok', r.error?.message);
       assert.equal((await stack.queueMessages(`out-pa-${name}`)).length, 2);
       const inbox = await stack.sandbox.dovecot.listMessages(box);
       if (action === 'seen') {
         assert.equal(inbox.length, 2);
-        assert.ok(inbox.every((m) => m.flags.includes('S')), JSON.stringify(inbox));
+        assert.ok(
+          inbox.every((m) => m.flags.includes('S')),
+          JSON.stringify(inbox),
+        );
       } else if (action === 'move:Archive') {
         assert.equal(inbox.length, 0);
         assert.equal((await stack.sandbox.dovecot.listMessages(box, 'Archive')).length, 2);
@@ -169,7 +172,7 @@ describe('IMAP pipeline against Dovecot + Azurite + the local token endpoint', (
     const box = MAILBOXES.crash;
     for (let i = 0; i < 4; i++) await stack.sandbox.dovecot.deliver(box, M.plainMessage({ subject: `crash ${i}` }));
     const rt = await stack.runtime([imap(box)], { env: { ...q('crash'), POSTROOM_BATCH_SIZE: '2' } });
-    const mb = rt.config.mailboxes[0]!;
+    const mb = rt.config.mailboxes[0];
     let batches = 0;
     const r1 = await pollMailbox(rt, mb, {
       beforeAcknowledge: () => {
@@ -195,7 +198,7 @@ describe('IMAP pipeline against Dovecot + Azurite + the local token endpoint', (
     for (let i = 0; i < 3; i++) await stack.sandbox.dovecot.deliver(box, M.plainMessage({ subject: `race ${i}` }));
     const rt1 = await stack.runtime([imap(box)], { env: q('race') });
     const rt2 = await stack.runtime([imap(box)], { env: q('race') });
-    const [a, b] = await Promise.all([pollMailbox(rt1, rt1.config.mailboxes[0]!), pollMailbox(rt2, rt2.config.mailboxes[0]!)]);
+    const [a, b] = await Promise.all([pollMailbox(rt1, rt1.config.mailboxes[0]), pollMailbox(rt2, rt2.config.mailboxes[0])]);
     assert.deepEqual([a.outcome, b.outcome].sort(), ['leased', 'ok']);
     assert.equal((await stack.queueMessages('out-race')).length, 3);
   });
@@ -204,7 +207,7 @@ describe('IMAP pipeline against Dovecot + Azurite + the local token endpoint', (
     const box = MAILBOXES.vault;
     await stack.sandbox.dovecot.deliver(box, M.plainMessage({ subject: 'kv 1' }));
     const rt = await stack.runtime([imap(box)], { env: q('vault'), keyVault: true });
-    const mb = rt.config.mailboxes[0]!;
+    const mb = rt.config.mailboxes[0];
     const tokensBefore = stack.sandbox.token.tokenRequestsFor(SANDBOX_APP.clientId, 'https://outlook.office365.com');
     const readsBefore = stack.vault.reads('postroom-client-secret');
     for (let i = 0; i < 3; i++) {
@@ -221,14 +224,14 @@ describe('IMAP pipeline against Dovecot + Azurite + the local token endpoint', (
     const rt = await stack.runtime([imap(box)], { env: q('vault-rot'), keyVault: true });
     stack.vault.setSecret('postroom-client-secret', 'stale-secret');
     // prime the cache with the stale value: the first poll fails and re-reads once (still stale)
-    const r1 = await pollMailbox(rt, rt.config.mailboxes[0]!);
+    const r1 = await pollMailbox(rt, rt.config.mailboxes[0]);
     assert.equal(r1.outcome, 'failed');
     assert.equal(r1.error?.code, 'InvalidClientSecret');
-    assert.match(r1.error!.message, /Value \(not its Secret ID\)/);
-    assert.doesNotMatch(r1.error!.message, /stale-secret/);
+    assert.match(r1.error.message, /Value \(not its Secret ID\)/);
+    assert.doesNotMatch(r1.error.message, /stale-secret/);
     stack.vault.setSecret('postroom-client-secret', SANDBOX_APP.clientSecret);
     await stack.sandbox.dovecot.deliver(box, M.plainMessage({ subject: 'kv 2' }));
-    const r2 = await pollMailbox(rt, rt.config.mailboxes[0]!);
+    const r2 = await pollMailbox(rt, rt.config.mailboxes[0]);
     assert.equal(r2.outcome, 'ok', r2.error?.message);
   });
 
@@ -236,7 +239,10 @@ describe('IMAP pipeline against Dovecot + Azurite + the local token endpoint', (
     const assertUntouched = async (rt: any, queue: string) => {
       assert.equal(await rt.state.get(rt.config.mailboxes[0].id, CHECKPOINT_KEY), undefined);
       assert.equal((await stack.queueMessages(queue)).length, 0);
-      assert.equal((await stack.sandbox.dovecot.listMessages(MAILBOXES.neg)).every((m) => !m.flags.includes('S')), true);
+      assert.equal(
+        (await stack.sandbox.dovecot.listMessages(MAILBOXES.neg)).every((m) => !m.flags.includes('S')),
+        true,
+      );
     };
     before(async () => {
       await stack.sandbox.dovecot.deliver(MAILBOXES.neg, M.plainMessage({ subject: 'neg' }));
@@ -244,7 +250,7 @@ describe('IMAP pipeline against Dovecot + Azurite + the local token endpoint', (
 
     test('wrong client secret → InvalidClientSecret (AADSTS7000215) naming the fix', async () => {
       const rt = await stack.runtime([imap(MAILBOXES.neg, { postAction: 'seen' })], { env: q('neg-secret'), app: { ...SANDBOX_APP, clientSecret: 'wrong' } });
-      const r = await pollMailbox(rt, rt.config.mailboxes[0]!);
+      const r = await pollMailbox(rt, rt.config.mailboxes[0]);
       assert.equal(r.error?.code, 'InvalidClientSecret');
       assert.equal(r.error?.serverResponseCode, 'AADSTS7000215');
       await assertUntouched(rt, 'out-neg-secret');
@@ -253,21 +259,21 @@ describe('IMAP pipeline against Dovecot + Azurite + the local token endpoint', (
 
     test('token without IMAP.AccessAsApp → MissingRole naming the admin consent step', async () => {
       const rt = await stack.runtime([imap(MAILBOXES.neg, { postAction: 'seen' })], { env: q('neg-role'), app: NO_IMAP_APP });
-      const r = await pollMailbox(rt, rt.config.mailboxes[0]!);
+      const r = await pollMailbox(rt, rt.config.mailboxes[0]);
       assert.equal(r.error?.code, 'MissingRole');
-      assert.match(r.error!.message, /IMAP\.AccessAsApp/);
-      assert.match(r.error!.message, /Grant admin consent/);
+      assert.match(r.error.message, /IMAP\.AccessAsApp/);
+      assert.match(r.error.message, /Grant admin consent/);
       await assertUntouched(rt, 'out-neg-role');
     });
 
     test('mailbox not granted to the app → AuthenticationFailed naming Add-MailboxPermission', async () => {
       const rt = await stack.runtime([imap(MAILBOXES.ungranted)], { env: q('neg-grant') });
-      const r = await pollMailbox(rt, rt.config.mailboxes[0]!);
+      const r = await pollMailbox(rt, rt.config.mailboxes[0]);
       // The refusal, narrowed down by the poll: the sandbox refuses an ungranted mailbox over every protocol.
       assert.equal((r.error?.cause as PostroomError | undefined)?.code, 'AuthenticationFailed');
       assert.equal(r.error?.code, 'ServicePrincipalNotRegistered');
-      assert.match(r.error!.message, /Add-MailboxPermission/);
-      assert.equal(await rt.state.get(rt.config.mailboxes[0]!.id, CHECKPOINT_KEY), undefined);
+      assert.match(r.error.message, /Add-MailboxPermission/);
+      assert.equal(await rt.state.get(rt.config.mailboxes[0].id, CHECKPOINT_KEY), undefined);
       assert.equal((await stack.queueMessages('out-neg-grant')).length, 0);
     });
 
@@ -275,7 +281,7 @@ describe('IMAP pipeline against Dovecot + Azurite + the local token endpoint', (
       const { freePort } = await import('../sandbox/ports.js');
       const port = await freePort();
       const rt = await stack.runtime([imap(MAILBOXES.neg, { host: '127.0.0.1', port })], { env: q('neg-net') });
-      const r = await pollMailbox(rt, rt.config.mailboxes[0]!);
+      const r = await pollMailbox(rt, rt.config.mailboxes[0]);
       assert.equal(r.error?.code, 'ConnectionFailed');
       assert.equal(r.error?.retryable, true);
       assert.ok(r.error instanceof PostroomError);

@@ -15,8 +15,23 @@ const root = join(import.meta.dirname, '..', '..');
 const templateText = readFileSync(join(root, 'infra', 'azuredeploy.json'), 'utf8');
 const template = JSON.parse(templateText) as Template;
 
-interface Resource { type: string; apiVersion: string; name: string; scope?: string; properties?: any; sku?: any; kind?: string; identity?: any; dependsOn?: string[] }
-interface Template { parameters: Record<string, { type: string; defaultValue?: unknown }>; variables: Record<string, unknown>; resources: Resource[]; outputs: Record<string, { value: unknown }> }
+interface Resource {
+  type: string;
+  apiVersion: string;
+  name: string;
+  scope?: string;
+  properties?: any;
+  sku?: any;
+  kind?: string;
+  identity?: any;
+  dependsOn?: string[];
+}
+interface Template {
+  parameters: Record<string, { type: string; defaultValue?: unknown }>;
+  variables: Record<string, unknown>;
+  resources: Resource[];
+  outputs: Record<string, { value: unknown }>;
+}
 
 const UAMI_CLIENT = '6b0c4f3e-1d2a-4c5b-9e8f-0a1b2c3d4e5f';
 const UAMI_PRINCIPAL = '9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a';
@@ -74,7 +89,7 @@ function makeEvaluator(params: Record<string, unknown>) {
       if (n in params) return params[n];
       const p = template.parameters[n];
       assert.ok(p && 'defaultValue' in p, `parameter ${n} has no value`);
-      return evaluate(p!.defaultValue);
+      return evaluate(p.defaultValue);
     },
     variables: (n: string) => {
       if (!vars.has(n)) {
@@ -89,7 +104,8 @@ function makeEvaluator(params: Record<string, unknown>) {
     replace: (s: string, a: string, b: string) => s.split(a).join(b),
     toLower: (s: string) => s.toLowerCase(),
     // contains(): an object's property (case-insensitive, as ARM), an array's element, a string's substring.
-    contains: (c: Value, x: Value) => (Array.isArray(c) ? c.includes(x) : typeof c === 'string' ? c.includes(x) : Object.keys(c).some((k) => k.toLowerCase() === String(x).toLowerCase())),
+    contains: (c: Value, x: Value) =>
+      Array.isArray(c) ? c.includes(x) : typeof c === 'string' ? c.includes(x) : Object.keys(c).some((k) => k.toLowerCase() === String(x).toLowerCase()),
     empty: (v: Value) => v === null || v === undefined || v === '' || (Array.isArray(v) ? v.length === 0 : typeof v === 'object' && Object.keys(v).length === 0),
     length: (v: Value) => (typeof v === 'string' || Array.isArray(v) ? v.length : Object.keys(v).length),
     not: (v: boolean) => !v,
@@ -97,16 +113,28 @@ function makeEvaluator(params: Record<string, unknown>) {
     and: (...a: boolean[]) => a.every(Boolean),
     filter: (a: Value[], f: (x: Value) => boolean) => a.filter((x) => f(x)),
     take: (s: string, n: number) => s.slice(0, n),
-    uniqueString: (...a: string[]) => BigInt('0x' + hash(...a).slice(0, 16)).toString(36).padStart(13, 'a').slice(0, 13),
-    guid: (...a: string[]) => hash(...a).slice(0, 32).replace(/^(.{8})(.{4})(.{4})(.{4})(.{12})$/, '$1-$2-$3-$4-$5'),
+    uniqueString: (...a: string[]) =>
+      BigInt('0x' + hash(...a).slice(0, 16))
+        .toString(36)
+        .padStart(13, 'a')
+        .slice(0, 13),
+    guid: (...a: string[]) =>
+      hash(...a)
+        .slice(0, 32)
+        .replace(/^(.{8})(.{4})(.{4})(.{4})(.{12})$/, '$1-$2-$3-$4-$5'),
     resourceGroup: () => ({ id: RG, location: 'westeurope', name: 'rg-postroom' }),
     subscription: () => ({ tenantId: TENANT, subscriptionId: '00000000-0000-0000-0000-000000000001' }),
-    environment: () => ({ name: 'AzureCloud', suffixes: { storage: 'core.windows.net', keyvaultDns: '.vault.azure.net' }, authentication: { loginEndpoint: 'https://login.microsoftonline.com/' } }),
+    environment: () => ({
+      name: 'AzureCloud',
+      suffixes: { storage: 'core.windows.net', keyvaultDns: '.vault.azure.net' },
+      authentication: { loginEndpoint: 'https://login.microsoftonline.com/' },
+    }),
     resourceId,
     subscriptionResourceId: (type: string, name: string) => `/subscriptions/00000000-0000-0000-0000-000000000001/providers/${type}/${name}`,
     reference: (id: string) => {
       if (id.includes('/userAssignedIdentities/')) return { clientId: UAMI_CLIENT, principalId: UAMI_PRINCIPAL, tenantId: TENANT };
-      if (id.includes('/components/')) return { ConnectionString: 'InstrumentationKey=00000000-0000-0000-0000-0000000000aa;IngestionEndpoint=https://westeurope-5.in.applicationinsights.azure.com/' };
+      if (id.includes('/components/'))
+        return { ConnectionString: 'InstrumentationKey=00000000-0000-0000-0000-0000000000aa;IngestionEndpoint=https://westeurope-5.in.applicationinsights.azure.com/' };
       throw new Error(`reference() to ${id} is not modelled`);
     },
   };
@@ -115,37 +143,66 @@ function makeEvaluator(params: Record<string, unknown>) {
   type Node = { k: 'lit'; v: Value } | { k: 'call'; name: string; args: Node[] } | { k: 'prop'; of: Node; name: string } | { k: 'index'; of: Node; key: Node };
   function parse(src: string): Node {
     let i = 0;
-    const ws = () => { while (src[i] === ' ') i++; };
+    const ws = () => {
+      while (src[i] === ' ') i++;
+    };
     const primary = (): Node => {
       ws();
       if (src[i] === "'") {
         let s = '';
         for (i++; ; i++) {
-          if (src[i] === "'" && src[i + 1] === "'") { s += "'"; i++; } else if (src[i] === "'") { i++; return { k: 'lit', v: s }; } else s += src[i];
+          if (src[i] === "'" && src[i + 1] === "'") {
+            s += "'";
+            i++;
+          } else if (src[i] === "'") {
+            i++;
+            return { k: 'lit', v: s };
+          } else s += src[i];
         }
       }
       const num = /^-?\d+/.exec(src.slice(i));
-      if (num) { i += num[0].length; return { k: 'lit', v: Number(num[0]) }; }
+      if (num) {
+        i += num[0].length;
+        return { k: 'lit', v: Number(num[0]) };
+      }
       const id = /^[A-Za-z_][A-Za-z0-9_]*/.exec(src.slice(i));
       assert.ok(id, `expression syntax at ${i}: ${src}`);
-      i += id![0].length;
+      i += id[0].length;
       ws();
-      if (src[i] !== '(') { if (id![0] === 'true') return { k: 'lit', v: true }; if (id![0] === 'false') return { k: 'lit', v: false }; throw new Error(`bare identifier ${id![0]}`); }
+      if (src[i] !== '(') {
+        if (id[0] === 'true') return { k: 'lit', v: true };
+        if (id[0] === 'false') return { k: 'lit', v: false };
+        throw new Error(`bare identifier ${id[0]}`);
+      }
       i++;
       const args: Node[] = [];
       ws();
-      while (src[i] !== ')') { args.push(postfix()); ws(); if (src[i] === ',') i++; ws(); }
+      while (src[i] !== ')') {
+        args.push(postfix());
+        ws();
+        if (src[i] === ',') i++;
+        ws();
+      }
       i++;
-      assert.ok(id![0] === 'lambda' || id![0] === 'lambdaVariables' || fns[id![0]], `ARM function ${id![0]}() is not modelled by this test`);
-      return { k: 'call', name: id![0], args };
+      assert.ok(id[0] === 'lambda' || id[0] === 'lambdaVariables' || fns[id[0]], `ARM function ${id[0]}() is not modelled by this test`);
+      return { k: 'call', name: id[0], args };
     };
     const postfix = (): Node => {
       let v = primary();
       for (;;) {
         ws();
-        if (src[i] === '.') { i++; const p = /^[A-Za-z_][A-Za-z0-9_]*/.exec(src.slice(i))![0]; i += p.length; v = { k: 'prop', of: v, name: p }; }
-        else if (src[i] === '[') { i++; const key = postfix(); ws(); i++; v = { k: 'index', of: v, key }; }
-        else return v;
+        if (src[i] === '.') {
+          i++;
+          const p = /^[A-Za-z_][A-Za-z0-9_]*/.exec(src.slice(i))![0];
+          i += p.length;
+          v = { k: 'prop', of: v, name: p };
+        } else if (src[i] === '[') {
+          i++;
+          const key = postfix();
+          ws();
+          i++;
+          v = { k: 'index', of: v, key };
+        } else return v;
       }
     };
     const v = postfix();
@@ -156,21 +213,24 @@ function makeEvaluator(params: Record<string, unknown>) {
 
   function run(n: Node, scope: Record<string, Value>): Value {
     switch (n.k) {
-      case 'lit': return n.v;
-      case 'prop': return run(n.of, scope)[n.name];
-      case 'index': return run(n.of, scope)[run(n.key, scope)];
+      case 'lit':
+        return n.v;
+      case 'prop':
+        return run(n.of, scope)[n.name];
+      case 'index':
+        return run(n.of, scope)[run(n.key, scope)];
       case 'call': {
         if (n.name === 'lambda') {
           const names = n.args.slice(0, -1).map((a) => run(a, scope) as string);
-          const body = n.args[n.args.length - 1]!;
+          const body = n.args[n.args.length - 1];
           return (...values: Value[]) => run(body, { ...scope, ...Object.fromEntries(names.map((name, j) => [name, values[j]])) });
         }
         if (n.name === 'lambdaVariables') {
-          const name = run(n.args[0]!, scope) as string;
+          const name = run(n.args[0], scope) as string;
           assert.ok(name in scope, `lambdaVariables('${name}') outside its lambda`);
           return scope[name];
         }
-        return fns[n.name]!(...n.args.map((a) => run(a, scope)));
+        return fns[n.name](...n.args.map((a) => run(a, scope)));
       }
     }
   }
@@ -197,7 +257,7 @@ type Kind = keyof typeof APP_PARAMS;
 
 /** The template evaluated with these apps: resources whose `condition` holds, and the site's app settings. */
 function deploy(apps: { name: string }[]) {
-  const mailboxes = apps.length > 1 ? MAILBOX_PARAMS.map((m, i) => ({ ...m, app: apps[i % apps.length]!.name })) : MAILBOX_PARAMS;
+  const mailboxes = apps.length > 1 ? MAILBOX_PARAMS.map((m, i) => ({ ...m, app: apps[i % apps.length].name })) : MAILBOX_PARAMS;
   const evaluate = makeEvaluator({ apps, mailboxes });
   const resources = template.resources
     .filter((r) => !('condition' in r) || evaluate((r as { condition: unknown }).condition) === true)
@@ -212,27 +272,36 @@ const sa = evaluate("[parameters('storageAccountName')]") as string;
 const vault = evaluate("[parameters('vaultName')]") as string;
 const appInsights = evaluate("[variables('appInsightsName')]") as string;
 
-test('the app settings the template sets load with the real loadConfig: identity-based storage, the template\'s vault, no warnings', () => {
+test("the app settings the template sets load with the real loadConfig: identity-based storage, the template's vault, no warnings", () => {
   const config = loadConfig(settings);
   assert.equal(config.storage.connectionString, undefined);
-  assert.deepEqual(config.storage.serviceUris, { blob: `https://${sa}.blob.core.windows.net`, queue: `https://${sa}.queue.core.windows.net`, table: `https://${sa}.table.core.windows.net` });
+  assert.deepEqual(config.storage.serviceUris, {
+    blob: `https://${sa}.blob.core.windows.net`,
+    queue: `https://${sa}.queue.core.windows.net`,
+    table: `https://${sa}.table.core.windows.net`,
+  });
   assert.deepEqual(config.storage.credential, { kind: 'managedidentity', clientId: UAMI_CLIENT });
-  assert.deepEqual(config.apps[0]!.secret, { kind: 'keyvault', vaultUrl: `https://${vault}.vault.azure.net`, name: 'postroom-client-secret', version: undefined });
+  assert.deepEqual(config.apps[0].secret, { kind: 'keyvault', vaultUrl: `https://${vault}.vault.azure.net`, name: 'postroom-client-secret', version: undefined });
   assert.equal(config.mailboxes.length, MAILBOX_PARAMS.length);
   assert.equal(config.sandbox, false);
   assert.deepEqual(config.warnings, []);
   // Only settings the code knows, the host's own, and the telemetry ones.
-  const host = /^(AzureWebJobsStorage__(blobServiceUri|queueServiceUri|tableServiceUri|credential|clientId)|APPLICATIONINSIGHTS_CONNECTION_STRING|APPLICATIONINSIGHTS_AUTHENTICATION_STRING|AZURE_CLIENT_ID)$/;
+  const host =
+    /^(AzureWebJobsStorage__(blobServiceUri|queueServiceUri|tableServiceUri|credential|clientId)|APPLICATIONINSIGHTS_CONNECTION_STRING|APPLICATIONINSIGHTS_AUTHENTICATION_STRING|AZURE_CLIENT_ID)$/;
   for (const name of Object.keys(settings)) assert.ok((SETTINGS as readonly string[]).includes(name) || host.test(name), `unexpected app setting ${name}`);
   // Flex Consumption rejects these: the runtime comes from functionAppConfig.
-  for (const name of ['FUNCTIONS_WORKER_RUNTIME', 'FUNCTIONS_EXTENSION_VERSION', 'WEBSITE_RUN_FROM_PACKAGE', 'WEBSITE_CONTENTAZUREFILECONNECTIONSTRING', 'AzureWebJobsStorage']) assert.ok(!(name in settings), name);
+  for (const name of ['FUNCTIONS_WORKER_RUNTIME', 'FUNCTIONS_EXTENSION_VERSION', 'WEBSITE_RUN_FROM_PACKAGE', 'WEBSITE_CONTENTAZUREFILECONNECTIONSTRING', 'AzureWebJobsStorage'])
+    assert.ok(!(name in settings), name);
 });
 
 test('every binding expression and trigger connection in functions/ is satisfied by the app settings (identity-based, user-assigned)', () => {
   const dir = join(root, 'functions');
-  const sources = readdirSync(dir).filter((f) => f.endsWith('.ts')).map((f) => readFileSync(join(dir, f), 'utf8')).join('\n');
-  const expressions = [...sources.matchAll(/%([A-Z0-9_]+)%/g)].map((m) => m[1]!);
-  const connections = [...sources.matchAll(/connection:\s*'([A-Za-z0-9_]+)'/g)].map((m) => m[1]!);
+  const sources = readdirSync(dir)
+    .filter((f) => f.endsWith('.ts'))
+    .map((f) => readFileSync(join(dir, f), 'utf8'))
+    .join('\n');
+  const expressions = [...sources.matchAll(/%([A-Z0-9_]+)%/g)].map((m) => m[1]);
+  const connections = [...sources.matchAll(/connection:\s*'([A-Za-z0-9_]+)'/g)].map((m) => m[1]);
   assert.ok(expressions.length >= 3 && connections.length >= 2, 'found the bindings');
   for (const e of expressions) assert.ok(settings[e], `%${e}% needs the app setting ${e}`);
   for (const c of ['AzureWebJobsStorage', ...connections]) {
@@ -241,9 +310,9 @@ test('every binding expression and trigger connection in functions/ is satisfied
     assert.equal(settings[`${c}__credential`], 'managedidentity');
     assert.equal(settings[`${c}__clientId`], UAMI_CLIENT);
   }
-  assert.match(settings.AzureWebJobsStorage__blobServiceUri!, /^https:\/\/[a-z0-9]+\.blob\.core\.windows\.net$/);
+  assert.match(settings.AzureWebJobsStorage__blobServiceUri, /^https:\/\/[a-z0-9]+\.blob\.core\.windows\.net$/);
   assert.equal(settings.APPLICATIONINSIGHTS_AUTHENTICATION_STRING, `Authorization=AAD;ClientId=${UAMI_CLIENT}`);
-  assert.match(settings.APPLICATIONINSIGHTS_CONNECTION_STRING!, /^InstrumentationKey=/);
+  assert.match(settings.APPLICATIONINSIGHTS_CONNECTION_STRING, /^InstrumentationKey=/);
 });
 
 /**
@@ -254,7 +323,12 @@ test('every binding expression and trigger connection in functions/ is satisfied
  */
 const KV_ROLE_ACTIONS: Record<string, string[]> = {
   [ROLES.secretsUser]: ['Microsoft.KeyVault/vaults/secrets/getSecret/action', 'Microsoft.KeyVault/vaults/secrets/readMetadata/action'],
-  [ROLES.certificateUser]: ['Microsoft.KeyVault/vaults/certificates/read', 'Microsoft.KeyVault/vaults/secrets/getSecret/action', 'Microsoft.KeyVault/vaults/secrets/readMetadata/action', 'Microsoft.KeyVault/vaults/keys/read'],
+  [ROLES.certificateUser]: [
+    'Microsoft.KeyVault/vaults/certificates/read',
+    'Microsoft.KeyVault/vaults/secrets/getSecret/action',
+    'Microsoft.KeyVault/vaults/secrets/readMetadata/action',
+    'Microsoft.KeyVault/vaults/keys/read',
+  ],
 };
 const KV_ACTIONS_BY_KIND: Record<Kind, string[]> = {
   secret: ['Microsoft.KeyVault/vaults/secrets/getSecret/action'],
@@ -268,7 +342,11 @@ test('the code reads Key Vault through the secrets endpoint only (what KV_ACTION
   const cert = readFileSync(join(root, 'shared', 'secrets', 'certificate.ts'), 'utf8');
   assert.match(cert, /createVaultReader\(/, 'the certificate is read with the secret reader');
   const reader = readFileSync(join(root, 'shared', 'secrets', 'index.ts'), 'utf8');
-  assert.deepEqual([...reader.matchAll(/\bc\.(\w+)\(/g)].map((m) => m[1]), ['getSecret'], 'the only Key Vault call');
+  assert.deepEqual(
+    [...reader.matchAll(/\bc\.(\w+)\(/g)].map((m) => m[1]),
+    ['getSecret'],
+    'the only Key Vault call',
+  );
 });
 
 /** The narrowest built-in role that grants `actions` (fewest data actions). */
@@ -276,7 +354,7 @@ function narrowestKvRole(actions: string[]): string {
   const fits = Object.entries(KV_ROLE_ACTIONS).filter(([, granted]) => actions.every((a) => granted.includes(a)));
   fits.sort((x, y) => x[1].length - y[1].length);
   assert.ok(fits.length, `no role grants ${actions.join(', ')}`);
-  return fits[0]![0];
+  return fits[0][0];
 }
 
 const CASES: Kind[][] = [['secret'], ['certificate'], ['federated'], ['secret', 'certificate', 'federated'], ['federated', 'certificate']];
@@ -284,24 +362,35 @@ for (const kinds of CASES) {
   test(`every role the code needs is assigned at the narrowest scope, and nothing more: apps with ${kinds.join(' + ')}`, () => {
     const d = deploy(kinds.map((k) => APP_PARAMS[k]));
     const config = loadConfig(d.settings);
-    assert.deepEqual(config.apps.map((a) => a.credential.kind), kinds);
+    assert.deepEqual(
+      config.apps.map((a) => a.credential.kind),
+      kinds,
+    );
     const s = config.storage;
     const account = `Microsoft.Storage/storageAccounts/${sa}`;
     // Key Vault: per vault, the data actions of the apps' credential kinds; one role granting them.
-    const vaultOf = (a: (typeof config.apps)[number]) => (a.credential.kind === 'certificate' ? a.credential.certificate.vaultUrl : a.credential.kind === 'secret' && a.credential.secret.kind === 'keyvault' ? a.credential.secret.vaultUrl : undefined);
+    const vaultOf = (a: (typeof config.apps)[number]) =>
+      a.credential.kind === 'certificate'
+        ? a.credential.certificate.vaultUrl
+        : a.credential.kind === 'secret' && a.credential.secret.kind === 'keyvault'
+          ? a.credential.secret.vaultUrl
+          : undefined;
     const kvActions = new Map<string, Set<string>>();
     for (const a of config.apps) {
       const url = vaultOf(a);
       if (!url || !KV_ACTIONS_BY_KIND[a.credential.kind].length) continue;
-      const v = new URL(url).hostname.split('.')[0]!;
-      assert.equal(v, vault, 'the apps use the template\'s vault');
+      const v = new URL(url).hostname.split('.')[0];
+      assert.equal(v, vault, "the apps use the template's vault");
       for (const x of KV_ACTIONS_BY_KIND[a.credential.kind]) kvActions.set(v, (kvActions.get(v) ?? new Set()).add(x));
     }
     // What the code (and the Functions host on its behalf) does, resource by resource.
     const needs = [
       // Host storage creates its own containers (locks, timers, keys); Flex reads the deployment container; Postroom writes blobs and takes leases.
       { role: ROLES.blobOwner, scope: account },
-      ...[s.jobsQueue, `${s.jobsQueue}-poison`, s.outputQueue, s.notifyQueue, `${s.notifyQueue}-poison`].map((q) => ({ role: ROLES.queueContributor, scope: `${account}/queueServices/default/queues/${q}` })),
+      ...[s.jobsQueue, `${s.jobsQueue}-poison`, s.outputQueue, s.notifyQueue, `${s.notifyQueue}-poison`].map((q) => ({
+        role: ROLES.queueContributor,
+        scope: `${account}/queueServices/default/queues/${q}`,
+      })),
       { role: ROLES.tableContributor, scope: `${account}/tableServices/default/tables/${s.stateTable}` },
       ...[...kvActions].map(([v, actions]) => ({ role: narrowestKvRole([...actions]), scope: `Microsoft.KeyVault/vaults/${v}` })),
       { role: ROLES.metricsPublisher, scope: `Microsoft.Insights/components/${appInsights}` },
@@ -321,7 +410,15 @@ for (const kinds of CASES) {
       assert.doesNotMatch(a.scope, /^\/?subscriptions\/|resourceGroups/i, 'no subscription or resource-group scope');
     }
     // Each scope is a resource this template creates.
-    const created = new Set(d.resources.map((r) => `${r.type.split('/').slice(0, 2).join('/')}/${r.name.split('/').map((n, i) => (i === 0 ? n : `${r.type.split('/')[i + 1]}/${n}`)).join('/')}`));
+    const created = new Set(
+      d.resources.map(
+        (r) =>
+          `${r.type.split('/').slice(0, 2).join('/')}/${r.name
+            .split('/')
+            .map((n, i) => (i === 0 ? n : `${r.type.split('/')[i + 1]}/${n}`))
+            .join('/')}`,
+      ),
+    );
     for (const a of assignments) assert.ok(created.has(a.scope), `scope ${a.scope} is created here`);
     // The site waits for its roles: the host reads its storage at the first start.
     const siteDeps = new Set((d.site.dependsOn ?? []).map(String));
@@ -334,17 +431,22 @@ for (const kinds of CASES) {
 
 test('no key, secret or connection string anywhere; local auth off on storage, Key Vault and Application Insights', () => {
   assert.doesNotMatch(templateText, /listKeys|listAccountSas|listServiceSas|listSecrets|AccountKey=|SharedAccessSignature|DefaultEndpointsProtocol|clientSecret|"password"/i);
-  const storage = byType('Microsoft.Storage/storageAccounts')[0]!;
+  const storage = byType('Microsoft.Storage/storageAccounts')[0];
   assert.equal(storage.properties.allowSharedKeyAccess, false);
   assert.equal(storage.properties.allowBlobPublicAccess, false);
   assert.equal(storage.properties.minimumTlsVersion, 'TLS1_2');
-  assert.equal(byType('Microsoft.KeyVault/vaults')[0]!.properties.enableRbacAuthorization, true);
-  assert.equal(byType('Microsoft.Insights/components')[0]!.properties.DisableLocalAuth, true);
-  assert.equal(byType('Microsoft.OperationalInsights/workspaces')[0]!.properties.features.disableLocalAuth, true);
+  assert.equal(byType('Microsoft.KeyVault/vaults')[0].properties.enableRbacAuthorization, true);
+  assert.equal(byType('Microsoft.Insights/components')[0].properties.DisableLocalAuth, true);
+  assert.equal(byType('Microsoft.OperationalInsights/workspaces')[0].properties.features.disableLocalAuth, true);
   assert.equal(site.properties.siteConfig.connectionStrings, undefined);
   assert.equal(site.properties.httpsOnly, true);
   for (const p of byType('Microsoft.Web/sites/basicPublishingCredentialsPolicies')) assert.equal(p.properties.allow, false, p.name);
-  assert.deepEqual(byType('Microsoft.Web/sites/basicPublishingCredentialsPolicies').map((p) => p.name.split('/')[1]).sort(), ['ftp', 'scm']);
+  assert.deepEqual(
+    byType('Microsoft.Web/sites/basicPublishingCredentialsPolicies')
+      .map((p) => p.name.split('/')[1])
+      .sort(),
+    ['ftp', 'scm'],
+  );
   for (const [name, value] of Object.entries(settings)) {
     if (name === 'APPLICATIONINSIGHTS_CONNECTION_STRING') continue; // an ingestion address; useless without Entra auth (local auth off)
     assert.doesNotMatch(value, /AccountKey|SharedAccessSignature|sig=|InstrumentationKey|secret"\s*:\s*\{\s*"value"/i, name);
@@ -352,7 +454,7 @@ test('no key, secret or connection string anywhere; local auth off on storage, K
 });
 
 test('Flex Consumption on Node 22 with the deployment container authenticated by the user-assigned identity', () => {
-  const plan = byType('Microsoft.Web/serverfarms')[0]!;
+  const plan = byType('Microsoft.Web/serverfarms')[0];
   assert.deepEqual(plan.sku, { name: 'FC1', tier: 'FlexConsumption' });
   assert.equal(plan.properties.reserved, true);
   const uami = resourceId('Microsoft.ManagedIdentity/userAssignedIdentities', evaluate("[variables('identityName')]"));
@@ -368,7 +470,10 @@ test('Flex Consumption on Node 22 with the deployment container authenticated by
   for (const c of [s.blobContainer, s.leaseContainer]) assert.ok(containers.includes(c), c);
   const queues = byType('Microsoft.Storage/storageAccounts/queueServices/queues').map((q) => q.name.split('/')[2]);
   assert.deepEqual(queues.sort(), [s.jobsQueue, `${s.jobsQueue}-poison`, s.outputQueue, s.notifyQueue, `${s.notifyQueue}-poison`].sort());
-  assert.deepEqual(byType('Microsoft.Storage/storageAccounts/tableServices/tables').map((t) => t.name.split('/')[2]), [s.stateTable]);
+  assert.deepEqual(
+    byType('Microsoft.Storage/storageAccounts/tableServices/tables').map((t) => t.name.split('/')[2]),
+    [s.stateTable],
+  );
 });
 
 test('resource names are valid, API versions current, and the outputs give what the admin needs next', () => {
@@ -381,12 +486,12 @@ test('resource names are valid, API versions current, and the outputs give what 
     assert.ok(API_VERSIONS[r.type]?.includes(r.apiVersion), `${r.type}@${r.apiVersion} is not in the allow-list`);
   }
   const outputs = evaluate(template.outputs) as Record<string, { value: string }>;
-  assert.equal(outputs.identityClientId!.value, UAMI_CLIENT);
-  assert.equal(outputs.identityPrincipalId!.value, UAMI_PRINCIPAL);
-  assert.equal(outputs.vaultName!.value, vault);
-  assert.equal(outputs.vaultUri!.value, `https://${vault}.vault.azure.net`);
-  assert.equal(outputs.functionAppName!.value, app);
-  assert.equal(outputs.federatedCredentialIssuer!.value, `https://login.microsoftonline.com/${TENANT}/v2.0`);
+  assert.equal(outputs.identityClientId.value, UAMI_CLIENT);
+  assert.equal(outputs.identityPrincipalId.value, UAMI_PRINCIPAL);
+  assert.equal(outputs.vaultName.value, vault);
+  assert.equal(outputs.vaultUri.value, `https://${vault}.vault.azure.net`);
+  assert.equal(outputs.functionAppName.value, app);
+  assert.equal(outputs.federatedCredentialIssuer.value, `https://login.microsoftonline.com/${TENANT}/v2.0`);
 });
 
 test('docs/deploy.md walks through the template: its file, every output, every parameter without a default, and the package step', () => {
@@ -402,14 +507,16 @@ test('docs/deploy.md walks through the template: its file, every output, every p
 
 test('docs/deploy.md shows an apps example per credential kind, each deployable: it loads and gets exactly its Key Vault role', () => {
   const doc = readFileSync(join(root, 'docs', 'deploy.md'), 'utf8');
-  const examples = [...doc.matchAll(/```json\n([\s\S]*?)\n```/g)].map((m) => JSON.parse(m[1]!.replace(/<[^>]+>/g, (x) => (x.includes('tenant') ? TENANT : APP_CLIENT))) as { name: string }[]);
+  const examples = [...doc.matchAll(/```json\n([\s\S]*?)\n```/g)].map(
+    (m) => JSON.parse(m[1].replace(/<[^>]+>/g, (x) => (x.includes('tenant') ? TENANT : APP_CLIENT))) as { name: string }[],
+  );
   const kinds = examples.map((apps) => {
     const d = deploy(apps);
     const [app] = loadConfig(d.settings).apps;
     const kvRoles = d.byType('Microsoft.Authorization/roleAssignments').filter((r) => r.scope!.startsWith('Microsoft.KeyVault/'));
-    assert.equal(kvRoles.length, app!.credential.kind === 'federated' ? 0 : 1, app!.credential.kind);
-    if (app!.credential.kind === 'federated') assert.equal(app!.credential.clientId, UAMI_CLIENT);
-    return app!.credential.kind;
+    assert.equal(kvRoles.length, app.credential.kind === 'federated' ? 0 : 1, app.credential.kind);
+    if (app.credential.kind === 'federated') assert.equal(app.credential.clientId, UAMI_CLIENT);
+    return app.credential.kind;
   });
   assert.deepEqual(kinds.sort(), ['certificate', 'federated', 'secret']);
   // The federated credential step uses the template's outputs for issuer and subject.

@@ -54,8 +54,8 @@ function startLoop(stateDir: string, base: number, via: 'npm' | 'node'): Loop {
     out += b.toString('utf8');
     for (const w of waiters) w();
   };
-  child.stdout!.on('data', onData);
-  child.stderr!.on('data', onData);
+  child.stdout.on('data', onData);
+  child.stderr.on('data', onData);
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   return {
     child,
@@ -167,7 +167,10 @@ describe('the local loop (npm start)', () => {
   it('Ctrl-C (SIGINT to the whole group, npm as group leader) leaves no process and no open port; SIGHUP on the next run too', async () => {
     const stateDir = join(dir, 'state');
     const base = await freeBase();
-    for (const [via, sig] of [['npm', 'SIGINT'], ['node', 'SIGHUP']] as const) {
+    for (const [via, sig] of [
+      ['npm', 'SIGINT'],
+      ['node', 'SIGHUP'],
+    ] as const) {
       const loop = startLoop(stateDir, base, via);
       try {
         // The first run until its first poll; the second (same state) once it is up, to keep the suite short.
@@ -256,16 +259,41 @@ describe('the host stand-in honours host.json', () => {
   });
 
   it("reads the project's host.json as the Functions host does", () => {
-    assert.deepEqual(readHostQueueSettings(join(root, 'host.json')), { maxDequeueCount: 5, visibilityTimeoutSeconds: 30, batchSize: 4, newBatchThreshold: 2, messageEncoding: 'base64' });
-    assert.deepEqual(readHostQueueSettings(join(dir, 'missing.json')), { maxDequeueCount: 5, visibilityTimeoutSeconds: 0, batchSize: 16, newBatchThreshold: 8, messageEncoding: 'base64' });
+    assert.deepEqual(readHostQueueSettings(join(root, 'host.json')), {
+      maxDequeueCount: 5,
+      visibilityTimeoutSeconds: 30,
+      batchSize: 4,
+      newBatchThreshold: 2,
+      messageEncoding: 'base64',
+    });
+    assert.deepEqual(readHostQueueSettings(join(dir, 'missing.json')), {
+      maxDequeueCount: 5,
+      visibilityTimeoutSeconds: 0,
+      batchSize: 16,
+      newBatchThreshold: 8,
+      messageEncoding: 'base64',
+    });
   });
 
   it('a failed try comes back after visibilityTimeout; after maxDequeueCount tries it is in <queue>-poison, logged with what to do; a non-base64 body is poisoned untried', async () => {
     const hostJson = join(dir, 'host.json');
-    await writeFile(hostJson, JSON.stringify({ version: '2.0', extensions: { queues: { maxDequeueCount: 2, visibilityTimeout: '00:00:02', batchSize: 1, newBatchThreshold: 0, messageEncoding: 'base64' } } }));
+    await writeFile(
+      hostJson,
+      JSON.stringify({
+        version: '2.0',
+        extensions: { queues: { maxDequeueCount: 2, visibilityTimeout: '00:00:02', batchSize: 1, newBatchThreshold: 0, messageEncoding: 'base64' } },
+      }),
+    );
     const rt = await stack.runtime([{ address: MAILBOXES.neg, protocol: 'imap' }], { env: { POSTROOM_JOBS_QUEUE: 'jobs-hostjson', POSTROOM_OUTPUT_QUEUE: 'out-hostjson' } });
     const events: Array<{ at: number; ok: boolean; poisoned: boolean; dequeueCount: number }> = [];
-    const host = await startLocalHost({ runtime: rt, logger: rt.log, schedule: '0 0 0 1 1 *', hostJson, pollIntervalMs: 100, onHandled: (e) => events.push({ at: Date.now(), ...e }) });
+    const host = await startLocalHost({
+      runtime: rt,
+      logger: rt.log,
+      schedule: '0 0 0 1 1 *',
+      hostJson,
+      pollIntervalMs: 100,
+      onHandled: (e) => events.push({ at: Date.now(), ...e }),
+    });
     try {
       const jobs = await rt.storage.queue('jobs-hostjson');
       await jobs.sendMessage(Buffer.from('{"not":"a job"}').toString('base64'));
@@ -276,16 +304,25 @@ describe('the host stand-in honours host.json', () => {
     }
     const tries = events.filter((e) => e.dequeueCount >= 1 && !(e.poisoned && e.dequeueCount === 1));
     assert.equal(tries.length, 2, JSON.stringify(events));
-    const gap = tries[1]!.at - tries[0]!.at;
+    const gap = tries[1].at - tries[0].at;
     assert.ok(gap >= 1_900 && gap < 5_000, `second try ${gap} ms after the first (visibilityTimeout 2 s)`);
-    assert.deepEqual(tries.map((e) => [e.dequeueCount, e.poisoned]), [[1, false], [2, true]]);
+    assert.deepEqual(
+      tries.map((e) => [e.dequeueCount, e.poisoned]),
+      [
+        [1, false],
+        [2, true],
+      ],
+    );
     assert.equal(events.filter((e) => e.poisoned && e.dequeueCount === 1).length, 1, 'the plain-text body went to poison at once');
     const poison = await rt.storage.queue('jobs-hostjson-poison');
     const { peekedMessageItems } = await poison.peekMessages({ numberOfMessages: 10 });
     assert.equal(peekedMessageItems.length, 2);
     const lines = rt.log.lines.join('\n');
     assert.match(lines, /try 1 of 2 failed; it runs again in 2 s \(host\.json visibilityTimeout\)/);
-    assert.match(lines, /gave up after 2 tries \(host\.json maxDequeueCount 2\); the message was moved to jobs-hostjson-poison\. Last error: .*It will not be retried\. .*`postroom poison list`.*`postroom poison replay`/);
+    assert.match(
+      lines,
+      /gave up after 2 tries \(host\.json maxDequeueCount 2\); the message was moved to jobs-hostjson-poison\. Last error: .*It will not be retried\. .*`postroom poison list`.*`postroom poison replay`/,
+    );
     assert.match(lines, /moved a message to jobs-hostjson-poison without running it: its body is not base64/);
     assert.doesNotMatch(lines, /will retry/);
   });

@@ -11,11 +11,11 @@ import { APP_NOGRANT, MAILBOX, OPS, startNotifyStack, type NotifyStack } from '.
 const QUIET = { POSTROOM_SCHEDULE: '0 0 0 1 1 *' };
 
 async function enqueueDigest(runtime: Runtime): Promise<string> {
-  const mailbox = runtime.config.mailboxes[0]!;
+  const mailbox = runtime.config.mailboxes[0];
   const status = await recordStatus(runtime.state, mailbox, runtime.now(), { ok: true, delivered: 1, durationMs: 1 });
   const delivered = [{ idempotencyKey: 'k1', size: 10, subject: 'Hello', from: [], attachments: 0, parseError: null, blobPrefix: 'p/k1' }];
   const [job] = await notifyAfterPoll(runtime, mailbox, { outcome: 'ok', delivered, status, durationMs: 1 });
-  return job!.id;
+  return job.id;
 }
 
 describe('sendNotification through the local Functions host (queue retries and poison)', () => {
@@ -50,8 +50,8 @@ describe('sendNotification through the local Functions host (queue retries and p
       assert.deepEqual(events, [true]);
       const got = stack.smtp.messages().slice(before);
       assert.equal(got.length, 1);
-      assert.deepEqual(got[0]!.rcptTo, [OPS]);
-      assert.ok(got[0]!.raw.toString('utf8').includes(`Message-ID: <${id}@postroom.invalid>`));
+      assert.deepEqual(got[0].rcptTo, [OPS]);
+      assert.ok(got[0].raw.toString('utf8').includes(`Message-ID: <${id}@postroom.invalid>`));
       const q = await runtime.storage.queue(runtime.config.storage.notifyQueue);
       assert.equal((await q.peekMessages()).peekedMessageItems.length, 0);
     } finally {
@@ -89,7 +89,7 @@ describe('sendNotification through the local Functions host (queue retries and p
       const poison = await runtime.storage.queue(`${runtime.config.storage.notifyQueue}-poison`);
       const items = (await poison.peekMessages({ numberOfMessages: 32 })).peekedMessageItems;
       assert.equal(items.length, 1);
-      assert.equal(parseNotificationJob(items[0]!.messageText).id, id);
+      assert.equal(parseNotificationJob(items[0].messageText).id, id);
       const main = await runtime.storage.queue(runtime.config.storage.notifyQueue);
       assert.equal((await main.peekMessages()).peekedMessageItems.length, 0);
       const line = logger.lines.find((l) => l.includes(`${runtime.config.storage.notifyQueue}-poison`));

@@ -78,8 +78,8 @@ describe('notification rendering', () => {
     };
     assert.throws(() => loadConfig(env), /subjectPrefix/);
     const ok = loadConfig({ ...env, POSTROOM_MAILBOXES: JSON.stringify([{ address: 'a@x.test', notify: { to: ['o@x.test'] } }]) });
-    assert.equal(ok.mailboxes[0]!.notify!.subjectPrefix, '[Postroom]');
-    assert.equal(ok.mailboxes[0]!.notify!.from, 'a@x.test');
+    assert.equal(ok.mailboxes[0].notify!.subjectPrefix, '[Postroom]');
+    assert.equal(ok.mailboxes[0].notify!.from, 'a@x.test');
   });
 });
 
@@ -109,7 +109,12 @@ describe('SMTP error mapping (Exchange Online replies)', () => {
   it('maps each reply to its code and admin fix', () => {
     const cases: Array<[Error, string, RegExp | null, boolean]> = [
       [e('EAUTH', '535 5.7.3 Authentication unsuccessful', 535), 'AuthenticationFailed', /New-ServicePrincipal/, false],
-      [e('EAUTH', '535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant.', 535), 'SmtpAuthDisabled', /Set-TransportConfig -SmtpClientAuthenticationDisabled \$false/, false],
+      [
+        e('EAUTH', '535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant.', 535),
+        'SmtpAuthDisabled',
+        /Set-TransportConfig -SmtpClientAuthenticationDisabled \$false/,
+        false,
+      ],
       [e('EENVELOPE', '554 5.2.0 STOREDRV.Submission.Exception:SendAsDeniedException.MapiExceptionSendAsDenied', 554), 'SendAsDenied', /Add-RecipientPermission/, false],
       [e('EENVELOPE', '550 5.7.60 SMTP; Client does not have permissions to send as this sender', 550), 'SendAsDenied', /Add-RecipientPermission/, false],
       [e('EAUTH', '432 4.3.2 Concurrent connections limit exceeded', 432), 'SmtpConcurrencyLimit', null, true],
@@ -121,7 +126,7 @@ describe('SMTP error mapping (Exchange Online replies)', () => {
       assert.equal(m.retryable, retryable, code);
       if (fix) assert.match(m.fix, fix);
     }
-    const throttled = mapSmtpError(cases[4]![0], 's');
+    const throttled = mapSmtpError(cases[4][0], 's');
     assert.ok(throttled.retryAfterMs! >= 30_000, String(throttled.retryAfterMs));
     assert.equal(throttled.serverResponseCode, '4.3.2');
   });

@@ -25,7 +25,11 @@ function coreToolsIgnore(content: string): { accepts(path: string): boolean } {
     if (line.startsWith('/')) line = line.slice(1);
     (neg ? negative : positive).push(line);
   }
-  const prepare = (p: string) => p.replace(/[\-\[\]\/\{\}\(\)\+\?\.\\\^\$\|]/g, '\\$&').replaceAll('**', '(.+)').replaceAll('*', '([^\\/]+)');
+  const prepare = (p: string) =>
+    p
+      .replace(/[\-\[\]\/\{\}\(\)\+\?\.\\\^\$\|]/g, '\\$&')
+      .replaceAll('**', '(.+)')
+      .replaceAll('*', '([^\\/]+)');
   const compile = (list: string[]) => (list.length ? new RegExp(`^((${list.sort().map(prepare).join(')|(')}))\\b`) : /$^/);
   const pos = compile(positive);
   const neg = compile(negative);
@@ -65,7 +69,7 @@ function packageDirOf(path: string): string {
   let end = 0;
   for (let i = 0; i < parts.length - 1; i++) {
     if (parts[i] === 'node_modules') {
-      end = parts[i + 1]!.startsWith('@') ? i + 3 : i + 2;
+      end = parts[i + 1].startsWith('@') ? i + 3 : i + 2;
       i = end - 1;
     }
   }
@@ -86,10 +90,39 @@ test('Core Tools rules as ported: anchored patterns, ** into folders, negation, 
 
 test('the repository .funcignore keeps sources, tests, sandbox state and dev-only output out of a publish from the root', () => {
   const ig = coreToolsIgnore(readFileSync(join(root, '.funcignore'), 'utf8'));
-  for (const p of ['.sandbox/ca/ca.key', '.sandbox/smtp-captured/1.eml', 'test/config.test.ts', 'bench/run.ts', 'sandbox/index.ts', 'scripts/package.mjs', 'functions/pollMailbox.ts', 'shared/storage.ts', 'dist/test/config.test.js', 'dist/sandbox/index.js', 'dist/bench/run.js', 'dist/shared/storage.js.map', 'infra/azuredeploy.json', 'docs/deploy.md', 'README.md', 'tsconfig.json', 'package-lock.json', '.ci/run', '.deploy/host.json', 'node_modules/.bin/tsc', 'node_modules/@azure/identity/dist/index.d.ts']) {
+  for (const p of [
+    '.sandbox/ca/ca.key',
+    '.sandbox/smtp-captured/1.eml',
+    'test/config.test.ts',
+    'bench/run.ts',
+    'sandbox/index.ts',
+    'scripts/package.mjs',
+    'functions/pollMailbox.ts',
+    'shared/storage.ts',
+    'dist/test/config.test.js',
+    'dist/sandbox/index.js',
+    'dist/bench/run.js',
+    'dist/shared/storage.js.map',
+    'infra/azuredeploy.json',
+    'docs/deploy.md',
+    'README.md',
+    'tsconfig.json',
+    'package-lock.json',
+    '.ci/run',
+    '.deploy/host.json',
+    'node_modules/.bin/tsc',
+    'node_modules/@azure/identity/dist/index.d.ts',
+  ]) {
     assert.equal(ig.accepts(p), false, `${p} would be uploaded`);
   }
-  for (const p of ['host.json', 'package.json', 'dist/functions/pollMailbox.js', 'dist/shared/config/storage.js', 'node_modules/@azure/identity/package.json', 'node_modules/imapflow/lib/imap-flow.js']) {
+  for (const p of [
+    'host.json',
+    'package.json',
+    'dist/functions/pollMailbox.js',
+    'dist/shared/config/storage.js',
+    'node_modules/@azure/identity/package.json',
+    'node_modules/imapflow/lib/imap-flow.js',
+  ]) {
     assert.equal(ig.accepts(p), true, `${p} must be uploaded`);
   }
 });
@@ -102,10 +135,20 @@ test('npm run package stages only build output, host.json, package.json and prod
     const files = publishedFiles(out);
     const paths = files.map((f) => f.path);
     const lock = JSON.parse(readFileSync(join(root, 'package-lock.json'), 'utf8')) as { packages: Record<string, { dev?: boolean }> };
-    const devPackages = new Set(Object.entries(lock.packages).filter(([p, m]) => p && m.dev).map(([p]) => p));
+    const devPackages = new Set(
+      Object.entries(lock.packages)
+        .filter(([p, m]) => p && m.dev)
+        .map(([p]) => p),
+    );
     // Production packages as npm itself resolves them (independent of the lockfile walk in the script).
     const ls = spawnSync('npm', ['ls', '--omit=dev', '--all', '--parseable'], { cwd: root, encoding: 'utf8' });
-    const production = new Set(ls.stdout.split('\n').filter(Boolean).map((p) => relative(root, p)).filter(Boolean));
+    const production = new Set(
+      ls.stdout
+        .split('\n')
+        .filter(Boolean)
+        .map((p) => relative(root, p))
+        .filter(Boolean),
+    );
     assert.ok(production.has('node_modules/@azure/functions') && production.size > 20, 'npm ls lists the production tree');
 
     const shipped = new Set<string>();
@@ -155,7 +198,10 @@ test('npm run package leaves out build output whose source is gone, and refuses 
     mkdirSync(join(dist, 'shared', 'gone'), { recursive: true });
     writeFileSync(join(dist, 'shared', 'gone', 'old.js'), 'export {};\n');
     const out = join(tmp, 'deploy');
-    const r = spawnSync(process.execPath, [join(root, 'scripts', 'package.mjs'), '--no-build', '--skip-dependencies', '--dist', dist, '--out', out], { cwd: root, encoding: 'utf8' });
+    const r = spawnSync(process.execPath, [join(root, 'scripts', 'package.mjs'), '--no-build', '--skip-dependencies', '--dist', dist, '--out', out], {
+      cwd: root,
+      encoding: 'utf8',
+    });
     assert.equal(r.status, 0, r.stderr);
     // A developer's dist/ may hold more stale output of its own; these two must be among what is left out.
     assert.match(r.stdout, /left out \d+ stale file\(s\).*functions\/oldTrigger\.js.*shared\/gone\/old\.js/);
@@ -164,7 +210,10 @@ test('npm run package leaves out build output whose source is gone, and refuses 
     assert.ok(paths.includes('dist/functions/pollMailbox.js') && paths.includes('dist/shared/runtime.js'));
     // A source whose output is missing: the build is behind the sources.
     rmSync(join(dist, 'shared', 'runtime.js'));
-    const behind = spawnSync(process.execPath, [join(root, 'scripts', 'package.mjs'), '--no-build', '--skip-dependencies', '--dist', dist, '--out', out], { cwd: root, encoding: 'utf8' });
+    const behind = spawnSync(process.execPath, [join(root, 'scripts', 'package.mjs'), '--no-build', '--skip-dependencies', '--dist', dist, '--out', out], {
+      cwd: root,
+      encoding: 'utf8',
+    });
     assert.equal(behind.status, 1);
     assert.match(behind.stderr, /behind the sources, \S*dist\/shared\/runtime\.js missing: run npm run build first/);
   } finally {

@@ -14,7 +14,9 @@ after(async () => {
 
 test('one pending poll job per mailbox: the timer skips a mailbox whose job is still queued or running', async () => {
   await stack.sandbox.dovecot.deliver(MAILBOXES.happy, M.plainMessage({ subject: 'pending' }));
-  const rt = await stack.runtime([{ address: MAILBOXES.happy }, { address: MAILBOXES.ungranted }], { env: { POSTROOM_JOBS_QUEUE: 'jobs-pending', POSTROOM_OUTPUT_QUEUE: 'out-pending' } });
+  const rt = await stack.runtime([{ address: MAILBOXES.happy }, { address: MAILBOXES.ungranted }], {
+    env: { POSTROOM_JOBS_QUEUE: 'jobs-pending', POSTROOM_OUTPUT_QUEUE: 'out-pending' },
+  });
   const first = await enqueuePollJobs(rt);
   assert.equal(first.length, 2);
   assert.equal((await enqueuePollJobs(rt)).length, 0, 'no second job while the first is pending (the timer ticks while a mailbox keeps failing)');

@@ -47,8 +47,12 @@ describe('pipelineBatches: read ahead, deliver across batches, acknowledge in or
       },
       acknowledge: async (batch, results) => {
         for (const m of batch) assert.ok(done.has(m.id), `acknowledged ${m.id} before it was delivered`);
-        assert.deepEqual(results, batch.map((m) => m.id), 'results in batch order');
-        events.push(`ack ${batch[0]!.id.split('.')[0]}`);
+        assert.deepEqual(
+          results,
+          batch.map((m) => m.id),
+          'results in batch order',
+        );
+        events.push(`ack ${batch[0].id.split('.')[0]}`);
       },
     });
     assert.ok(maxActive <= 4, `at most 4 deliveries at once, saw ${maxActive}`);
@@ -85,7 +89,7 @@ describe('pipelineBatches: read ahead, deliver across batches, acknowledge in or
           }
         },
         acknowledge: async (batch) => {
-          acked.push(batch[0]!.id.split('.')[0]!);
+          acked.push(batch[0].id.split('.')[0]);
         },
       }),
       (e) => e === boom,

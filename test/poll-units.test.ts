@@ -113,7 +113,11 @@ describe('pipeline: what a dropped session leaves behind', () => {
       },
     });
     assert.ok(acked.length >= 4 && acked.length < 20, `stopped early and acknowledged what it had: ${acked.join(',')}`);
-    assert.deepEqual(acked, acked.slice().sort((a, b) => Number(a.split('.')[0]) - Number(b.split('.')[0]) || a.localeCompare(b)), 'in order');
+    assert.deepEqual(
+      acked,
+      acked.slice().sort((a, b) => Number(a.split('.')[0]) - Number(b.split('.')[0]) || a.localeCompare(b)),
+      'in order',
+    );
   });
 });
 

@@ -15,7 +15,13 @@ let proxy: FaultProxy;
 
 before(async () => {
   stack = await startStack();
-  proxy = await startFaultProxy({ targetPort: stack.sandbox.dovecot.pop3Port, cert: stack.sandbox.certs.cert, key: stack.sandbox.certs.key, ca: stack.sandbox.certs.ca, protocol: 'pop3' });
+  proxy = await startFaultProxy({
+    targetPort: stack.sandbox.dovecot.pop3Port,
+    cert: stack.sandbox.certs.cert,
+    key: stack.sandbox.certs.key,
+    ca: stack.sandbox.certs.ca,
+    protocol: 'pop3',
+  });
 });
 after(async () => {
   await proxy?.close();
@@ -33,7 +39,7 @@ describe('POP3 pipeline against Dovecot POP3 with app-token checks', () => {
     for (const r of raws) await stack.sandbox.dovecot.deliver(box, r);
     await stack.sandbox.dovecot.deliver(box, M.largeAttachmentStream(BIG, { subject: 'pop big' }));
     const rt = await stack.runtime([pop(box)], { env: { POSTROOM_OUTPUT_QUEUE: 'out-pop' } });
-    const mb = rt.config.mailboxes[0]!;
+    const mb = rt.config.mailboxes[0];
     const r1 = await pollMailbox(rt, mb);
     assert.equal(r1.outcome, 'ok', r1.error?.message);
     assert.equal(r1.delivered.length, 6);
@@ -44,20 +50,28 @@ describe('POP3 pipeline against Dovecot POP3 with app-token checks', () => {
     assert.deepEqual(await stack.blobBytes(dots.container, dots.raw.blob), raws[4], 'dot-unstuffed byte-exact');
     const big = msgs.find((m) => m.headers.subject === 'pop big');
     const att = big.attachments.find((a: any) => a.filename === M.LARGE_ATTACHMENT_FILENAME);
-    assert.equal(createHash('sha256').update(await stack.blobBytes(big.container, att.blob)).digest('hex'), M.largeAttachmentSha256(BIG));
+    assert.equal(
+      createHash('sha256')
+        .update(await stack.blobBytes(big.container, att.blob))
+        .digest('hex'),
+      M.largeAttachmentSha256(BIG),
+    );
 
     await stack.sandbox.dovecot.deliver(box, M.plainMessage({ subject: 'pop new' }));
     const r2 = await pollMailbox(rt, mb);
-    assert.deepEqual(r2.delivered.map((d) => d.subject), ['pop new']);
+    assert.deepEqual(
+      r2.delivered.map((d) => d.subject),
+      ['pop new'],
+    );
     assert.equal((await pollMailbox(rt, mb)).delivered.length, 0);
-    assert.equal((await stack.sandbox.dovecot.listMessages(box)).length, 7, "post-action none leaves mail on the server");
+    assert.equal((await stack.sandbox.dovecot.listMessages(box)).length, 7, 'post-action none leaves mail on the server');
   });
 
   test('post-action delete: DELE only after the queue write, committed by QUIT', async () => {
     const box = MAILBOXES.popdel;
     for (let i = 0; i < 3; i++) await stack.sandbox.dovecot.deliver(box, M.plainMessage({ subject: `del ${i}` }));
     const rt = await stack.runtime([pop(box, { postAction: 'delete' })], { env: { POSTROOM_OUTPUT_QUEUE: 'out-popdel' } });
-    const r = await pollMailbox(rt, rt.config.mailboxes[0]!);
+    const r = await pollMailbox(rt, rt.config.mailboxes[0]);
     assert.equal(r.outcome, 'ok', r.error?.message);
     assert.equal((await stack.queueMessages('out-popdel')).length, 3);
     assert.equal((await stack.sandbox.dovecot.listMessages(box)).length, 0);
@@ -67,7 +81,7 @@ describe('POP3 pipeline against Dovecot POP3 with app-token checks', () => {
     const box = MAILBOXES.popcrash;
     for (let i = 0; i < 4; i++) await stack.sandbox.dovecot.deliver(box, M.plainMessage({ subject: `crash ${i}` }));
     const rt = await stack.runtime([pop(box, { postAction: 'delete' })], { env: { POSTROOM_OUTPUT_QUEUE: 'out-popcrash', POSTROOM_BATCH_SIZE: '2' } });
-    const mb = rt.config.mailboxes[0]!;
+    const mb = rt.config.mailboxes[0];
     let n = 0;
     const r1 = await pollMailbox(rt, mb, {
       beforeAcknowledge: () => {
@@ -87,9 +101,9 @@ describe('POP3 pipeline against Dovecot POP3 with app-token checks', () => {
 
   test('token without POP.AccessAsApp → MissingRole; Dovecot refuses it too', async () => {
     const rt = await stack.runtime([pop(MAILBOXES.pop)], { env: { POSTROOM_OUTPUT_QUEUE: 'out-pop-role' }, app: NO_POP_APP });
-    const r = await pollMailbox(rt, rt.config.mailboxes[0]!);
+    const r = await pollMailbox(rt, rt.config.mailboxes[0]);
     assert.equal(r.error?.code, 'MissingRole');
-    assert.match(r.error!.message, /POP\.AccessAsApp/);
+    assert.match(r.error.message, /POP\.AccessAsApp/);
     // the server's own check: the same token, sent anyway, is refused
     const token = await stack.sandbox.token.signToken({ appid: NO_POP_APP.clientId, roles: ['IMAP.AccessAsApp'] });
     assert.match(await rawPopAuth(stack.sandbox.dovecot.pop3Port, MAILBOXES.pop, token, 'two-step'), /^-ERR \[AUTH\] Authentication failed/);
@@ -100,11 +114,11 @@ describe('POP3 pipeline against Dovecot POP3 with app-token checks', () => {
 
   test('mailbox not granted to the app → AuthenticationFailed with the admin steps; nothing delivered', async () => {
     const rt = await stack.runtime([pop(MAILBOXES.ungranted)], { env: { POSTROOM_OUTPUT_QUEUE: 'out-pop-grant' } });
-    const r = await pollMailbox(rt, rt.config.mailboxes[0]!);
+    const r = await pollMailbox(rt, rt.config.mailboxes[0]);
     // The refusal, narrowed down by the poll: the sandbox refuses an ungranted mailbox over every protocol.
     assert.equal((r.error?.cause as PostroomError | undefined)?.code, 'AuthenticationFailed');
     assert.equal(r.error?.code, 'ServicePrincipalNotRegistered');
-    assert.match(r.error!.message, /Add-MailboxPermission/);
+    assert.match(r.error.message, /Add-MailboxPermission/);
     assert.equal((await stack.queueMessages('out-pop-grant')).length, 0);
   });
 
@@ -112,12 +126,12 @@ describe('POP3 pipeline against Dovecot POP3 with app-token checks', () => {
     const rt = await stack.runtime([pop(MAILBOXES.pop, { host: '127.0.0.1', port: proxy.port })], { env: { POSTROOM_OUTPUT_QUEUE: 'out-pop-x' } });
     proxy.setDefault({ replies: [{ match: /^\+OK Logged in\.?$/, replace: EXCHANGE.pop3AuthFailed }] });
     const before = proxy.connections;
-    const r = await pollMailbox(rt, rt.config.mailboxes[0]!).finally(() => proxy.setDefault({}));
-    assert.equal(proxy.connections - before, 3, 'one retry with a fresh token, then the diagnosis\' POP probe');
+    const r = await pollMailbox(rt, rt.config.mailboxes[0]).finally(() => proxy.setDefault({}));
+    assert.equal(proxy.connections - before, 3, "one retry with a fresh token, then the diagnosis' POP probe");
     // IMAP (not behind the proxy) opens the mailbox with the same token: the poll's diagnosis says POP is off.
     assert.equal((r.error?.cause as PostroomError | undefined)?.code, 'AuthenticationFailed');
     assert.equal(r.error?.code, 'ProtocolDisabled');
-    assert.match(r.error!.responseText ?? '', /unknown user name or bad password/);
+    assert.match(r.error.responseText ?? '', /unknown user name or bad password/);
   });
 
   test('one-line AUTH XOAUTH2 <blob> is what Exchange rejects; Postroom always uses the two-step exchange', async () => {
@@ -126,12 +140,12 @@ describe('POP3 pipeline against Dovecot POP3 with app-token checks', () => {
     const exchangeRule = { commands: [{ match: /^AUTH XOAUTH2 \S+/i, reply: ['-ERR Protocol error. Connection is closed. 10'], close: true }] };
     proxy.setDefault(exchangeRule);
     try {
-      const token = (await (await stack.runtime([pop(MAILBOXES.pop)])).tokens((await stack.runtime([pop(MAILBOXES.pop)])).config.apps[0]!).getToken()).token;
+      const token = (await (await stack.runtime([pop(MAILBOXES.pop)])).tokens((await stack.runtime([pop(MAILBOXES.pop)])).config.apps[0]).getToken()).token;
       assert.match(await rawPopAuth(proxy.port, MAILBOXES.pop, token, 'one-line'), /^-ERR Protocol error\. Connection is closed\. 10/);
       assert.match(await rawPopAuth(proxy.port, MAILBOXES.pop, token, 'two-step'), /^\+OK/);
       await stack.sandbox.dovecot.deliver(MAILBOXES.pop, M.plainMessage({ subject: 'two-step' }));
       const rt = await stack.runtime([pop(MAILBOXES.pop, { host: '127.0.0.1', port: proxy.port })], { env: { POSTROOM_OUTPUT_QUEUE: 'out-pop-1l' } });
-      const r = await pollMailbox(rt, rt.config.mailboxes[0]!);
+      const r = await pollMailbox(rt, rt.config.mailboxes[0]);
       assert.equal(r.outcome, 'ok', r.error?.message);
     } finally {
       proxy.setDefault({});

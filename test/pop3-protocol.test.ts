@@ -11,16 +11,7 @@ import { runInNewContext } from 'node:vm';
 import { ensureCertificates, type SandboxCertificates } from '../sandbox/ca.js';
 import { isPostroomError } from '../shared/errors.js';
 import { memoryLogger } from '../shared/logger.js';
-import {
-  Pop3Client,
-  Pop3ReplyParser,
-  errorFromReply,
-  parseCapa,
-  parseStatusLine,
-  xoauth2Blob,
-  type ParserEvent,
-  type Pop3ConnectOptions,
-} from '../shared/pop3/index.js';
+import { Pop3Client, Pop3ReplyParser, errorFromReply, parseCapa, parseStatusLine, xoauth2Blob, type ParserEvent, type Pop3ConnectOptions } from '../shared/pop3/index.js';
 import { parseUidl } from '../shared/pop3/commands/uidl.js';
 import { dotStuff, maildropScript, startScriptServer, type ScriptConn, type ScriptServer } from './support/pop3-script-server.js';
 
@@ -104,7 +95,11 @@ describe('reply parser (pure)', () => {
     assert.deepEqual(parseStatusLine(Buffer.from('+ ')), { status: '+', text: '' });
     assert.deepEqual(parseStatusLine(Buffer.from('+ eyJzIjoxfQ==')), { status: '+', text: 'eyJzIjoxfQ==' });
     for (const bad of ['OK', '+OKAY', '-ERROR', '* OK', '']) {
-      assert.throws(() => parseStatusLine(Buffer.from(bad)), (e) => isPostroomError(e, 'ProtocolError'), bad);
+      assert.throws(
+        () => parseStatusLine(Buffer.from(bad)),
+        (e) => isPostroomError(e, 'ProtocolError'),
+        bad,
+      );
     }
   });
 
@@ -143,7 +138,7 @@ describe('reply parser (pure)', () => {
       const msg = s.endsWith('\r\n') || s === '' ? s : s + '\r\n';
       const wire = Buffer.concat([Buffer.from('+OK\r\n'), dotStuff(msg), Buffer.from('+OK tail\r\n')]);
       const chunks: Buffer[] = [];
-      for (let i = 0; i < wire.length; ) {
+      for (let i = 0; i < wire.length;) {
         const len = 1 + Math.floor(rand() * 6);
         chunks.push(wire.subarray(i, i + len));
         i += len;
@@ -178,7 +173,7 @@ describe('reply parser (pure)', () => {
     p.expect('multi');
     for (let i = 0; i < buf.length; i += 997) collect(p.push(buf.subarray(i, i + 997)), out, []);
     assert.equal(out.replies.length, 1);
-    const entries = parseUidl(out.replies[0]!.lines!);
+    const entries = parseUidl(out.replies[0].lines!);
     assert.equal(entries.length, 50_000);
     assert.deepEqual(entries[6], { msg: 7, uid: `${(0x10000000 + 7).toString(16).toUpperCase()}5f3a.x` });
     assert.deepEqual(entries[49_999]?.msg, 50_000);
@@ -200,16 +195,22 @@ describe('reply parser (pure)', () => {
   test('an over-long line (outside RETR) and an over-large multi-line reply are ProtocolErrors', () => {
     const p = new Pop3ReplyParser();
     p.expect('single');
-    assert.throws(() => {
-      for (let i = 0; i < 100; i++) p.push(Buffer.alloc(1024, 0x41));
-    }, (e) => isPostroomError(e, 'ProtocolError') && /longer than 65536/.test(e.message));
+    assert.throws(
+      () => {
+        for (let i = 0; i < 100; i++) p.push(Buffer.alloc(1024, 0x41));
+      },
+      (e) => isPostroomError(e, 'ProtocolError') && /longer than 65536/.test(e.message),
+    );
 
     const small = new Pop3ReplyParser({ maxBufferedBytes: 1000 });
     small.expect('multi');
     small.push(Buffer.from('+OK\r\n'));
-    assert.throws(() => {
-      for (let i = 0; i < 1000; i++) small.push(Buffer.from(`${i} UID${i}\r\n`));
-    }, (e) => isPostroomError(e, 'ProtocolError') && /larger than 1000/.test(e.message));
+    assert.throws(
+      () => {
+        for (let i = 0; i < 1000; i++) small.push(Buffer.from(`${i} UID${i}\r\n`));
+      },
+      (e) => isPostroomError(e, 'ProtocolError') && /larger than 1000/.test(e.message),
+    );
 
     // A RETR body has no line limit: it is never buffered.
     const big = Buffer.concat([Buffer.from('+OK\r\n'), Buffer.alloc(200_000, 0x42), Buffer.from('\r\n.\r\n')]);
@@ -222,7 +223,10 @@ describe('reply parser (pure)', () => {
     assert.equal(p.hasPending, true);
     const ev = p.expect('single');
     assert.equal(ev.length, 1);
-    assert.throws(() => p.push(Buffer.alloc(70_000, 0x41)), (e) => isPostroomError(e, 'ProtocolError'));
+    assert.throws(
+      () => p.push(Buffer.alloc(70_000, 0x41)),
+      (e) => isPostroomError(e, 'ProtocolError'),
+    );
   });
 });
 
@@ -313,15 +317,21 @@ describe('Pop3Client over TLS', () => {
     const capa = await client.capa();
     assert.deepEqual(capa.saslMechanisms, ['PLAIN', 'XOAUTH2']);
     await client.authXoauth2(MS_USER, MS_TOKEN);
-    assert.deepEqual(s.connections[0]!.received.slice(1, 3), ['AUTH XOAUTH2', MS_BLOB]);
-    assert.deepEqual(await client.stat(), { count: 2, size: Buffer.byteLength(messages[0]!.body) + Buffer.byteLength(messages[1]!.body) });
-    assert.deepEqual(await client.uidl(), [{ msg: 1, uid: 'AAA1' }, { msg: 2, uid: 'BBB2' }]);
+    assert.deepEqual(s.connections[0].received.slice(1, 3), ['AUTH XOAUTH2', MS_BLOB]);
+    assert.deepEqual(await client.stat(), { count: 2, size: Buffer.byteLength(messages[0].body) + Buffer.byteLength(messages[1].body) });
+    assert.deepEqual(await client.uidl(), [
+      { msg: 1, uid: 'AAA1' },
+      { msg: 2, uid: 'BBB2' },
+    ]);
     assert.deepEqual(await client.uidl(2), { msg: 2, uid: 'BBB2' });
-    assert.deepEqual(await client.list(), [{ msg: 1, size: Buffer.byteLength(messages[0]!.body) }, { msg: 2, size: Buffer.byteLength(messages[1]!.body) }]);
+    assert.deepEqual(await client.list(), [
+      { msg: 1, size: Buffer.byteLength(messages[0].body) },
+      { msg: 2, size: Buffer.byteLength(messages[1].body) },
+    ]);
     assert.equal((await client.top(1, 1)).toString(), 'Subject: one\r\n\r\nline 1\r\n');
     const chunks: Buffer[] = [];
     for await (const c of await client.retr(1)) chunks.push(c as Buffer);
-    assert.equal(Buffer.concat(chunks).toString(), messages[0]!.body);
+    assert.equal(Buffer.concat(chunks).toString(), messages[0].body);
     await assert.rejects(client.retr(9), (e) => isPostroomError(e, 'CommandFailed') && e.responseText === 'no such message');
     await client.dele(1);
     await client.rset();
@@ -329,7 +339,10 @@ describe('Pop3Client over TLS', () => {
     await client.noop();
     await client.quit();
     assert.equal(client.usable, false);
-    assert.deepEqual(messages.map((m) => m.uid), ['AAA1']);
+    assert.deepEqual(
+      messages.map((m) => m.uid),
+      ['AAA1'],
+    );
     assert.deepEqual(s.errors, []);
   });
 
@@ -394,7 +407,7 @@ describe('Pop3Client over TLS', () => {
     assert.ok(isPostroomError(err, 'AuthenticationFailed'));
     assert.equal(err.responseText, 'Authentication failure: unknown user name or bad password.');
     assert.equal(err.subject, MS_USER);
-    const received = s.connections[0]!.received;
+    const received = s.connections[0].received;
     assert.deepEqual(received.slice(0, 3), ['AUTH XOAUTH2', MS_BLOB, '']);
     const everything = [err.message, JSON.stringify(err.toJSON()), String(err.stack), ...log.lines].join('\n');
     assert.ok(log.lines.length > 0);
@@ -420,8 +433,10 @@ describe('Pop3Client over TLS', () => {
       await c.readLine();
     });
     const client = await Pop3Client.connect(opts(s.port));
-    await assert.rejects(client.authXoauth2(MS_USER, MS_TOKEN), (e) =>
-      isPostroomError(e, 'CommandFailed') && e.serverResponseCode === 'IN-USE' && e.responseText === '[IN-USE] Do you have another POP session running?');
+    await assert.rejects(
+      client.authXoauth2(MS_USER, MS_TOKEN),
+      (e) => isPostroomError(e, 'CommandFailed') && e.serverResponseCode === 'IN-USE' && e.responseText === '[IN-USE] Do you have another POP session running?',
+    );
     await client.authXoauth2(MS_USER, MS_TOKEN);
     await assert.rejects(client.uidl(), (e) => isPostroomError(e, 'Throttled') && e.retryAfterMs === 3500);
     client.destroy();
@@ -464,11 +479,11 @@ describe('Pop3Client over TLS', () => {
     });
     await new Promise((r) => setTimeout(r, 30));
     assert.equal(secondDone, false, 'RETR 2 must wait while RETR 1 is unread');
-    assert.ok(!s.connections[0]!.received.includes('RETR 2'), 'RETR 2 not sent during the first body');
+    assert.ok(!s.connections[0].received.includes('RETR 2'), 'RETR 2 not sent during the first body');
     const parts: Buffer[] = [];
     for await (const c of first) parts.push(c as Buffer);
-    assert.equal(Buffer.concat(parts).toString(), messages[0]!.body);
-    assert.equal(await second, messages[1]!.body);
+    assert.equal(Buffer.concat(parts).toString(), messages[0].body);
+    assert.equal(await second, messages[1].body);
     await client.quit();
     assert.deepEqual(s.errors, []);
   });
@@ -528,7 +543,7 @@ describe('Pop3Client over TLS', () => {
     assert.equal(client.usable, false);
     await assert.rejects(client.noop(), (e) => isPostroomError(e, 'ConnectionFailed'));
     await new Promise((r) => setTimeout(r, 50));
-    assert.equal(s.connections[0]!.isClosed, true);
+    assert.equal(s.connections[0].isClosed, true);
   });
 
   test('a stalled RETR body -> the stream errors with Timeout', async () => {
@@ -625,4 +640,3 @@ describe('Pop3Client over TLS', () => {
     assert.deepEqual(s.errors, []);
   });
 });
-

@@ -7,14 +7,7 @@ import { ensureCertificates, type SandboxCertificates } from '../sandbox/ca.js';
 import { isPostroomError } from '../shared/errors.js';
 import { memoryLogger } from '../shared/logger.js';
 import { createPop3Source, type Pop3SourceOptions } from '../shared/pop3/source.js';
-import {
-  HASHES_PER_PROPERTY,
-  MAX_TRACKED_UIDLS,
-  packUidlHashes,
-  pruneUidlHashes,
-  uidlHash,
-  unpackUidlHashes,
-} from '../shared/pop3/uidl-set.js';
+import { HASHES_PER_PROPERTY, MAX_TRACKED_UIDLS, packUidlHashes, pruneUidlHashes, uidlHash, unpackUidlHashes } from '../shared/pop3/uidl-set.js';
 import type { SourceMessage } from '../shared/source.js';
 import { MemoryStateStore } from './support/memory-state.js';
 import { maildropScript, startScriptServer, type MaildropMessage, type ScriptServer } from './support/pop3-script-server.js';
@@ -49,10 +42,13 @@ describe('delivered-UIDL set', () => {
   });
 
   test('the largest set allowed still fits one entity; one more is refused', () => {
-    const hashes = Array.from({ length: MAX_TRACKED_UIDLS }, (_, i) => BigInt(i) * 0x9e3779b97f4a7c15n % 2n ** 64n);
+    const hashes = Array.from({ length: MAX_TRACKED_UIDLS }, (_, i) => (BigInt(i) * 0x9e3779b97f4a7c15n) % 2n ** 64n);
     const record = packUidlHashes(hashes);
     assert.ok(entityBytes(record) < 1024 * 1024, `entity is ${entityBytes(record)} bytes`);
-    assert.throws(() => packUidlHashes([...hashes, 2n ** 64n - 1n]), (e) => isPostroomError(e, 'ConfigInvalid'));
+    assert.throws(
+      () => packUidlHashes([...hashes, 2n ** 64n - 1n]),
+      (e) => isPostroomError(e, 'ConfigInvalid'),
+    );
   });
 
   test('duplicates collapse; properties left over from a larger write are ignored', () => {
@@ -73,7 +69,10 @@ describe('delivered-UIDL set', () => {
       { ...good, h0: new Uint8Array(15) },
       { ...good, count: -1 },
     ]) {
-      assert.throws(() => unpackUidlHashes(bad), (e) => isPostroomError(e, 'ConfigInvalid'));
+      assert.throws(
+        () => unpackUidlHashes(bad),
+        (e) => isPostroomError(e, 'ConfigInvalid'),
+      );
     }
   });
 
@@ -161,10 +160,10 @@ describe('createPop3Source', () => {
     const state = new MemoryStateStore();
     const first = await poll(sourceOptions(s.port, state));
     assert.deepEqual(first.batches, [['U1', 'U2'], ['U3', 'U4'], ['U5']]);
-    assert.equal(first.bodies[0], messages[0]!.body);
+    assert.equal(first.bodies[0], messages[0].body);
     assert.equal(state.writes, 3);
-    assert.equal(s.connections[0]!.received.at(-1), 'QUIT');
-    assert.ok(!s.connections[0]!.received.some((l) => l.startsWith('DELE')));
+    assert.equal(s.connections[0].received.at(-1), 'QUIT');
+    assert.ok(!s.connections[0].received.some((l) => l.startsWith('DELE')));
 
     // U1 and U3 vanish (read elsewhere), U6 arrives.
     messages.splice(2, 1);
@@ -192,8 +191,14 @@ describe('createPop3Source', () => {
     const state = new MemoryStateStore();
     const o = sourceOptions(s.port, state, { postAction: 'delete' });
     assert.deepEqual((await poll(o, 1)).batches, [['D1', 'D2'], ['D3']]);
-    assert.deepEqual(s.connections[0]!.received.filter((l) => /^(DELE|QUIT)/.test(l)), ['DELE 1', 'DELE 2', 'QUIT']);
-    assert.deepEqual(messages.map((m) => m.uid), ['D3']);
+    assert.deepEqual(
+      s.connections[0].received.filter((l) => /^(DELE|QUIT)/.test(l)),
+      ['DELE 1', 'DELE 2', 'QUIT'],
+    );
+    assert.deepEqual(
+      messages.map((m) => m.uid),
+      ['D3'],
+    );
     assert.equal(state.writes, 1, 'delete mode keeps the delivered-UIDL set too (one write per acknowledged batch)');
 
     const session = await createPop3Source(o).open();
@@ -203,7 +208,11 @@ describe('createPop3Source', () => {
     }
     session.abort();
     await new Promise((r) => setTimeout(r, 50));
-    assert.deepEqual(messages.map((m) => m.uid), ['D3'], 'an aborted session deleted something');
+    assert.deepEqual(
+      messages.map((m) => m.uid),
+      ['D3'],
+      'an aborted session deleted something',
+    );
   });
 
   test('an auth failure is retried once with a renewed token', async () => {
@@ -239,7 +248,7 @@ describe('createPop3Source', () => {
     const session = await createPop3Source(sourceOptions(s.port, state)).open();
     await state.put(KEY.partition, KEY.key, packUidlHashes([]));
     for await (const batch of session.batches()) {
-      await read(batch[0]!);
+      await read(batch[0]);
       await assert.rejects(session.acknowledge(batch), (e) => isPostroomError(e, 'CheckpointConflict'));
     }
     session.abort();
@@ -255,7 +264,12 @@ describe('createPop3Source', () => {
     for await (const batch of session.batches()) ids.push(...batch.map((m) => m.id));
     assert.deepEqual(ids, ['S1', 'S2']);
     assert.ok(log.lines.some((l) => l.startsWith('warn') && l.includes('BIG')));
-    const foreign: SourceMessage = { id: 'nope', open: async () => { throw new Error('unused'); } };
+    const foreign: SourceMessage = {
+      id: 'nope',
+      open: async () => {
+        throw new Error('unused');
+      },
+    };
     await assert.rejects(session.acknowledge([foreign]), TypeError);
     await session.close();
   });

@@ -38,7 +38,7 @@ describe('sandbox Azurite', () => {
     await queue.sendMessage('hello from the sandbox');
     const got = await queue.receiveMessages({ numberOfMessages: 1 });
     assert.equal(got.receivedMessageItems.length, 1);
-    assert.equal(got.receivedMessageItems[0]!.messageText, 'hello from the sandbox');
+    assert.equal(got.receivedMessageItems[0].messageText, 'hello from the sandbox');
   });
 
   it('serves tables: write then read an entity', async () => {

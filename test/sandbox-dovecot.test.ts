@@ -13,8 +13,17 @@ import { exportSPKI, generateKeyPair, SignJWT } from 'jose';
 import { startDovecot, type Dovecot } from '../sandbox/dovecot.js';
 import { freePort } from '../sandbox/ports.js';
 import {
-  largeAttachmentStream, multipartWithAttachments, nonUtf8Message, plainMessage, eightBitHeadersMessage, largeAttachmentMessage,
-  noMessageIdMessage, sampleMailbox, HOSTILE_FILENAME, UNICODE_FILENAME, ATTACHMENT_CONTENTS,
+  largeAttachmentStream,
+  multipartWithAttachments,
+  nonUtf8Message,
+  plainMessage,
+  eightBitHeadersMessage,
+  largeAttachmentMessage,
+  noMessageIdMessage,
+  sampleMailbox,
+  HOSTILE_FILENAME,
+  UNICODE_FILENAME,
+  ATTACHMENT_CONTENTS,
 } from '../sandbox/messages.js';
 import { EXCHANGE, startFaultProxy, type FaultProxy } from './support/fault-proxy.js';
 
@@ -41,15 +50,55 @@ let dovecot: Dovecot;
 
 async function makeCerts(d: string): Promise<void> {
   const o = (...a: string[]) => run('openssl', a);
-  await o('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(d, 'ca.key'), '-out', join(d, 'ca.pem'), '-days', '2',
-    '-subj', '/CN=Postroom test CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign');
+  await o(
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    join(d, 'ca.key'),
+    '-out',
+    join(d, 'ca.pem'),
+    '-days',
+    '2',
+    '-subj',
+    '/CN=Postroom test CA',
+    '-addext',
+    'basicConstraints=critical,CA:TRUE',
+    '-addext',
+    'keyUsage=critical,keyCertSign',
+  );
   await o('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(d, 'server.key'), '-out', join(d, 'server.csr'), '-subj', '/CN=localhost');
   await writeFile(join(d, 'ext.cnf'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n');
-  await o('x509', '-req', '-in', join(d, 'server.csr'), '-CA', join(d, 'ca.pem'), '-CAkey', join(d, 'ca.key'), '-CAcreateserial',
-    '-out', join(d, 'server.pem'), '-days', '2', '-extfile', join(d, 'ext.cnf'));
+  await o(
+    'x509',
+    '-req',
+    '-in',
+    join(d, 'server.csr'),
+    '-CA',
+    join(d, 'ca.pem'),
+    '-CAkey',
+    join(d, 'ca.key'),
+    '-CAcreateserial',
+    '-out',
+    join(d, 'server.pem'),
+    '-days',
+    '2',
+    '-extfile',
+    join(d, 'ext.cnf'),
+  );
 }
 
-interface TokenOpts { roles?: string[]; appid?: string; iss?: string; aud?: string; exp?: number; key?: Key; azp?: string }
+interface TokenOpts {
+  roles?: string[];
+  appid?: string;
+  iss?: string;
+  aud?: string;
+  exp?: number;
+  key?: Key;
+  azp?: string;
+}
 
 async function token(t: TokenOpts = {}): Promise<string> {
   const now = Math.floor(Date.now() / 1000);
@@ -57,8 +106,12 @@ async function token(t: TokenOpts = {}): Promise<string> {
   if (t.azp) claims.azp = t.azp;
   return new SignJWT(claims)
     .setProtectedHeader({ alg: 'RS256', kid: KID, typ: 'JWT' })
-    .setIssuer(t.iss ?? ISSUER).setAudience(t.aud ?? AUD).setSubject('sp-object-id')
-    .setIssuedAt(now - 60).setNotBefore(now - 60).setExpirationTime(t.exp ?? now + 3600)
+    .setIssuer(t.iss ?? ISSUER)
+    .setAudience(t.aud ?? AUD)
+    .setSubject('sp-object-id')
+    .setIssuedAt(now - 60)
+    .setNotBefore(now - 60)
+    .setExpirationTime(t.exp ?? now + 3600)
     .sign(t.key ?? signKey);
 }
 
@@ -86,7 +139,10 @@ class LineClient {
   }
   static async connect(port: number): Promise<LineClient> {
     const s = tls.connect({ host: '127.0.0.1', port, ca, servername: 'localhost' });
-    await new Promise<void>((res, rej) => { s.once('secureConnect', res); s.once('error', rej); });
+    await new Promise<void>((res, rej) => {
+      s.once('secureConnect', res);
+      s.once('error', rej);
+    });
     return new LineClient(s);
   }
   private push(l: string | null) {
@@ -108,8 +164,12 @@ class LineClient {
       if (re.test(l)) return got;
     }
   }
-  send(line: string) { this.socket.write(line + '\r\n'); }
-  close() { this.socket.destroy(); }
+  send(line: string) {
+    this.socket.write(line + '\r\n');
+  }
+  close() {
+    this.socket.destroy();
+  }
 }
 
 /** IMAP AUTHENTICATE XOAUTH2 with SASL-IR; returns every line after the command (challenge included). */
@@ -141,7 +201,10 @@ async function pop3Auth(port: number, user: string, tok: string): Promise<{ line
     const l = await c.read();
     if (l === null) break;
     lines.push(l);
-    if (l.startsWith('+ ')) { c.send(''); continue; }
+    if (l.startsWith('+ ')) {
+      c.send('');
+      continue;
+    }
     if (/^(\+OK|-ERR)/.test(l)) break;
   }
   return { lines, c };
@@ -170,7 +233,7 @@ async function inboxSources(client: ImapFlow): Promise<Buffer[]> {
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'postroom-dovecot-test-'));
   await makeCerts(dir);
-  [ca, cert, key] = await Promise.all(['ca.pem', 'server.pem', 'server.key'].map((f) => readFile(join(dir, f), 'utf8'))) as [string, string, string];
+  [ca, cert, key] = (await Promise.all(['ca.pem', 'server.pem', 'server.key'].map((f) => readFile(join(dir, f), 'utf8')))) as [string, string, string];
   const pair = await generateKeyPair('RS256', { extractable: true });
   signKey = pair.privateKey;
   rogueKey = (await generateKeyPair('RS256')).privateKey;
@@ -227,12 +290,12 @@ describe('sandbox Dovecot: app-only XOAUTH2 like Exchange Online', () => {
       const imap = await imapAuth(dovecot.imapPort, user ?? SHARED, tok);
       imap.c.close();
       assert.equal(imap.lines.length, 2, JSON.stringify(imap.lines));
-      assert.deepEqual(decodeChallenge(imap.lines[0]!), { status: '401', schemes: 'bearer', scope: 'mail' });
+      assert.deepEqual(decodeChallenge(imap.lines[0]), { status: '401', schemes: 'bearer', scope: 'mail' });
       assert.equal(imap.lines[1], `A1 ${IMAP_FAIL}`);
       const pop = await pop3Auth(dovecot.pop3Port, user ?? SHARED, tok);
       pop.c.close();
       assert.equal(pop.lines.length, 2, JSON.stringify(pop.lines));
-      assert.match(pop.lines[0]!, /^\+ eyJ/);
+      assert.match(pop.lines[0], /^\+ eyJ/);
       assert.equal(pop.lines[1], POP_FAIL);
     });
   }
@@ -243,16 +306,21 @@ describe('sandbox Dovecot: app-only XOAUTH2 like Exchange Online', () => {
     const near = await token({ roles: ['IMAP.AccessAsApp.Extra', 'XPOP.AccessAsApp'] });
     const none = await token({ roles: [] });
 
-    const a = await imapAuth(dovecot.imapPort, SHARED, popOnly); a.c.close();
+    const a = await imapAuth(dovecot.imapPort, SHARED, popOnly);
+    a.c.close();
     assert.equal(a.lines.at(-1), `A1 ${IMAP_FAIL}`);
-    const b = await pop3Auth(dovecot.pop3Port, SHARED, popOnly); b.c.close();
+    const b = await pop3Auth(dovecot.pop3Port, SHARED, popOnly);
+    b.c.close();
     assert.match(b.lines.at(-1)!, /^\+OK Logged in\./);
-    const c = await pop3Auth(dovecot.pop3Port, SHARED, imapOnly); c.c.close();
+    const c = await pop3Auth(dovecot.pop3Port, SHARED, imapOnly);
+    c.c.close();
     assert.equal(c.lines.at(-1), POP_FAIL);
-    const d = await imapAuth(dovecot.imapPort, SHARED, imapOnly); d.c.close();
+    const d = await imapAuth(dovecot.imapPort, SHARED, imapOnly);
+    d.c.close();
     assert.match(d.lines.at(-1)!, /^A1 OK /);
     for (const tok of [near, none]) {
-      const e = await imapAuth(dovecot.imapPort, SHARED, tok); e.c.close();
+      const e = await imapAuth(dovecot.imapPort, SHARED, tok);
+      e.c.close();
       assert.equal(e.lines.at(-1), `A1 ${IMAP_FAIL}`);
     }
     const log = await readFile(dovecot.logFile, 'utf8');
@@ -270,7 +338,10 @@ describe('sandbox Dovecot: app-only XOAUTH2 like Exchange Online', () => {
     assert.match((await plain.read())!, /^\+OK/);
     sock.removeAllListeners('data');
     const secure = tls.connect({ socket: sock, ca, servername: 'localhost' });
-    await new Promise<void>((res, rej) => { secure.once('secureConnect', res); secure.once('error', rej); });
+    await new Promise<void>((res, rej) => {
+      secure.once('secureConnect', res);
+      secure.once('error', rej);
+    });
     const c = new LineClient(secure);
     c.send('AUTH XOAUTH2');
     assert.equal(await c.read(), '+ ');
@@ -293,15 +364,19 @@ describe('sandbox Dovecot: app-only XOAUTH2 like Exchange Online', () => {
   it('applies grant and revoke to the next login without a restart', async () => {
     const mailbox = 'grant-test@contoso.test';
     const tok = await token({ appid: OTHER_APP });
-    let r = await imapAuth(dovecot.imapPort, mailbox, tok); r.c.close();
+    let r = await imapAuth(dovecot.imapPort, mailbox, tok);
+    r.c.close();
     assert.equal(r.lines.at(-1), `A1 ${IMAP_FAIL}`);
     await dovecot.grant(OTHER_APP, mailbox);
-    r = await imapAuth(dovecot.imapPort, mailbox, tok); r.c.close();
+    r = await imapAuth(dovecot.imapPort, mailbox, tok);
+    r.c.close();
     assert.match(r.lines.at(-1)!, /^A1 OK /);
-    const p = await pop3Auth(dovecot.pop3Port, mailbox, tok); p.c.close();
+    const p = await pop3Auth(dovecot.pop3Port, mailbox, tok);
+    p.c.close();
     assert.match(p.lines.at(-1)!, /^\+OK/);
     await dovecot.revoke(OTHER_APP, mailbox);
-    r = await imapAuth(dovecot.imapPort, mailbox, tok); r.c.close();
+    r = await imapAuth(dovecot.imapPort, mailbox, tok);
+    r.c.close();
     assert.equal(r.lines.at(-1), `A1 ${IMAP_FAIL}`);
   });
 
@@ -318,7 +393,7 @@ describe('sandbox Dovecot: app-only XOAUTH2 like Exchange Online', () => {
     try {
       const got = await inboxSources(client);
       assert.equal(got.length, msgs.length);
-      got.forEach((g, i) => assert.ok(g.equals(msgs[i]!), `message ${i + 1} differs`));
+      got.forEach((g, i) => assert.ok(g.equals(msgs[i]), `message ${i + 1} differs`));
       const lock = await client.getMailboxLock('INBOX');
       try {
         await client.messageFlagsAdd('1', ['\\Seen']);
@@ -343,8 +418,12 @@ describe('sandbox Dovecot: app-only XOAUTH2 like Exchange Online', () => {
     p.c.send('RETR 2');
     const lines = await p.c.until(/^\.$/);
     p.c.close();
-    const body = lines.slice(1, -1).map((l) => (l.startsWith('..') ? l.slice(1) : l)).join('\r\n') + '\r\n';
-    assert.ok(Buffer.from(body, 'latin1').equals(msgs[1]!));
+    const body =
+      lines
+        .slice(1, -1)
+        .map((l) => (l.startsWith('..') ? l.slice(1) : l))
+        .join('\r\n') + '\r\n';
+    assert.ok(Buffer.from(body, 'latin1').equals(msgs[1]));
   });
 
   it('resetUidValidity changes UIDVALIDITY and keeps the messages', async () => {
@@ -386,13 +465,13 @@ describe('sandbox Dovecot: app-only XOAUTH2 like Exchange Online', () => {
     try {
       const got = await inboxSources(client);
       assert.equal(got.length, 3);
-      [...msgs, late].forEach((m, i) => assert.ok(got[i]!.equals(m), `message ${i + 1} differs`));
+      [...msgs, late].forEach((m, i) => assert.ok(got[i].equals(m), `message ${i + 1} differs`));
     } finally {
       await client.logout();
     }
     // Dovecot really serves it from sdbox: the Maildir is gone, one u.<uid> file per message.
     const home = join(dir, 'dovecot', 'mail', mailbox);
-    assert.equal((await readFile(join(home, 'Maildir', 'dovecot-uidlist'), 'utf8').catch((e) => e.code)), 'ENOENT');
+    assert.equal(await readFile(join(home, 'Maildir', 'dovecot-uidlist'), 'utf8').catch((e) => e.code), 'ENOENT');
     const files = (await run('find', [join(home, 'sdbox'), '-name', 'u.*', '-type', 'f'])).stdout.trim().split('\n');
     assert.equal(files.length, 3);
     assert.equal((await dovecot.listMessages(other)).length, 1);
@@ -404,8 +483,11 @@ describe('sample messages', () => {
     const all = [plainMessage(), multipartWithAttachments(), nonUtf8Message(), eightBitHeadersMessage(), noMessageIdMessage(), ...sampleMailbox(7)];
     for (const m of all) assert.doesNotMatch(m.toString('latin1'), /(^|[^\r])\n/, 'bare LF');
     const multi = await simpleParser(multipartWithAttachments());
-    assert.deepEqual(multi.attachments.map((a) => a.filename), [HOSTILE_FILENAME, UNICODE_FILENAME]);
-    multi.attachments.forEach((a, i) => assert.ok(a.content.equals(ATTACHMENT_CONTENTS[i]!)));
+    assert.deepEqual(
+      multi.attachments.map((a) => a.filename),
+      [HOSTILE_FILENAME, UNICODE_FILENAME],
+    );
+    multi.attachments.forEach((a, i) => assert.ok(a.content.equals(ATTACHMENT_CONTENTS[i])));
     assert.match(String(multi.html), /Q3 report/);
     const legacy = await simpleParser(nonUtf8Message());
     assert.equal(legacy.subject, 'Grüße aus Köln');
@@ -434,17 +516,20 @@ describe('fault proxy in front of Dovecot', () => {
   });
 
   it('forwards unchanged without a script', async () => {
-    const r = await imapAuth(proxy.port, SHARED, await token()); r.c.close();
+    const r = await imapAuth(proxy.port, SHARED, await token());
+    r.c.close();
     assert.match(r.lines.at(-1)!, /^A1 OK /);
   });
 
   it("rewrites Dovecot's refusal into Exchange's text", async () => {
     proxy.next({ replies: [{ match: /^(\S+) NO \[AUTHENTICATIONFAILED\].*$/, replace: `$1 ${EXCHANGE.imapAuthFailed}` }] });
-    const r = await imapAuth(proxy.port, UNGRANTED, await token()); r.c.close();
+    const r = await imapAuth(proxy.port, UNGRANTED, await token());
+    r.c.close();
     assert.equal(r.lines.at(-1), 'A1 NO AUTHENTICATE failed.');
 
     popProxy.next({ replies: [{ match: /^-ERR \[AUTH\].*$/, replace: EXCHANGE.pop3AuthFailed }] });
-    const p = await pop3Auth(popProxy.port, UNGRANTED, await token()); p.c.close();
+    const p = await pop3Auth(popProxy.port, UNGRANTED, await token());
+    p.c.close();
     assert.equal(p.lines.at(-1), EXCHANGE.pop3AuthFailed);
   });
 

@@ -92,7 +92,10 @@ describe('sandbox token endpoint', () => {
     assert.equal(res.body.token_endpoint, `${te.authority}/oauth2/v2.0/token`);
     assert.equal(res.body.jwks_uri, te.jwksUri);
     const jwks = await httpsCall(te.jwksUri, certs.ca);
-    assert.deepEqual(jwks.body.keys.map((k: { kid: string }) => k.kid), [te.kid]);
+    assert.deepEqual(
+      jwks.body.keys.map((k: { kid: string }) => k.kid),
+      [te.kid],
+    );
   });
 
   it('issues an Entra-like app token to msal-node and msal caches it', async () => {

@@ -31,7 +31,12 @@ const APPS = [
 ];
 
 /** A token provider whose getToken reads the credential the way the real one does (info known afterwards, expiry checked). */
-function fakeTokens(kind: CredentialInfo['kind'], behaviour: { expiresOn?: Date; thumbprint?: string; hang?: boolean; fail?: string }, calls: string[], name: string): TokenProvider {
+function fakeTokens(
+  kind: CredentialInfo['kind'],
+  behaviour: { expiresOn?: Date; thumbprint?: string; hang?: boolean; fail?: string },
+  calls: string[],
+  name: string,
+): TokenProvider {
   let info: CredentialInfo = { kind };
   return {
     async getToken() {
@@ -62,7 +67,7 @@ function fakeRuntime(calls: string[]): Runtime {
   };
   const providers = new Map<string, TokenProvider>();
   const tokens = (app: AppConfig) => {
-    if (!providers.has(app.name)) providers.set(app.name, fakeTokens(app.credential.kind, behaviours[app.name]!, calls, app.name));
+    if (!providers.has(app.name)) providers.set(app.name, fakeTokens(app.credential.kind, behaviours[app.name], calls, app.name));
     return providers.get(app.name)!;
   };
   // No mailboxes: the report then reads no state (the mailbox half is covered by cli-ops).
@@ -74,20 +79,26 @@ describe('status report: app credentials', () => {
     const calls: string[] = [];
     const apps = await appCredentialReport(fakeRuntime(calls), { credentialTimeoutMs: 100 });
     const by = Object.fromEntries(apps.map((a) => [a.name, a]));
-    assert.deepEqual(apps.map((a) => a.name), APPS.map((a) => a.name));
+    assert.deepEqual(
+      apps.map((a) => a.name),
+      APPS.map((a) => a.name),
+    );
     assert.deepEqual(calls.sort(), ['denied', 'fine', 'gone', 'slow', 'soon'], 'federated apps are not read');
 
-    assert.deepEqual({ kind: by.soon!.kind, state: by.soon!.state, daysLeft: by.soon!.daysLeft }, { kind: 'secret', state: 'warning', daysLeft: 12 });
-    assert.equal(by.soon!.expiresOn, new Date(NOW.getTime() + 12 * DAY + 3600_000).toISOString());
-    assert.match(by.soon!.note, /expires in 12 day\(s\): renew it/);
+    assert.deepEqual({ kind: by.soon.kind, state: by.soon.state, daysLeft: by.soon.daysLeft }, { kind: 'secret', state: 'warning', daysLeft: 12 });
+    assert.equal(by.soon.expiresOn, new Date(NOW.getTime() + 12 * DAY + 3600_000).toISOString());
+    assert.match(by.soon.note, /expires in 12 day\(s\): renew it/);
 
-    assert.deepEqual({ kind: by.gone!.kind, state: by.gone!.state, daysLeft: by.gone!.daysLeft, thumb: by.gone!.thumbprintSha256 }, { kind: 'certificate', state: 'error', daysLeft: -4, thumb: 'ab'.repeat(32) });
-    assert.match(by.gone!.note, /expired 3 day\(s\) ago: polls fail until it is renewed \(token request failed: CertificateExpired\)/);
+    assert.deepEqual(
+      { kind: by.gone.kind, state: by.gone.state, daysLeft: by.gone.daysLeft, thumb: by.gone.thumbprintSha256 },
+      { kind: 'certificate', state: 'error', daysLeft: -4, thumb: 'ab'.repeat(32) },
+    );
+    assert.match(by.gone.note, /expired 3 day\(s\) ago: polls fail until it is renewed \(token request failed: CertificateExpired\)/);
 
-    assert.deepEqual({ kind: by.keyless!.kind, state: by.keyless!.state, expiresOn: by.keyless!.expiresOn }, { kind: 'federated', state: 'ok', expiresOn: null });
-    assert.deepEqual({ state: by.fine!.state, daysLeft: by.fine!.daysLeft }, { state: 'ok', daysLeft: 200 });
-    assert.deepEqual({ state: by.slow!.state, note: by.slow!.note }, { state: 'unknown', note: 'not read in time: unknown' });
-    assert.deepEqual({ state: by.denied!.state, note: by.denied!.note }, { state: 'unknown', note: 'could not be read: SecretUnavailable' });
+    assert.deepEqual({ kind: by.keyless.kind, state: by.keyless.state, expiresOn: by.keyless.expiresOn }, { kind: 'federated', state: 'ok', expiresOn: null });
+    assert.deepEqual({ state: by.fine.state, daysLeft: by.fine.daysLeft }, { state: 'ok', daysLeft: 200 });
+    assert.deepEqual({ state: by.slow.state, note: by.slow.note }, { state: 'unknown', note: 'not read in time: unknown' });
+    assert.deepEqual({ state: by.denied.state, note: by.denied.note }, { state: 'unknown', note: 'could not be read: SecretUnavailable' });
     for (const a of apps) assert.doesNotMatch(JSON.stringify(a), /not-a-real-token/);
   });
 
@@ -97,9 +108,9 @@ describe('status report: app credentials', () => {
     const before = await appCredentialReport(rt, { readCredentials: false });
     assert.deepEqual(calls, []);
     for (const a of before.filter((x) => x.kind !== 'federated')) assert.deepEqual({ state: a.state, note: a.note }, { state: 'unknown', note: 'unknown until first use' }, a.name);
-    await rt.tokens(rt.config.apps[0]!).getToken({ renew: false }); // a poll of app "soon"
+    await rt.tokens(rt.config.apps[0]).getToken({ renew: false }); // a poll of app "soon"
     const afterUse = await appCredentialReport(rt, { readCredentials: false });
-    assert.equal(afterUse[0]!.state, 'warning');
+    assert.equal(afterUse[0].state, 'warning');
     // Read once, not again: the report does not ask for what the process knows.
     await appCredentialReport(rt, { credentialTimeoutMs: 100 });
     assert.equal(calls.filter((c) => c === 'soon').length, 1);
@@ -130,15 +141,18 @@ describe('status with a Key Vault secret (token endpoint + Key Vault stand-in): 
     assert.equal(report.mailboxes.length, 1, 'the mailbox half is unchanged');
     assert.equal(report.apps.length, 1);
     const [app] = report.apps;
-    assert.deepEqual({ kind: app!.kind, state: app!.state, daysLeft: app!.daysLeft }, { kind: 'secret', state: 'warning', daysLeft: 12 });
-    assert.equal(Date.parse(app!.expiresOn!), Math.floor(expiresOn.getTime() / 1000) * 1000);
-    assert.ok(rt.log.lines.some((l) => /expires in 12 day\(s\)/.test(l)), 'the warning is logged too');
+    assert.deepEqual({ kind: app.kind, state: app.state, daysLeft: app.daysLeft }, { kind: 'secret', state: 'warning', daysLeft: 12 });
+    assert.equal(Date.parse(app.expiresOn!), Math.floor(expiresOn.getTime() / 1000) * 1000);
+    assert.ok(
+      rt.log.lines.some((l) => /expires in 12 day\(s\)/.test(l)),
+      'the warning is logged too',
+    );
 
     const { ctx, lines } = cliContext(rt);
     assert.equal(await statusCommand([], ctx), 0, 'a warning alone does not fail status');
     const head = lines.findIndex((l) => /^APP\s+CREDENTIAL\s+EXPIRES\s+STATE\s+NOTE$/.test(l));
     assert.ok(head > 0, lines.join('\n'));
-    assert.match(lines[head + 1]!, /^sandbox\s+secret\s+\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\s+WARNING\s+the secret expires in 12 day\(s\): renew it$/);
+    assert.match(lines[head + 1], /^sandbox\s+secret\s+\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\s+WARNING\s+the secret expires in 12 day\(s\): renew it$/);
   });
 
   it('an expired secret: state error, status exits 1; --json carries the apps array', async () => {
@@ -147,11 +161,11 @@ describe('status with a Key Vault secret (token endpoint + Key Vault stand-in): 
     const { ctx, lines } = cliContext(rt);
     assert.equal(await statusCommand(['--json'], ctx), 1);
     const report = JSON.parse(lines.join('\n')) as { apps: { name: string; kind: string; state: string; note: string }[] };
-    assert.equal(report.apps[0]!.state, 'error');
-    assert.match(report.apps[0]!.note, /expired 2 day\(s\) ago.*SecretExpired/);
+    assert.equal(report.apps[0].state, 'error');
+    assert.match(report.apps[0].note, /expired 2 day\(s\) ago.*SecretExpired/);
   });
 
   function secretValue(): string {
-    return JSON.parse(stack.sandbox.env([]).POSTROOM_APPS!)[0].secret.value as string;
+    return JSON.parse(stack.sandbox.env([]).POSTROOM_APPS)[0].secret.value as string;
   }
 });

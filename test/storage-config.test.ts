@@ -8,7 +8,9 @@ import { PostroomError } from '../shared/errors.js';
 
 const UAMI = '6b0c4f3e-1d2a-4c5b-9e8f-0a1b2c3d4e5f';
 const rest = {
-  POSTROOM_APPS: JSON.stringify([{ tenantId: 'contoso.onmicrosoft.com', clientId: '11111111-2222-3333-4444-555555555555', secret: { vaultUrl: 'https://v.vault.azure.net', name: 's' } }]),
+  POSTROOM_APPS: JSON.stringify([
+    { tenantId: 'contoso.onmicrosoft.com', clientId: '11111111-2222-3333-4444-555555555555', secret: { vaultUrl: 'https://v.vault.azure.net', name: 's' } },
+  ]),
   POSTROOM_MAILBOXES: JSON.stringify([{ address: 'shared@contoso.com' }]),
 };
 const identity = {
@@ -35,10 +37,14 @@ test('connection string mode (Azurite): no service URIs, DefaultAzureCredential 
   assert.equal(s.stateTable, 'postroomstate');
 });
 
-test('identity mode with the host\'s setting names: the URIs as given (trailing slash dropped), user-assigned managed identity', () => {
+test("identity mode with the host's setting names: the URIs as given (trailing slash dropped), user-assigned managed identity", () => {
   const s = loadConfig({ ...rest, ...identity }).storage;
   assert.equal(s.connectionString, undefined);
-  assert.deepEqual(s.serviceUris, { queue: 'https://postroomsa.queue.core.windows.net', blob: 'https://postroomsa.blob.core.windows.net', table: 'https://postroomsa.table.core.windows.net' });
+  assert.deepEqual(s.serviceUris, {
+    queue: 'https://postroomsa.queue.core.windows.net',
+    blob: 'https://postroomsa.blob.core.windows.net',
+    table: 'https://postroomsa.table.core.windows.net',
+  });
   assert.deepEqual(s.credential, { kind: 'managedidentity', clientId: UAMI });
   assert.equal(s.accountName, 'postroomsa');
   assert.equal(describeStorageCredential(s), `ManagedIdentityCredential(clientId ${UAMI})`);
@@ -69,21 +75,31 @@ test('an explicit service URI wins over the one derived from the account name (p
 
 test('bad storage settings are all reported at once, each naming the setting and the fix', () => {
   assert.match(problemsOf({}).join('\n'), /POSTROOM_STORAGE: missing .*__queueServiceUri.*__accountName/);
-  assert.match(problemsOf({ POSTROOM_STORAGE: 'UseDevelopmentStorage=true', POSTROOM_STORAGE__accountName: 'postroomsa' }).join('\n'), /both a connection string and POSTROOM_STORAGE__\*/);
+  assert.match(
+    problemsOf({ POSTROOM_STORAGE: 'UseDevelopmentStorage=true', POSTROOM_STORAGE__accountName: 'postroomsa' }).join('\n'),
+    /both a connection string and POSTROOM_STORAGE__\*/,
+  );
   assert.match(problemsOf({ POSTROOM_STORAGE: 'UseDevelopmentStorage=true', POSTROOM_STORAGE__credential: 'managedidentity' }).join('\n'), /identity-based storage only/);
-  assert.match(problemsOf({ POSTROOM_STORAGE__queueServiceUri: identity.POSTROOM_STORAGE__queueServiceUri }).join('\n'), /__blobServiceUri: missing[\s\S]*__tableServiceUri: missing/);
+  assert.match(
+    problemsOf({ POSTROOM_STORAGE__queueServiceUri: identity.POSTROOM_STORAGE__queueServiceUri }).join('\n'),
+    /__blobServiceUri: missing[\s\S]*__tableServiceUri: missing/,
+  );
   assert.match(problemsOf({ ...identity, POSTROOM_STORAGE__blobServiceUri: 'http://postroomsa.blob.core.windows.net' }).join('\n'), /__blobServiceUri: .* must be https/);
   assert.match(problemsOf({ ...identity, POSTROOM_STORAGE__tableServiceUri: 'postroomsa' }).join('\n'), /__tableServiceUri: "postroomsa" is not a URI/);
   assert.match(problemsOf({ ...identity, POSTROOM_STORAGE__credential: 'clientsecret' }).join('\n'), /__credential: "clientsecret" is not supported; use "managedidentity"/);
   assert.match(problemsOf({ ...identity, POSTROOM_STORAGE__credential: '' }).join('\n'), /__clientId: set POSTROOM_STORAGE__credential=managedidentity too/);
   assert.match(problemsOf({ ...identity, POSTROOM_STORAGE__clientId: 'my-identity' }).join('\n'), /__clientId: "my-identity" is not a GUID/);
   assert.match(problemsOf({ POSTROOM_STORAGE__accountName: 'Postroom_SA' }).join('\n'), /__accountName: "Postroom_SA" is not a storage account name/);
-  assert.match(problemsOf({ POSTROOM_STORAGE__accountName: 'postroomsa', POSTROOM_CLOUD: 'mars' }).join('\n'), /POSTROOM_CLOUD: "mars" is not one of public, usgov, usgovdod, china/);
+  assert.match(
+    problemsOf({ POSTROOM_STORAGE__accountName: 'postroomsa', POSTROOM_CLOUD: 'mars' }).join('\n'),
+    /POSTROOM_CLOUD: "mars" is not one of public, usgov, usgovdod, china/,
+  );
   assert.match(problemsOf({ POSTROOM_STORAGE: 'UseDevelopmentStorage=true', POSTROOM_JOBS_QUEUE: 'Jobs' }).join('\n'), /POSTROOM_JOBS_QUEUE: "Jobs" is not a valid queue name/);
   // Through loadConfig: one ConfigInvalid listing every problem.
   assert.throws(
     () => loadConfig({ ...rest, ...identity, POSTROOM_STORAGE__clientId: 'x', POSTROOM_CLOUD: 'mars' }),
-    (e: unknown) => e instanceof PostroomError && e.code === 'ConfigInvalid' && /2 problem\(s\)/.test(e.message) && /__clientId/.test(e.message) && /POSTROOM_CLOUD/.test(e.message),
+    (e: unknown) =>
+      e instanceof PostroomError && e.code === 'ConfigInvalid' && /2 problem\(s\)/.test(e.message) && /__clientId/.test(e.message) && /POSTROOM_CLOUD/.test(e.message),
   );
 });
 
@@ -97,7 +113,15 @@ async function identityEndpoint(): Promise<{ url: string; requests: URL[]; heade
     headers.push(String(req.headers['x-identity-header'] ?? ''));
     res.setHeader('content-type', 'application/json');
     const expiresOn = Math.floor(Date.now() / 1000) + 3600;
-    res.end(JSON.stringify({ access_token: 'mi-token-for-test', expires_on: String(expiresOn), resource: url.searchParams.get('resource'), token_type: 'Bearer', client_id: url.searchParams.get('client_id') }));
+    res.end(
+      JSON.stringify({
+        access_token: 'mi-token-for-test',
+        expires_on: String(expiresOn),
+        resource: url.searchParams.get('resource'),
+        token_type: 'Bearer',
+        client_id: url.searchParams.get('client_id'),
+      }),
+    );
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   return {
@@ -119,9 +143,9 @@ test('storageCredential with credential=managedidentity asks the managed-identit
     const token = await credential.getToken('https://storage.azure.com/.default');
     assert.equal(token?.token, 'mi-token-for-test');
     assert.equal(mi.requests.length, 1);
-    assert.equal(mi.requests[0]!.pathname, '/msi/token');
-    assert.equal(mi.requests[0]!.searchParams.get('resource'), 'https://storage.azure.com');
-    assert.equal(mi.requests[0]!.searchParams.get('client_id'), UAMI);
+    assert.equal(mi.requests[0].pathname, '/msi/token');
+    assert.equal(mi.requests[0].searchParams.get('resource'), 'https://storage.azure.com');
+    assert.equal(mi.requests[0].searchParams.get('client_id'), UAMI);
     assert.equal(mi.headers[0], 'header-from-platform');
   } finally {
     for (const [k, v] of Object.entries(saved)) {

@@ -74,7 +74,7 @@ async function collect(): Promise<ResourceMetrics> {
   await reader.forceFlush();
   const all = metricExporter.getMetrics();
   assert.ok(all.length > 0, 'metrics were exported');
-  return all[all.length - 1]!;
+  return all[all.length - 1];
 }
 
 function points(rm: ResourceMetrics, name: string, attrs: Record<string, unknown>): DataPoint<any>[] {
@@ -91,10 +91,14 @@ describe('telemetry: metrics after real polls (Dovecot + Azurite + token endpoin
 
   test('a successful poll: messages, bytes, duration, lag 0, token requests, blob and queue write latency', async () => {
     const box = MAILBOXES.happy;
-    const raws = [0, 1, 2].map((i) => M.plainMessage({ subject: `Telemetry ${i}` }).toString('utf8').replace('plain test message', `${BODY_MARKER} ${i}`));
+    const raws = [0, 1, 2].map((i) =>
+      M.plainMessage({ subject: `Telemetry ${i}` })
+        .toString('utf8')
+        .replace('plain test message', `${BODY_MARKER} ${i}`),
+    );
     for (const r of raws) await stack.sandbox.dovecot.deliver(box, r);
     const rt = await stack.runtime([imap(box)], { env: { POSTROOM_OUTPUT_QUEUE: 'out-telemetry' } });
-    const mailbox = rt.config.mailboxes[0]!;
+    const mailbox = rt.config.mailboxes[0];
     const result = await pollMailbox(rt, mailbox);
     assert.equal(result.outcome, 'ok', result.error?.message);
     assert.equal(result.delivered.length, 3);
@@ -108,9 +112,12 @@ describe('telemetry: metrics after real polls (Dovecot + Azurite + token endpoin
     assert.equal(sum(points(rm, 'postroom.bytes.ingested', { mailbox: mailbox.id })), bytes);
     const duration = points(rm, 'postroom.poll.duration', { mailbox: mailbox.id, outcome: 'ok' });
     assert.equal(duration.length, 1);
-    assert.equal(duration[0]!.value.count, 1);
-    assert.ok(duration[0]!.value.sum > 0 && duration[0]!.value.sum <= result.durationMs + 50);
-    assert.deepEqual(points(rm, 'postroom.poll.lag', { mailbox: mailbox.id }).map((p) => p.value), [0]);
+    assert.equal(duration[0].value.count, 1);
+    assert.ok(duration[0].value.sum > 0 && duration[0].value.sum <= result.durationMs + 50);
+    assert.deepEqual(
+      points(rm, 'postroom.poll.lag', { mailbox: mailbox.id }).map((p) => p.value),
+      [0],
+    );
     assert.equal(points(rm, 'postroom.poll.failures', { mailbox: mailbox.id }).length, 0);
     // The poll's token came from the login host (not msal's cache); the getToken above from the cache.
     assert.equal(sum(points(rm, 'postroom.token.requests', { app: mailbox.app.name, cached: false })), 1);
@@ -118,7 +125,7 @@ describe('telemetry: metrics after real polls (Dovecot + Azurite + token endpoin
     const queueWrites = points(rm, 'postroom.storage.write.duration', { kind: 'queue', ok: true });
     assert.equal(sum(queueWrites), 3, 'one queue write per message');
     assert.ok(sum(points(rm, 'postroom.storage.write.duration', { kind: 'blob', ok: true })) >= 3, 'at least the raw .eml per message');
-    assert.ok(queueWrites[0]!.value.min >= 0 && queueWrites[0]!.value.max < 10_000);
+    assert.ok(queueWrites[0].value.min >= 0 && queueWrites[0].value.max < 10_000);
   });
 
   test('a failed poll counts the failure by its code; lag is the age of the oldest message read but not acknowledged', async () => {
@@ -129,7 +136,7 @@ describe('telemetry: metrics after real polls (Dovecot + Azurite + token endpoin
     const hour = 3_600_000;
     // The clock an hour ahead: the messages' receivedAt (delivery time) is then about an hour old.
     const late = Object.assign(Object.create(Object.getPrototypeOf(rt)), rt, { now: () => new Date(Date.now() + hour) });
-    const mailbox = rt.config.mailboxes[0]!;
+    const mailbox = rt.config.mailboxes[0];
     const result = await pollMailbox(late, mailbox, {
       beforeAcknowledge: () => {
         throw new Error('crash before acknowledge');
@@ -140,15 +147,18 @@ describe('telemetry: metrics after real polls (Dovecot + Azurite + token endpoin
     assert.equal(sum(points(rm, 'postroom.poll.failures', { mailbox: mailbox.id, code: result.error!.code })), 1);
     assert.equal(sum(points(rm, 'postroom.messages.ingested', { mailbox: mailbox.id })), 0, 'nothing acknowledged, nothing ingested');
     const [lag] = points(rm, 'postroom.poll.lag', { mailbox: mailbox.id }).map((p) => p.value as number);
-    assert.ok(lag! >= hour && lag! < hour + 120_000, `lag ${lag}`);
+    assert.ok(lag >= hour && lag < hour + 120_000, `lag ${lag}`);
 
     const denied = await stack.runtime([imap(MAILBOXES.ungranted)], { env: { POSTROOM_OUTPUT_QUEUE: 'out-telemetry-denied' } });
-    const r2 = await pollMailbox(denied, denied.config.mailboxes[0]!);
+    const r2 = await pollMailbox(denied, denied.config.mailboxes[0]);
     // The refusal narrowed down by the poll (the sandbox refuses an ungranted mailbox over every protocol) is the code counted.
     assert.equal(r2.error?.code, 'ServicePrincipalNotRegistered');
     const rm2 = await collect();
-    assert.equal(sum(points(rm2, 'postroom.poll.failures', { mailbox: denied.config.mailboxes[0]!.id, code: 'ServicePrincipalNotRegistered' })), 1);
-    assert.deepEqual(points(rm2, 'postroom.poll.lag', { mailbox: denied.config.mailboxes[0]!.id }).map((p) => p.value), [0]);
+    assert.equal(sum(points(rm2, 'postroom.poll.failures', { mailbox: denied.config.mailboxes[0].id, code: 'ServicePrincipalNotRegistered' })), 1);
+    assert.deepEqual(
+      points(rm2, 'postroom.poll.lag', { mailbox: denied.config.mailboxes[0].id }).map((p) => p.value),
+      [0],
+    );
   });
 
   test('structured logs: the Functions context gets message + fields; OTel records carry them as attributes, redacted, on the invocation trace', async () => {
@@ -161,7 +171,7 @@ describe('telemetry: metrics after real polls (Dovecot + Azurite + token endpoin
       traceContext: { traceParent: `00-${TRACE_ID}-00f067aa0ba902b7-01`, traceState: '', attributes: {} },
     });
     const log = contextLogger(context);
-    const token = secrets[2]!;
+    const token = secrets[2];
     log.debug('debug line reaches the host', { mailbox: 'shared-inbox@contoso.test', delivered: 3 });
     log.info(`careless message with Bearer ${token}`, {
       mailbox: 'shared-inbox@contoso.test',
@@ -197,7 +207,10 @@ describe('telemetry: metrics after real polls (Dovecot + Azurite + token endpoin
     assert.match(String(rec.attributes.err), /"name":"Error"/);
     assert.equal(rec.spanContext?.traceId, TRACE_ID, 'correlated with the host invocation');
     assert.ok(records.some((r) => r.body === 'debug line reaches the host' && r.attributes.delivered === 3));
-    assert.ok(records.some((r) => r.body === 'poll done' && typeof r.attributes.mailbox === 'string'), 'poll logs are records too');
+    assert.ok(
+      records.some((r) => r.body === 'poll done' && typeof r.attributes.mailbox === 'string'),
+      'poll logs are records too',
+    );
   });
 
   test('no token, client secret, XOAUTH2 blob or message body in anything exported (in-memory and the App Insights envelopes)', async () => {
@@ -242,7 +255,10 @@ describe('telemetry: flushed at the end of every invocation (Flex Consumption ma
     const before = envelopes.length;
     assert.equal(await withTelemetryFlush(handler)(undefined, context('inv-wrapped')), 'done');
     assert.equal(exported('flush-probe@contoso.test'), true, 'the metric was exported by the time the handler returned');
-    assert.ok(envelopes.slice(before).some((e) => e.includes('flush probe 51c2')), 'the log line reached the ingestion endpoint by then');
+    assert.ok(
+      envelopes.slice(before).some((e) => e.includes('flush probe 51c2')),
+      'the log line reached the ingestion endpoint by then',
+    );
   });
 
   test('a handler that throws is flushed too and its error passed on unchanged', async () => {
@@ -262,7 +278,15 @@ describe('telemetry: flushed at the end of every invocation (Flex Consumption ma
     assert.ok(performance.now() - t0 < 1_000);
     assert.equal(await flushTelemetryBounded({ flush: () => Promise.reject(new Error('exporter down')) }), 'failed');
     let called = false;
-    assert.equal(await flushTelemetryBounded({ env: {}, flush: async () => { called = true; } }), 'off');
+    assert.equal(
+      await flushTelemetryBounded({
+        env: {},
+        flush: async () => {
+          called = true;
+        },
+      }),
+      'off',
+    );
     assert.equal(called, false);
     const slow = withTelemetryFlush(async () => 'ok', { flush: hang, timeoutMs: 100 });
     assert.equal(await slow(), 'ok', 'a hanging export does not hold the invocation');
@@ -285,7 +309,7 @@ describe('telemetry: flushed at the end of every invocation (Flex Consumption ma
     for (const [name, h] of handlers) assert.ok(flushesTelemetry(h), `${name} is registered with withTelemetryFlush`);
     assert.equal(terminate.length, 1);
     getMetrics().messageIngested('terminate-probe@contoso.test', 1);
-    await terminate[0]!();
+    await terminate[0]();
     assert.equal(exported('terminate-probe@contoso.test'), true, 'appTerminate exported what was buffered');
   });
 });
@@ -320,9 +344,14 @@ describe('telemetry: settings and the single log-level source', () => {
     const { pathToFileURL } = await import('node:url');
     const dir = mkdtempSync(join(tmpdir(), 'postroom-otel-hook-'));
     const hook = join(dir, 'hook.mjs');
-    writeFileSync(hook, `export async function resolve(s, c, next) { if (/@opentelemetry\\/|monitor-opentelemetry/.test(s)) throw new Error('OpenTelemetry loaded: ' + s); return next(s, c); }`);
+    writeFileSync(
+      hook,
+      `export async function resolve(s, c, next) { if (/@opentelemetry\\/|monitor-opentelemetry/.test(s)) throw new Error('OpenTelemetry loaded: ' + s); return next(s, c); }`,
+    );
     const fnDir = join(root, 'dist', 'functions');
-    const files = readdirSync(fnDir).filter((f) => f.endsWith('.js')).map((f) => pathToFileURL(join(fnDir, f)).href);
+    const files = readdirSync(fnDir)
+      .filter((f) => f.endsWith('.js'))
+      .map((f) => pathToFileURL(join(fnDir, f)).href);
     const lib = (p: string) => JSON.stringify(pathToFileURL(join(root, 'dist', 'shared', p)).href);
     const script = `import { register } from 'node:module'; register(${JSON.stringify(pathToFileURL(hook).href)});
       console.warn = () => {};

@@ -23,10 +23,7 @@ export const GRAPH_RESOURCE = 'https://graph.microsoft.com';
 export const GRAPH_APP_ID = '00000003-0000-0000-c000-000000000000';
 export const EXCHANGE_APP_ID = '00000002-0000-0ff1-ce00-000000000000';
 /** Hosts of the audiences Exchange Online's app tokens carry, in every cloud. */
-const EXCHANGE_HOSTS = new Set([
-  'outlook.office365.com', 'outlook.office.com', 'ps.outlook.com',
-  'outlook.office365.us', 'outlook-dod.office365.us', 'partner.outlook.cn',
-]);
+const EXCHANGE_HOSTS = new Set(['outlook.office365.com', 'outlook.office.com', 'ps.outlook.com', 'outlook.office365.us', 'outlook-dod.office365.us', 'partner.outlook.cn']);
 const GENERIC_TENANTS = new Set(['common', 'organizations', 'consumers']);
 const GUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -69,7 +66,7 @@ export function decodeClaims(token: string): AppTokenClaims {
   if (!part) return {};
   try {
     const v: unknown = JSON.parse(Buffer.from(part, 'base64url').toString('utf8'));
-    return v && typeof v === 'object' ? (v as AppTokenClaims) : {};
+    return v && typeof v === 'object' ? v : {};
   } catch {
     return {};
   }
@@ -170,7 +167,8 @@ function tenantProblem(c: AppTokenClaims, app: AppConfig, notes: string[]): Toke
 function appOnlyProblem(c: AppTokenClaims, notes: string[]): TokenProblem | undefined {
   if (c.idtyp === 'app') return undefined;
   if (c.idtyp !== undefined) return { code: 'NotAppToken', detail: `the token's idtyp is "${c.idtyp}", not "app" (a delegated token${c.scp ? ` with scp "${c.scp}"` : ''})` };
-  if (c.scp !== undefined || c.upn !== undefined) return { code: 'NotAppToken', detail: `the token carries ${c.scp !== undefined ? `scp "${c.scp}"` : 'a upn'}: it is a delegated (user) token` };
+  if (c.scp !== undefined || c.upn !== undefined)
+    return { code: 'NotAppToken', detail: `the token carries ${c.scp !== undefined ? `scp "${c.scp}"` : 'a upn'}: it is a delegated (user) token` };
   notes.push('the token has no idtyp claim: app-only assumed (no scp, no upn)');
   return undefined;
 }

@@ -124,7 +124,13 @@ function expiryGuard(app: AppConfig, options: AppCredentialOptions): ExpiryGuard
       if (left < windowMs && now() - (warned.get(key) ?? -Infinity) >= DAY_MS) {
         warned.set(key, now());
         const daysLeft = Math.floor(left / DAY_MS);
-        options.logger.warn(`the ${kind} of app "${app.name}" expires in ${daysLeft} day(s), on ${when}: rotate it`, { app: app.name, code: 'CredentialExpiring', kind, expiresOn: when, daysLeft });
+        options.logger.warn(`the ${kind} of app "${app.name}" expires in ${daysLeft} day(s), on ${when}: rotate it`, {
+          app: app.name,
+          code: 'CredentialExpiring',
+          kind,
+          expiresOn: when,
+          daysLeft,
+        });
       }
     },
     info(kind, extra = {}) {
@@ -180,7 +186,9 @@ function federatedCredential(app: AppConfig, clientId: string | undefined, optio
       if (!t?.token) throw new Error('the managed identity returned no token');
       return t.token;
     } catch (e) {
-      const first = String((e as Error).message ?? e).split('\n')[0]!.slice(0, 300);
+      const first = String((e as Error).message ?? e)
+        .split('\n')[0]
+        .slice(0, 300);
       throw new PostroomError('ManagedIdentityUnavailable', first, { subject, cause: e });
     }
   };

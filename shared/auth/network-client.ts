@@ -1,11 +1,5 @@
 import { request as httpsRequest } from 'node:https';
-import {
-  ClientAuthError,
-  ClientAuthErrorCodes,
-  type INetworkModule,
-  type NetworkRequestOptions,
-  type NetworkResponse,
-} from '@azure/msal-node';
+import { ClientAuthError, ClientAuthErrorCodes, type INetworkModule, type NetworkRequestOptions, type NetworkResponse } from '@azure/msal-node';
 import { trustedCas } from '../tls.js';
 
 /** Options of `createNetworkClient`. */

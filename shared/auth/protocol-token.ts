@@ -9,6 +9,9 @@ export type MailProtocol = keyof typeof PROTOCOL_ROLES;
 
 /** Whom the tokens of a {@link protocolTokenGetter} are for. */
 export interface ProtocolTokenOptions {
+  /**
+   *
+   */
   protocol: MailProtocol;
   /** The app registration the token is asked for (tenant, audience, ids of the fix). */
   app: AppConfig;
@@ -42,6 +45,12 @@ export function protocolTokenGetter(getToken: TokenGetter, o: ProtocolTokenOptio
  */
 async function preferOwnError(pending: Promise<unknown>, e: unknown, signal: AbortSignal | undefined): Promise<never> {
   if (!signal?.aborted || e !== signal.reason) throw e;
-  const own = await Promise.race([pending.then(() => e, (x: unknown) => x), new Promise((resolve) => setImmediate(() => resolve(e)))]);
+  const own = await Promise.race([
+    pending.then(
+      () => e,
+      (x: unknown) => x,
+    ),
+    new Promise((resolve) => setImmediate(() => resolve(e))),
+  ]);
   throw own;
 }

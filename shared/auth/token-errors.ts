@@ -20,8 +20,8 @@ export function mapTokenError(e: unknown, subject: string): PostroomError {
   const text = `${err.errorMessage ?? ''} ${err.message ?? ''}`;
   const m = /AADSTS(\d+)/.exec(text);
   const firstLine = (text.trim().split(/\r?\n/)[0] ?? '').slice(0, 300);
-  if (m && AADSTS[m[1]!]) {
-    return new PostroomError(AADSTS[m[1]!]!, firstLine, { subject, serverResponseCode: `AADSTS${m[1]}`, responseText: firstLine, cause: e });
+  if (m && AADSTS[m[1]]) {
+    return new PostroomError(AADSTS[m[1]], firstLine, { subject, serverResponseCode: `AADSTS${m[1]}`, responseText: firstLine, cause: e });
   }
   const network = /network|ECONN|ENOTFOUND|ETIMEDOUT|timeout|certificate|endpoints_resolution/i.test(`${err.errorCode ?? ''} ${text}`);
   return new PostroomError('TokenRequestFailed', `${err.errorCode ?? 'error'}: ${firstLine}`, {

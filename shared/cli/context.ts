@@ -1,6 +1,6 @@
 import type { Writable } from 'node:stream';
 import type { PostroomConfig } from '../config/index.js';
-import { PostroomError } from '../errors.js';
+import { type PostroomError } from '../errors.js';
 import { createLogger, type Logger } from '../logger.js';
 import type { Runtime } from '../runtime.js';
 import { loadCliConfig, readCliSettings, type CliSettings } from './settings.js';
@@ -113,6 +113,10 @@ export function formatDuration(seconds: number): string {
 /** A plain text table: columns padded to their widest cell. */
 export function renderTable(head: readonly string[], rows: readonly (readonly string[])[]): string[] {
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: readonly string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd();
+  const line = (cells: readonly string[]) =>
+    cells
+      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i])))
+      .join('  ')
+      .trimEnd();
   return [line(head), ...rows.map(line)];
 }

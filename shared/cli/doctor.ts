@@ -25,7 +25,8 @@ export async function doctorCommand(args: string[], ctx: CliContext): Promise<nu
     strict: true,
   });
   const protocol = values.protocol;
-  if (protocol !== undefined && protocol !== 'imap' && protocol !== 'pop3' && protocol !== 'smtp') throw new CliUsageError(`--protocol must be imap, pop3 or smtp, not "${protocol}"`);
+  if (protocol !== undefined && protocol !== 'imap' && protocol !== 'pop3' && protocol !== 'smtp')
+    throw new CliUsageError(`--protocol must be imap, pop3 or smtp, not "${protocol}"`);
   const timeout = Number(values.timeout);
   if (!Number.isFinite(timeout) || timeout <= 0) throw new CliUsageError(`--timeout must be a number of seconds, not "${values.timeout}"`);
   const print = (c: DoctorCheck) => {

@@ -65,7 +65,13 @@ function splitCommand(argv: readonly string[]): { name?: string; rest: string[];
   const globals = first ? argv.slice(0, first.index) : [...argv];
   try {
     const { values } = parseArgs({ args: globals, options, strict: true });
-    return { name: first?.kind === 'positional' ? first.value : undefined, rest: first ? argv.slice(first.index + 1) : [], settings: values.settings, verbose: values.verbose === true, help: values.help === true };
+    return {
+      name: first?.kind === 'positional' ? first.value : undefined,
+      rest: first ? argv.slice(first.index + 1) : [],
+      settings: values.settings,
+      verbose: values.verbose === true,
+      help: values.help === true,
+    };
   } catch (e) {
     return (e as Error).message;
   }
@@ -73,7 +79,9 @@ function splitCommand(argv: readonly string[]): { name?: string; rest: string[];
 
 async function run(command: (typeof COMMANDS)[string], args: string[], ctx: CliContext): Promise<number> {
   try {
-    return await (await command.load())(args, ctx);
+    return await (
+      await command.load()
+    )(args, ctx);
   } catch (e) {
     if (isPostroomError(e, 'ConfigInvalid')) {
       ctx.err(`postroom: ${e.message}`);

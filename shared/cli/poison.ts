@@ -50,7 +50,8 @@ export async function poisonCommand(args: string[], ctx: CliContext): Promise<nu
   });
   const [action, id, extra] = positionals;
   if (extra !== undefined) throw new CliUsageError(`unexpected argument "${extra}"`);
-  if (values.queue !== undefined && values.queue !== 'jobs' && values.queue !== 'notifications') throw new CliUsageError(`--queue must be jobs or notifications, not "${values.queue}"`);
+  if (values.queue !== undefined && values.queue !== 'jobs' && values.queue !== 'notifications')
+    throw new CliUsageError(`--queue must be jobs or notifications, not "${values.queue}"`);
   const queues = poisonQueues(ctx).filter((q) => !values.queue || q.kind === values.queue);
   const runtime = await ctx.runtime();
   switch (action) {
@@ -119,9 +120,11 @@ async function showPoison(runtime: Runtime, queues: readonly PoisonQueue[], id: 
   for (const pq of queues) {
     const q = await runtime.storage.queue(pq.name);
     const { peekedMessageItems } = await q.peekMessages({ numberOfMessages: 32 });
-    let hit = peekedMessageItems.find((m) => m.messageId === id);
+    const hit = peekedMessageItems.find((m) => m.messageId === id);
     let text = hit?.messageText;
-    let meta: { insertedOn: string | null; dequeueCount: number } | undefined = hit ? { insertedOn: hit.insertedOn?.toISOString() ?? null, dequeueCount: hit.dequeueCount } : undefined;
+    let meta: { insertedOn: string | null; dequeueCount: number } | undefined = hit
+      ? { insertedOn: hit.insertedOn?.toISOString() ?? null, dequeueCount: hit.dequeueCount }
+      : undefined;
     if (!hit) {
       // Beyond the 32 a peek shows: look through the rest, putting every message back at once.
       await scanQueue(q, async (m) => {

@@ -95,7 +95,12 @@ async function pollOne(runtime: Runtime, mailbox: MailboxConfig, ctx: CliContext
   } catch (e) {
     // A retryable failure is thrown (for the queue to retry); its cause is the poll's error.
     outcome = 'failed';
-    error = e instanceof PostroomError && e.cause instanceof PostroomError ? e.cause : e instanceof PostroomError ? e : new PostroomError('ProtocolError', String((e as Error)?.message ?? e), { subject: mailbox.id, cause: e });
+    error =
+      e instanceof PostroomError && e.cause instanceof PostroomError
+        ? e.cause
+        : e instanceof PostroomError
+          ? e
+          : new PostroomError('ProtocolError', String((e as Error)?.message ?? e), { subject: mailbox.id, cause: e });
   } finally {
     progress.end();
   }
@@ -104,7 +109,10 @@ async function pollOne(runtime: Runtime, mailbox: MailboxConfig, ctx: CliContext
 
 function printResult(r: PollSummary, ctx: CliContext): void {
   const mark = r.outcome === 'failed' ? '✗' : r.outcome === 'leased' ? '!' : '✓';
-  const what = r.outcome === 'leased' ? 'skipped: another instance holds its lease' : `${r.messages} message(s), ${formatBytes(r.bytes)} in ${(r.durationMs / 1000).toFixed(1)} s (${rate(r.messages, r.durationMs)} msg/s)`;
+  const what =
+    r.outcome === 'leased'
+      ? 'skipped: another instance holds its lease'
+      : `${r.messages} message(s), ${formatBytes(r.bytes)} in ${(r.durationMs / 1000).toFixed(1)} s (${rate(r.messages, r.durationMs)} msg/s)`;
   ctx.out(`${mark} ${r.mailbox}: ${what}`);
   if (!r.error) return;
   ctx.out(`  error: ${r.error.code}: ${withoutFix(r.error)}`);

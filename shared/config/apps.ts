@@ -3,8 +3,7 @@ import type { AppSettings } from './schema.js';
 
 /** Where an app registration's client secret comes from. */
 export type SecretSource =
-  | { readonly kind: 'keyvault'; readonly vaultUrl: string; readonly name: string; readonly version?: string }
-  | { readonly kind: 'plain'; readonly value: string };
+  { readonly kind: 'keyvault'; readonly vaultUrl: string; readonly name: string; readonly version?: string } | { readonly kind: 'plain'; readonly value: string };
 
 /** A Key Vault certificate whose private key is read through the secret of the same name. */
 export interface CertificateSource {
@@ -24,7 +23,10 @@ export type AppCredentialConfig =
   | { readonly kind: 'federated'; readonly clientId?: string };
 
 /** A mail server endpoint. */
-export interface HostPort { /** Host name (or IP address) the client connects to and verifies the certificate for. */ readonly host: string; /** TCP port, 1-65535. */ readonly port: number }
+export interface HostPort {
+  /** Host name (or IP address) the client connects to and verifies the certificate for. */ readonly host: string;
+  /** TCP port, 1-65535. */ readonly port: number;
+}
 
 /** One app registration from `POSTROOM_APPS`, with its cloud's defaults and overrides resolved. */
 export interface AppConfig {
@@ -109,7 +111,7 @@ function resolveApp(a: AppSettings, i: number, problems: string[]): AppConfig {
     const [h, p] = v.split(':');
     const n = p === undefined ? port : Number(p);
     if (!(n >= 1 && n <= 65535)) problems.push(`POSTROOM_APPS[${i}].${field}: bad port in "${v}"`);
-    return { host: h!, port: n };
+    return { host: h, port: n };
   };
   const credential = resolveCredential(a);
   return {

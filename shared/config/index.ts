@@ -43,7 +43,6 @@ export const SETTINGS = Object.freeze([
 
 type Env = Readonly<Record<string, string | undefined>>;
 
-
 /**
  * Reads, validates and freezes Postroom's settings. Every problem found is
  * reported at once in one `ConfigInvalid` error; nothing is done before.
@@ -149,7 +148,6 @@ function readApps(env: Env, sandbox: boolean, problems: string[], warnings: stri
   });
   return parseApps(apps, { sandbox, problems, warnings });
 }
-
 
 function readJson(setting: string, raw: string | undefined, problems: string[]): unknown {
   if (raw === undefined || raw.trim() === '') {

@@ -6,7 +6,10 @@ export const SecretSourceSchema = z.union([
     .object({
       vaultUrl: z.url({ protocol: /^https$/ }).describe('Key Vault URL, e.g. https://my-vault.vault.azure.net'),
       name: z.string().regex(/^[0-9a-zA-Z-]{1,127}$/, 'a Key Vault secret name (letters, digits, hyphens)'),
-      version: z.string().regex(/^[0-9a-f]{32}$/i).optional(),
+      version: z
+        .string()
+        .regex(/^[0-9a-f]{32}$/i)
+        .optional(),
     })
     .strict()
     .describe('A Key Vault reference (production).'),
@@ -17,7 +20,11 @@ export const SecretSourceSchema = z.union([
 ]);
 
 const vaultUrl = z.url({ protocol: /^https$/ }).describe('Key Vault URL, e.g. https://my-vault.vault.azure.net');
-const vaultVersion = z.string().regex(/^[0-9a-f]{32}$/i).optional().describe('A fixed version; default: the current one.');
+const vaultVersion = z
+  .string()
+  .regex(/^[0-9a-f]{32}$/i)
+  .optional()
+  .describe('A fixed version; default: the current one.');
 
 /** A certificate (with its private key) of an app registration, kept in Key Vault. */
 export const CertificateSourceSchema = z
@@ -49,14 +56,24 @@ const hostPort = z
 
 export const AppSchema = z
   .object({
-    name: z.string().regex(/^[A-Za-z0-9_-]{1,40}$/).default('default').describe('How mailboxes refer to this app.'),
+    name: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]{1,40}$/)
+      .default('default')
+      .describe('How mailboxes refer to this app.'),
     cloud: z.enum(['public', 'usgov', 'usgovdod', 'china']).default('public'),
     tenantId: z.string().min(3).describe('Directory (tenant) id or verified domain.'),
-    clientId: z.uuid({ version: undefined }).or(z.string().regex(/^[A-Za-z0-9-]{3,64}$/)).describe('Application (client) id.'),
+    clientId: z
+      .uuid({ version: undefined })
+      .or(z.string().regex(/^[A-Za-z0-9-]{3,64}$/))
+      .describe('Application (client) id.'),
     secret: SecretSourceSchema.optional().describe('Client secret. Exactly one of secret, certificate, federated.'),
     certificate: CertificateSourceSchema.optional().describe('Client certificate. Exactly one of secret, certificate, federated.'),
     federated: FederatedSourceSchema.optional().describe('Federated credential (managed identity). Exactly one of secret, certificate, federated.'),
-    authorityHost: z.url({ protocol: /^https$/ }).optional().describe('Overrides the cloud login host (private or test stacks).'),
+    authorityHost: z
+      .url({ protocol: /^https$/ })
+      .optional()
+      .describe('Overrides the cloud login host (private or test stacks).'),
     resource: z.url().optional().describe('Overrides the Exchange resource of the cloud; the scope is <resource>/.default.'),
     imapHost: hostPort.optional(),
     pop3Host: hostPort.optional(),
@@ -72,7 +89,7 @@ export const AppSchema = z
     if (given.length !== 1) {
       ctx.addIssue({
         code: 'custom',
-        path: given.length ? [given[1]!] : [],
+        path: given.length ? [given[1]] : [],
         message: given.length
           ? `only one credential per app: have ${given.join(' and ')}; keep one of secret, certificate, federated`
           : 'a credential is required: one of "secret" { vaultUrl, name }, "certificate" { vaultUrl, name } or "federated" { clientId }',
@@ -108,7 +125,10 @@ export const MailboxSchema = z
     address: z.email().describe('The mailbox address (shared mailboxes included); goes in the XOAUTH2 user=.'),
     app: z.string().optional().describe('Name of the app registration; default: the only one.'),
     protocol: z.enum(['imap', 'pop3']).default('imap'),
-    host: z.string().regex(/^[A-Za-z0-9.-]+$/).optional(),
+    host: z
+      .string()
+      .regex(/^[A-Za-z0-9.-]+$/)
+      .optional(),
     port: z.number().int().min(1).max(65535).optional(),
     tls: z.enum(['implicit', 'starttls']).default('implicit'),
     folder: z.string().min(1).max(512).default('INBOX'),

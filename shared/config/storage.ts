@@ -108,7 +108,9 @@ export function parseStorageSettings(env: Env, problems: string[]): StorageConfi
   } else if (connectionString && credential.kind !== 'default') {
     problems.push('POSTROOM_STORAGE__credential/__clientId: apply to identity-based storage only; remove them or replace the connection string with POSTROOM_STORAGE__*ServiceUri');
   } else if (!connectionString && !identity) {
-    problems.push('POSTROOM_STORAGE: missing (a storage connection string locally, or POSTROOM_STORAGE__queueServiceUri, __blobServiceUri and __tableServiceUri — or the shorthand __accountName — for identity-based access)');
+    problems.push(
+      'POSTROOM_STORAGE: missing (a storage connection string locally, or POSTROOM_STORAGE__queueServiceUri, __blobServiceUri and __tableServiceUri — or the shorthand __accountName — for identity-based access)',
+    );
   } else if (identity) {
     serviceUris = resolveServiceUris(given, accountName, cloud, problems);
   }
@@ -142,7 +144,8 @@ function parseCloud(raw: string | undefined, problems: string[]): StorageCloudNa
 
 function parseCredential(kind: string | undefined, clientId: string | undefined, problems: string[]): StorageCredentialConfig {
   if (kind === undefined) {
-    if (clientId !== undefined) problems.push('POSTROOM_STORAGE__clientId: set POSTROOM_STORAGE__credential=managedidentity too (the Functions host ignores a client id without it)');
+    if (clientId !== undefined)
+      problems.push('POSTROOM_STORAGE__clientId: set POSTROOM_STORAGE__credential=managedidentity too (the Functions host ignores a client id without it)');
     return { kind: 'default' };
   }
   if (kind.toLowerCase() !== 'managedidentity') {

@@ -4,11 +4,7 @@ import type { StorageConfig } from './storage.js';
 export type { AppConfig, HostPort, SecretSource } from './apps.js';
 
 /** What happens to a message once it is durably delivered. */
-export type PostAction =
-  | { readonly kind: 'none' }
-  | { readonly kind: 'seen' }
-  | { readonly kind: 'delete' }
-  | { readonly kind: 'move'; readonly folder: string };
+export type PostAction = { readonly kind: 'none' } | { readonly kind: 'seen' } | { readonly kind: 'delete' } | { readonly kind: 'move'; readonly folder: string };
 
 /** A mailbox's notification settings. */
 export interface NotifyConfig {

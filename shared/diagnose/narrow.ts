@@ -102,7 +102,14 @@ export async function narrowAuthRefusal(o: NarrowAuthRefusalOptions): Promise<Di
     return diagnosis(o, first.code, first.detail, 'certain', evidence, o.refused);
   }
   if (o.error && CERTAIN_REPLIES.has(o.error.code)) {
-    return diagnosis(o, o.error.code, `the ${NAMES[o.refused]} server said so: ${o.error.responseText ?? o.error.detail}`, 'certain', [`${o.refused}: ${o.error.responseText ?? o.error.detail}`], o.refused);
+    return diagnosis(
+      o,
+      o.error.code,
+      `the ${NAMES[o.refused]} server said so: ${o.error.responseText ?? o.error.detail}`,
+      'certain',
+      [`${o.refused}: ${o.error.responseText ?? o.error.detail}`],
+      o.refused,
+    );
   }
   const results = await runProbes(o);
   const evidence = [...local.notes.map((n) => `token: ${n}`), ...describe(results)];
@@ -150,28 +157,63 @@ function conclude(o: NarrowAuthRefusalOptions, r: Results, evidence: string[]): 
   }
   const notConnected = (['imap', 'pop3'] as const).find((p) => r[p]?.outcome === 'not-connected');
   if (notConnected) {
-    return diagnosis(o, 'MailboxNotConnected', `${NAMES[notConnected]} authenticated the app but could not open ${mbx}: the service principal is registered but has no FullAccess on this mailbox`, 'certain', evidence, notConnected);
+    return diagnosis(
+      o,
+      'MailboxNotConnected',
+      `${NAMES[notConnected]} authenticated the app but could not open ${mbx}: the service principal is registered but has no FullAccess on this mailbox`,
+      'certain',
+      evidence,
+      notConnected,
+    );
   }
   if (r[o.refused]?.outcome === 'ok') {
-    return diagnosis(o, 'AuthenticationFailed', `${refusedName} accepts the same token now: the refusal was transient, or a permission change was still being applied`, 'possible', evidence, o.refused);
+    return diagnosis(
+      o,
+      'AuthenticationFailed',
+      `${refusedName} accepts the same token now: the refusal was transient, or a permission change was still being applied`,
+      'possible',
+      evidence,
+      o.refused,
+    );
   }
   const opened = (['imap', 'pop3'] as const).filter((p) => p !== o.refused && r[p]?.outcome === 'ok');
   if (opened.length && o.refused !== 'smtp') {
     const via = opened.map((p) => NAMES[p]).join(' and ');
-    return diagnosis(o, 'ProtocolDisabled', `${via} opened ${mbx} with the same token, so the service principal is registered and has FullAccess; ${refusedName} refuses it: ${refusedName} is disabled for ${mbx}`, 'likely', evidence, o.refused);
+    return diagnosis(
+      o,
+      'ProtocolDisabled',
+      `${via} opened ${mbx} with the same token, so the service principal is registered and has FullAccess; ${refusedName} refuses it: ${refusedName} is disabled for ${mbx}`,
+      'likely',
+      evidence,
+      o.refused,
+    );
   }
   if (opened.length) {
     const via = opened.map((p) => NAMES[p]).join(' and ');
-    return diagnosis(o, 'AuthenticationFailed', `${via} opened ${mbx} with the same token (service principal and FullAccess in place); SMTP refuses it with 5.7.3: SMTP AUTH may be off for ${mbx}, or SMTP.SendAsApp not yet applied`, 'possible', evidence, 'smtp');
+    return diagnosis(
+      o,
+      'AuthenticationFailed',
+      `${via} opened ${mbx} with the same token (service principal and FullAccess in place); SMTP refuses it with 5.7.3: SMTP AUTH may be off for ${mbx}, or SMTP.SendAsApp not yet applied`,
+      'possible',
+      evidence,
+      'smtp',
+    );
   }
   const refused = (['imap', 'pop3', 'smtp'] as const).filter((p) => r[p]?.outcome === 'refused');
-  const tried = (['imap', 'pop3', 'smtp'] as const).filter((p) => r[p] && r[p]!.outcome !== 'skipped');
+  const tried = (['imap', 'pop3', 'smtp'] as const).filter((p) => r[p] && r[p].outcome !== 'skipped');
   if (refused.length && refused.length === tried.length) {
     const list = refused.map((p) => NAMES[p]).join(', ');
     const cause = `every protocol tried (${list}) refused the same token for ${mbx}, and the token passes every local check: Exchange does not know the app's service principal (not registered, or registered with the App registration's object id instead of the Enterprise application's), or it has no permission on this mailbox`;
     return diagnosis(o, 'ServicePrincipalNotRegistered', cause, refused.length >= 2 ? 'likely' : 'possible', evidence, o.refused);
   }
-  return diagnosis(o, 'AuthenticationFailed', `${refusedName} refused the token and no other protocol could be compared (${describe(r).join('; ') || 'no probes'})`, 'possible', evidence, o.refused);
+  return diagnosis(
+    o,
+    'AuthenticationFailed',
+    `${refusedName} refused the token and no other protocol could be compared (${describe(r).join('; ') || 'no probes'})`,
+    'possible',
+    evidence,
+    o.refused,
+  );
 }
 
 function diagnosis(o: NarrowAuthRefusalOptions, code: PostroomErrorCode, cause: string, confidence: DiagnosisConfidence, evidence: string[], protocol: MailProtocol): Diagnosis {

@@ -60,7 +60,7 @@ export async function probeImap(t: ProbeTarget): Promise<ProbeResult> {
     connectionTimeout: t.timeoutMs ?? 15_000,
     greetingTimeout: t.timeoutMs ?? 15_000,
     clientInfo: { name: 'Postroom doctor' },
-  } as ConstructorParameters<typeof ImapFlow>[0]);
+  });
   client.on('error', () => undefined);
   try {
     await client.connect();
@@ -78,7 +78,15 @@ export async function probePop3(t: ProbeTarget): Promise<ProbeResult> {
   const { Pop3Client: Client } = await import('../pop3/client.js');
   let client: Pop3Client | undefined;
   try {
-    client = await Client.connect({ host: t.host, port: t.port, tls: t.tls ?? 'implicit', ca: t.ca ? [...rootCertificates, t.ca].join('\n') : undefined, mailbox: t.mailbox, connectTimeoutMs: t.timeoutMs ?? 15_000, minVersion: 'TLSv1.2' });
+    client = await Client.connect({
+      host: t.host,
+      port: t.port,
+      tls: t.tls ?? 'implicit',
+      ca: t.ca ? [...rootCertificates, t.ca].join('\n') : undefined,
+      mailbox: t.mailbox,
+      connectTimeoutMs: t.timeoutMs ?? 15_000,
+      minVersion: 'TLSv1.2',
+    });
     await client.authXoauth2(t.mailbox, t.token);
     const s = await client.stat();
     await client.quit().catch(() => undefined);

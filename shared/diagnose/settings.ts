@@ -29,12 +29,24 @@ export function settingWarnings(apps: readonly AppConfig[], mailboxes: readonly 
   for (const app of apps) {
     const at = `app "${app.name}" (${app.clientId})`;
     if (isGraphResource(app.resource)) {
-      out.push({ code: 'NonExchangeResource', app: app.name, message: `${at}: resource ${app.resource} is Microsoft Graph; IMAP, POP and SMTP accept only Exchange Online tokens: remove "resource" (scope then ${exchangeScope(app)})` });
+      out.push({
+        code: 'NonExchangeResource',
+        app: app.name,
+        message: `${at}: resource ${app.resource} is Microsoft Graph; IMAP, POP and SMTP accept only Exchange Online tokens: remove "resource" (scope then ${exchangeScope(app)})`,
+      });
     } else if (!isExchangeResource(app.resource)) {
-      out.push({ code: 'NonExchangeResource', app: app.name, message: `${at}: resource ${app.resource} is not an Exchange Online resource (expected ${exchangeScope(app)}); fine only for a private test stack` });
+      out.push({
+        code: 'NonExchangeResource',
+        app: app.name,
+        message: `${at}: resource ${app.resource} is not an Exchange Online resource (expected ${exchangeScope(app)}); fine only for a private test stack`,
+      });
     }
     if (tenantKind(app.tenantId) === 'generic') {
-      out.push({ code: 'GenericTenant', app: app.name, message: `${at}: tenantId "${app.tenantId}" names no tenant; app-only tokens need the directory (tenant) id that holds the mailboxes (authority ${app.authorityHost}/<tenant id>)` });
+      out.push({
+        code: 'GenericTenant',
+        app: app.name,
+        message: `${at}: tenantId "${app.tenantId}" names no tenant; app-only tokens need the directory (tenant) id that holds the mailboxes (authority ${app.authorityHost}/<tenant id>)`,
+      });
     }
     if (!mailboxes.some((m) => m.app.name === app.name)) {
       out.push({ code: 'AppWithoutMailbox', app: app.name, message: `${at}: no mailbox in POSTROOM_MAILBOXES uses this app; add one ("app": "${app.name}") or remove the app` });

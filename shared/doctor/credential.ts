@@ -43,14 +43,25 @@ export async function checkApp(runtime: Runtime, app: AppConfig, protocols: read
 async function checkCredential(runtime: Runtime, app: AppConfig, subject: string, run: DoctorRun): Promise<boolean> {
   const c = app.credential;
   if (c.kind === 'federated') {
-    run.add({ layer: 'keyvault', subject, status: 'ok', ms: 0, detail: `not used: federated credential (${c.clientId ? `managed identity ${c.clientId}` : 'system-assigned managed identity'}), no secret to expire` });
+    run.add({
+      layer: 'keyvault',
+      subject,
+      status: 'ok',
+      ms: 0,
+      detail: `not used: federated credential (${c.clientId ? `managed identity ${c.clientId}` : 'system-assigned managed identity'}), no secret to expire`,
+    });
     return true;
   }
   if (c.kind === 'secret' && c.secret.kind === 'plain') {
     run.add({ layer: 'keyvault', subject, status: 'ok', ms: 0, detail: 'not used: plain secret value from the settings (sandbox only)' });
     return true;
   }
-  const where = c.kind === 'secret' ? (c.secret.kind === 'keyvault' ? `secret "${c.secret.name}" in ${c.secret.vaultUrl}` : '') : `certificate "${c.certificate.name}" in ${c.certificate.vaultUrl}`;
+  const where =
+    c.kind === 'secret'
+      ? c.secret.kind === 'keyvault'
+        ? `secret "${c.secret.name}" in ${c.secret.vaultUrl}`
+        : ''
+      : `certificate "${c.certificate.name}" in ${c.certificate.vaultUrl}`;
   const credential = runtime.credential(app);
   const read = await timed(() => withTimeout(credential.msalAuth(), run.timeoutMs * 2, `Key Vault read of ${where}`));
   if (read.error) {
@@ -66,7 +77,16 @@ async function checkCredential(runtime: Runtime, app: AppConfig, subject: string
   const days = Math.floor((info.expiresOn.getTime() - Date.now()) / DAY_MS);
   const detail = `${where} readable${thumb}; expires ${info.expiresOn.toISOString()} (in ${days} day(s))`;
   if (!info.expiring) run.add({ layer: 'keyvault', subject, status: 'ok', ms: read.ms, detail });
-  else run.add({ layer: 'keyvault', subject, status: 'warn', ms: read.ms, detail: `${detail}: less than 30 days left`, code: 'CredentialExpiring', fix: ERROR_CATALOG.CredentialExpiring.fix(fixContextOf(app)) });
+  else
+    run.add({
+      layer: 'keyvault',
+      subject,
+      status: 'warn',
+      ms: read.ms,
+      detail: `${detail}: less than 30 days left`,
+      code: 'CredentialExpiring',
+      fix: ERROR_CATALOG.CredentialExpiring.fix(fixContextOf(app)),
+    });
   return true;
 }
 

@@ -44,7 +44,11 @@ export async function runDoctor(runtime: Runtime, o: DoctorOptions = {}): Promis
   const senders = smtpSenders(mailboxes, o.protocol === 'smtp' || o.sendTest !== undefined);
   const usable = new Set<string>();
   for (const app of appsOf(polled, senders)) {
-    const protocols = protocolsOf(app, polled, senders.some((s) => s.app.name === app.name));
+    const protocols = protocolsOf(
+      app,
+      polled,
+      senders.some((s) => s.app.name === app.name),
+    );
     if (await checkApp(runtime, app, protocols, run)) usable.add(app.name);
   }
   for (const m of polled) await checkMailbox(runtime, m, usable.has(m.app.name), run);

@@ -36,7 +36,13 @@ export async function checkMailbox(runtime: Runtime, mailbox: MailboxConfig, tok
   const authMs = Math.round((selectAt ?? performance.now()) - started);
   if (opened.error) return reportOpenFailure(runtime, mailbox, opened.error, { authMs, ms: opened.ms }, run);
   const session = opened.value!;
-  run.add({ layer: 'auth', subject: mailbox.id, status: 'ok', ms: authMs, detail: `${mailbox.protocol === 'imap' ? 'AUTHENTICATE XOAUTH2' : 'AUTH XOAUTH2 (two steps)'} as ${mailbox.address} accepted` });
+  run.add({
+    layer: 'auth',
+    subject: mailbox.id,
+    status: 'ok',
+    ms: authMs,
+    detail: `${mailbox.protocol === 'imap' ? 'AUTHENTICATE XOAUTH2' : 'AUTH XOAUTH2 (two steps)'} as ${mailbox.address} accepted`,
+  });
   run.add({ layer: 'folder', subject: mailbox.id, status: 'ok', ms: opened.ms - authMs, detail: describeFolder(mailbox, session) });
   await session.close().catch(() => session.abort());
 }

@@ -12,7 +12,13 @@ import { timed, failed, type DoctorCheck, type DoctorRun } from './types.js';
 
 /** Where to connect, and for whom the errors are. */
 export interface NetworkTarget {
+  /**
+   *
+   */
   host: string;
+  /**
+   *
+   */
   port: number;
   /** `implicit`: a TLS handshake right after connect (993, 995); `starttls`: none here (the protocol step does it). */
   tls: 'implicit' | 'starttls';
@@ -82,7 +88,15 @@ function openTcp(host: string, port: number, timeoutMs: number): Promise<void> {
 /** One handshake that does not reject, so an untrusted certificate can still be named. */
 function handshake(t: NetworkTarget, timeoutMs: number): Promise<Omit<DoctorCheck, 'subject' | 'ms'>> {
   return new Promise((resolve, reject) => {
-    const s: TLSSocket = tlsConnect({ host: t.host, port: t.port, ...(isIP(t.host) ? {} : { servername: t.host }), ca: trustedCas(t.ca), minVersion: 'TLSv1.2', rejectUnauthorized: false, timeout: timeoutMs });
+    const s: TLSSocket = tlsConnect({
+      host: t.host,
+      port: t.port,
+      ...(isIP(t.host) ? {} : { servername: t.host }),
+      ca: trustedCas(t.ca),
+      minVersion: 'TLSv1.2',
+      rejectUnauthorized: false,
+      timeout: timeoutMs,
+    });
     s.once('secureConnect', () => {
       const cert = s.getPeerCertificate();
       const version = s.getProtocol() ?? 'TLS';
@@ -101,7 +115,13 @@ function describeCertificate(t: NetworkTarget, version: string, cert: PeerCertif
   const what = `${version}, certificate ${name(cert.subject)} issued by ${name(cert.issuer)}, expires ${expires?.toISOString().slice(0, 10) ?? '?'}`;
   if (untrusted) {
     const err = new PostroomError('TlsFailed', `${what}: not trusted by this host (${untrusted})`, { subject: `${t.host}:${t.port}`, context: t.context });
-    return { layer: 'tls', status: 'fail', detail: err.detail, code: 'TlsFailed', fix: `${err.fix} ${t.ca ? 'The CA file named by POSTROOM_CA_FILE is trusted too; it did not sign this certificate.' : 'A private CA: name its PEM file in POSTROOM_CA_FILE (added to the system trust).'}` };
+    return {
+      layer: 'tls',
+      status: 'fail',
+      detail: err.detail,
+      code: 'TlsFailed',
+      fix: `${err.fix} ${t.ca ? 'The CA file named by POSTROOM_CA_FILE is trusted too; it did not sign this certificate.' : 'A private CA: name its PEM file in POSTROOM_CA_FILE (added to the system trust).'}`,
+    };
   }
   if (expires && expires.getTime() - Date.now() < 30 * DAY_MS) {
     return { layer: 'tls', status: 'warn', detail: `${what}: expires in ${Math.floor((expires.getTime() - Date.now()) / DAY_MS)} day(s)`, code: 'CertificateExpiring' };

@@ -12,14 +12,21 @@ import type { DoctorCheck, DoctorRun } from './types.js';
 /** Adds the settings checks; returns whether any failed. */
 export function checkSettings(config: PostroomConfig, run: DoctorRun): boolean {
   const storage = config.storage.connectionString ? 'a connection string' : `service URIs with ${describeStorageCredential(config.storage)}`;
-  run.add({ layer: 'settings', subject: 'config', status: 'ok', ms: 0, detail: `${config.apps.length} app(s), ${config.mailboxes.length} mailbox(es), storage by ${storage}${config.caFile ? `, extra CA ${config.caFile}` : ''}` });
+  run.add({
+    layer: 'settings',
+    subject: 'config',
+    status: 'ok',
+    ms: 0,
+    detail: `${config.apps.length} app(s), ${config.mailboxes.length} mailbox(es), storage by ${storage}${config.caFile ? `, extra CA ${config.caFile}` : ''}`,
+  });
   const hard = settingWarnings(config.apps, config.mailboxes);
   const apps = new Map(config.apps.map((a) => [a.name, a]));
   for (const w of hard) run.add(settingFailure(w, apps.get(w.app)!));
   const hardMessages = new Set(hard.map((w) => w.message));
   // A plain secret is what the sandbox is for: the Key Vault line says it is in use.
   const expected = (m: string) => config.sandbox && /uses a plain secret value/.test(m);
-  for (const w of config.warnings.filter((m) => !hardMessages.has(m) && !expected(m))) run.add({ layer: 'settings', subject: 'config', status: 'warn', ms: 0, detail: w, code: 'SettingWarning' });
+  for (const w of config.warnings.filter((m) => !hardMessages.has(m) && !expected(m)))
+    run.add({ layer: 'settings', subject: 'config', status: 'warn', ms: 0, detail: w, code: 'SettingWarning' });
   return hard.length > 0;
 }
 

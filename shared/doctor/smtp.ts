@@ -16,7 +16,13 @@ import { diagnosed, failed, timed, withTimeout, type DoctorRun } from './types.j
 
 /** One sender mailbox of one app. */
 export interface SmtpSenderTarget {
+  /**
+   *
+   */
   app: AppConfig;
+  /**
+   *
+   */
   from: string;
 }
 
@@ -47,7 +53,13 @@ export async function checkSender(runtime: Runtime, t: SmtpSenderTarget, tokenOk
     const d = await narrowAuthRefusal({ refused: 'smtp', token, expiresOn, app: t.app, mailbox: t.from, probe, error: err });
     return void run.add(diagnosed('smtp', subject, v.ms + Math.round(performance.now() - started), d, withoutFix(err)));
   }
-  run.add({ layer: 'smtp', subject, status: 'ok', ms: v.ms, detail: `${host}:${port}: EHLO, STARTTLS, AUTH XOAUTH2 as ${t.from} accepted${v.value!.tries > 1 ? ' (with a fresh token)' : ''}` });
+  run.add({
+    layer: 'smtp',
+    subject,
+    status: 'ok',
+    ms: v.ms,
+    detail: `${host}:${port}: EHLO, STARTTLS, AUTH XOAUTH2 as ${t.from} accepted${v.value!.tries > 1 ? ' (with a fresh token)' : ''}`,
+  });
   if (!sendTest) return;
   const s = await timed(() =>
     withTimeout(

@@ -18,8 +18,16 @@ export async function checkStorage(runtime: Runtime, run: DoctorRun): Promise<vo
   const cfg = runtime.config.storage;
   const who = cfg.connectionString ? 'the connection string' : describeStorageCredential(cfg);
   const resources: Array<{ service: Service; name: string; use: (signal: AbortSignal) => Promise<string> }> = [
-    { service: 'queue', name: cfg.outputQueue, use: async (s) => `${(await (await runtime.storage.queue(cfg.outputQueue)).getProperties({ abortSignal: s })).approximateMessagesCount ?? 0} message(s) waiting` },
-    { service: 'queue', name: cfg.jobsQueue, use: async (s) => `${(await (await runtime.storage.queue(cfg.jobsQueue)).getProperties({ abortSignal: s })).approximateMessagesCount ?? 0} job(s) waiting` },
+    {
+      service: 'queue',
+      name: cfg.outputQueue,
+      use: async (s) => `${(await (await runtime.storage.queue(cfg.outputQueue)).getProperties({ abortSignal: s })).approximateMessagesCount ?? 0} message(s) waiting`,
+    },
+    {
+      service: 'queue',
+      name: cfg.jobsQueue,
+      use: async (s) => `${(await (await runtime.storage.queue(cfg.jobsQueue)).getProperties({ abortSignal: s })).approximateMessagesCount ?? 0} job(s) waiting`,
+    },
     { service: 'blob', name: cfg.blobContainer, use: (s) => readContainer(runtime, cfg.blobContainer, s) },
     { service: 'blob', name: cfg.leaseContainer, use: (s) => readContainer(runtime, cfg.leaseContainer, s) },
     { service: 'table', name: cfg.stateTable, use: (s) => readTable(runtime, cfg.stateTable, s) },
@@ -53,7 +61,10 @@ async function readTable(runtime: Runtime, name: string, signal: AbortSignal): P
 function storageError(e: unknown, what: string, who: string): PostroomError {
   if (e instanceof PostroomError && e.code !== 'Timeout') return e;
   const err = e as { statusCode?: number; code?: string; message?: string };
-  const why = err.statusCode === 403 ? `access denied to ${who}: it needs the Storage ${what.startsWith('blob') ? 'Blob' : what.startsWith('queue') ? 'Queue' : 'Table'} Data Contributor role` : `${err.code ?? err.statusCode ?? 'error'}: ${(err.message ?? String(e)).split('\n')[0]}`;
+  const why =
+    err.statusCode === 403
+      ? `access denied to ${who}: it needs the Storage ${what.startsWith('blob') ? 'Blob' : what.startsWith('queue') ? 'Queue' : 'Table'} Data Contributor role`
+      : `${err.code ?? err.statusCode ?? 'error'}: ${(err.message ?? String(e)).split('\n')[0]}`;
   return new PostroomError('StorageUnavailable', why, { subject: what, cause: e });
 }
 
@@ -64,7 +75,11 @@ export function endpointOf(cfg: StorageConfig, service: Service): { url: string;
   if (!url) return undefined;
   try {
     const u = new URL(url);
-    return { url: `${u.protocol}//${u.host}${u.pathname}`.replace(/\/$/, ''), host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port || (u.protocol === 'http:' ? 80 : 443)) };
+    return {
+      url: `${u.protocol}//${u.host}${u.pathname}`.replace(/\/$/, ''),
+      host: u.hostname.replace(/^\[|\]$/g, ''),
+      port: Number(u.port || (u.protocol === 'http:' ? 80 : 443)),
+    };
   } catch {
     return undefined;
   }
@@ -73,10 +88,15 @@ export function endpointOf(cfg: StorageConfig, service: Service): { url: string;
 const DEV_PORTS: Record<Service, number> = { blob: 10000, queue: 10001, table: 10002 };
 
 function fromConnectionString(cs: string, service: Service): string | undefined {
-  const parts = new Map(cs.split(';').filter(Boolean).map((kv) => {
-    const i = kv.indexOf('=');
-    return [kv.slice(0, i).trim().toLowerCase(), kv.slice(i + 1).trim()] as const;
-  }));
+  const parts = new Map(
+    cs
+      .split(';')
+      .filter(Boolean)
+      .map((kv) => {
+        const i = kv.indexOf('=');
+        return [kv.slice(0, i).trim().toLowerCase(), kv.slice(i + 1).trim()] as const;
+      }),
+  );
   if (parts.get('usedevelopmentstorage') === 'true') return `http://127.0.0.1:${DEV_PORTS[service]}/devstoreaccount1`;
   const explicit = parts.get(`${service}endpoint`);
   if (explicit) return explicit;

@@ -9,13 +9,22 @@ import { PostroomError } from '../errors.js';
 /** The layers, in the order the doctor walks them. */
 export type DoctorLayer = 'settings' | 'keyvault' | 'token' | 'dns' | 'tcp' | 'tls' | 'auth' | 'folder' | 'smtp' | 'send' | 'storage';
 
+/**
+ *
+ */
 export type CheckStatus = 'ok' | 'fail' | 'warn';
 
 /** One check's outcome. */
 export interface DoctorCheck {
+  /**
+   *
+   */
   layer: DoctorLayer;
   /** What was checked: an app, a mailbox id, `smtp:<from>`, a storage resource. */
   subject: string;
+  /**
+   *
+   */
   status: CheckStatus;
   /** How long it took. */
   ms: number;
@@ -27,6 +36,9 @@ export interface DoctorCheck {
   fix?: string;
   /** A refused login narrowed down: why, and how sure (`certain`, `likely`, `possible`). */
   cause?: string;
+  /**
+   *
+   */
   confidence?: string;
   /** What the diagnosis saw (probe results, token findings). */
   evidence?: string[];
@@ -34,16 +46,37 @@ export interface DoctorCheck {
 
 /** Counts and the exit code. */
 export interface DoctorSummary {
+  /**
+   *
+   */
   ok: number;
+  /**
+   *
+   */
   warn: number;
+  /**
+   *
+   */
   fail: number;
+  /**
+   *
+   */
   ms: number;
   /** 0: all ok or only warnings; 1: failures; 2: the settings do not load. */
   exitCode: 0 | 1 | 2;
 }
 
+/**
+ *
+ */
 export interface DoctorReport {
+  /**
+   *
+   */
   summary: DoctorSummary;
+  /**
+   *
+   */
   checks: DoctorCheck[];
 }
 
@@ -63,6 +96,9 @@ export interface DoctorOptions {
 
 /** What every layer module gets. */
 export interface DoctorRun {
+  /**
+   *
+   */
   readonly timeoutMs: number;
   /** Records a check (and reports it). */
   add(check: DoctorCheck): DoctorCheck;

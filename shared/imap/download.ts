@@ -26,7 +26,15 @@ const MAX_IN_FLIGHT = 4 * 1024 * 1024;
  */
 export function downloadMessage(session: ImapSession, uid: number, size: number): Readable {
   try {
-    const content = partialDownload(session.client, { uid, size, window: STREAM_CHUNK, maxWindow: MAX_WINDOW, maxInFlight: MAX_IN_FLIGHT, piece: STREAM_PIECE, subject: session.subject });
+    const content = partialDownload(session.client, {
+      uid,
+      size,
+      window: STREAM_CHUNK,
+      maxWindow: MAX_WINDOW,
+      maxInFlight: MAX_IN_FLIGHT,
+      piece: STREAM_PIECE,
+      subject: session.subject,
+    });
     return inPieces(content, session);
   } catch (e) {
     throw session.fail(e);

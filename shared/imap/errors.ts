@@ -35,7 +35,8 @@ export function mapImapError(e: unknown, subject: string): PostroomError {
   }
   if (/NONEXISTENT|Mailbox doesn't exist|not exist|no such (mailbox|folder)/i.test(text)) return new PostroomError('FolderNotFound', text.slice(0, 200), opts);
   const code = err.code ?? '';
-  if (isConnectError(err) || /ECONNREFUSED|ENOTFOUND|getaddrinfo/.test(text)) return new PostroomError('ConnectionFailed', `${code || 'network error'}: ${(err.message ?? '').slice(0, 200)}`, opts);
+  if (isConnectError(err) || /ECONNREFUSED|ENOTFOUND|getaddrinfo/.test(text))
+    return new PostroomError('ConnectionFailed', `${code || 'network error'}: ${(err.message ?? '').slice(0, 200)}`, opts);
   if (isTlsError(err)) return new PostroomError('TlsFailed', `${code}: ${(err.message ?? '').slice(0, 200)}`, opts);
   if (/timeout/i.test(`${code} ${text}`)) return new PostroomError('Timeout', text.slice(0, 200), opts);
   if (code === 'NoConnection' || /Connection not available|closed/i.test(text)) return new PostroomError('ConnectionFailed', `the connection closed: ${text.slice(0, 200)}`, opts);

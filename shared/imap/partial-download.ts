@@ -73,7 +73,10 @@ export function partialDownload(client: PartialFetchClient, o: PartialDownloadOp
   let pumping = false;
   let wantMore = true;
   const queue: Window[] = [];
-  const sizer = windowSizer(() => window, (w) => (window = Math.min(maxWindow, w)));
+  const sizer = windowSizer(
+    () => window,
+    (w) => (window = Math.min(maxWindow, w)),
+  );
 
   const request = (start: number, length: number): Window => {
     const issued = performance.now();
@@ -104,7 +107,7 @@ export function partialDownload(client: PartialFetchClient, o: PartialDownloadOp
     pumping = true;
     try {
       while (!destroyed && wantMore && queue.length) {
-        const w = queue[0]!;
+        const w = queue[0];
         const buf = await w.data;
         queue.shift();
         outstanding -= w.length;

@@ -79,7 +79,7 @@ async function connect(mailbox: MailboxConfig, deps: SourceDeps, o: ConnectOptio
     greetingTimeout: deps.connectTimeoutMs,
     socketTimeout: 5 * 60_000,
     clientInfo: { name: 'Postroom' },
-  } as ConstructorParameters<typeof ImapFlow>[0]);
+  });
   client.on('error', (e: Error) => deps.logger.debug('imap connection error', { mailbox: mailbox.address, error: e }));
   // A poll needs neither the second ID, NAMESPACE, LIST nor LSUB: each is a round trip to Exchange.
   applyLeanSession(client, { folders: [mailbox.folder] });

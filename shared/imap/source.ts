@@ -72,7 +72,11 @@ async function selectFolder(session: ImapSession, deps: SourceDeps): Promise<Mai
       await checkpoint.postActioned(uids);
     },
     async checkpoint(messages) {
-      if (messages.length) await checkpoint.delivered(messages.map((m) => Number(m.id)), withPostAction);
+      if (messages.length)
+        await checkpoint.delivered(
+          messages.map((m) => Number(m.id)),
+          withPostAction,
+        );
     },
     async close() {
       await client.logout().catch(() => client.close());

@@ -54,19 +54,22 @@ export async function acquireMailboxLease(container: ContainerClient, key: strin
     throw new PostroomError('StorageUnavailable', `the lease for ${key} could not be taken (${describe(e)})`, { cause: e });
   }
   const controller = new AbortController();
-  const timer = setInterval(() => {
-    if (options.shouldRenew && !options.shouldRenew()) {
-      options.logger.warn('the poll has made no progress: no longer renewing the mailbox lease (it expires)', { key });
-      clearInterval(timer);
-      controller.abort(new PostroomError('LeaseHeld', `the lease for ${key} was given up: the poll made no progress`));
-      return;
-    }
-    leaseClient.renewLease().catch((e) => {
-      options.logger.error('mailbox lease lost; stopping this poll', { key, error: e as Error });
-      clearInterval(timer);
-      controller.abort(new PostroomError('LeaseHeld', `lease for ${key} was lost`, { cause: e }));
-    });
-  }, (options.seconds * 1000) / 3);
+  const timer = setInterval(
+    () => {
+      if (options.shouldRenew && !options.shouldRenew()) {
+        options.logger.warn('the poll has made no progress: no longer renewing the mailbox lease (it expires)', { key });
+        clearInterval(timer);
+        controller.abort(new PostroomError('LeaseHeld', `the lease for ${key} was given up: the poll made no progress`));
+        return;
+      }
+      leaseClient.renewLease().catch((e) => {
+        options.logger.error('mailbox lease lost; stopping this poll', { key, error: e as Error });
+        clearInterval(timer);
+        controller.abort(new PostroomError('LeaseHeld', `lease for ${key} was lost`, { cause: e }));
+      });
+    },
+    (options.seconds * 1000) / 3,
+  );
   timer.unref();
   return {
     signal: controller.signal,

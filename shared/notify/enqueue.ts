@@ -135,7 +135,9 @@ export async function notifyAfterPoll(deps: NotifyDeps, mailbox: MailboxConfig, 
     // The alert was recorded but not enqueued: undo it, so that the next failing poll alerts again.
     if (claimed !== undefined) {
       const previous = rec?.value ?? { alertedCode: null, alertedAt: null, alertedFailures: 0 };
-      await deps.state.put(mailbox.id, NOTIFY_STATE_KEY, previous, claimed).catch((e2: unknown) => log.warn('alert state could not be reverted', { mailbox: mailbox.id, error: e2 as Error }));
+      await deps.state
+        .put(mailbox.id, NOTIFY_STATE_KEY, previous, claimed)
+        .catch((e2: unknown) => log.warn('alert state could not be reverted', { mailbox: mailbox.id, error: e2 as Error }));
     }
     throw e;
   }

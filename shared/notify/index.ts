@@ -4,16 +4,7 @@
  * sends them over SMTP with app-only XOAUTH2 (`handleNotificationJob`).
  * Nothing here depends on the poll: it takes its own input types.
  */
-export {
-  notifyAfterPoll,
-  readNotifyState,
-  NOTIFY_STATE_KEY,
-  PER_MESSAGE_MAX,
-  type NotifyState,
-  type NotifyDeps,
-  type PollOutcome,
-  type IngestedMessage,
-} from './enqueue.js';
+export { notifyAfterPoll, readNotifyState, NOTIFY_STATE_KEY, PER_MESSAGE_MAX, type NotifyState, type NotifyDeps, type PollOutcome, type IngestedMessage } from './enqueue.js';
 export { handleNotificationJob, type SendNotificationOptions, type SendDeps, type NotificationOutcome } from './send.js';
 export {
   NOTIFICATION_SCHEMA,

@@ -32,8 +32,8 @@ export function createRateLimiter(o: RateLimiterOptions): RateLimiter {
 
   const waitMs = (): number => {
     const t = now();
-    while (starts.length && starts[0]! <= t - o.windowMs) starts.shift();
-    const byWindow = starts.length < o.limit ? 0 : starts[0]! + o.windowMs - t;
+    while (starts.length && starts[0] <= t - o.windowMs) starts.shift();
+    const byWindow = starts.length < o.limit ? 0 : starts[0] + o.windowMs - t;
     return Math.max(0, byWindow, pausedUntil - t);
   };
 

@@ -21,7 +21,10 @@ const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]+/g;
 
 /** One line, no control characters, at most `max` characters: safe in a mail header. */
 export function headerSafe(s: string, max = 200): string {
-  const one = s.replace(CONTROL, ' ').replace(/\s{2,}/g, ' ').trim();
+  const one = s
+    .replace(CONTROL, ' ')
+    .replace(/\s{2,}/g, ' ')
+    .trim();
   return one.length > max ? one.slice(0, max - 1) + '…' : one;
 }
 

@@ -20,8 +20,7 @@ export interface SendDeps {
 
 /** How a notification job ended: sent, or put back on the queue to wait out a server back-off. */
 export type NotificationOutcome =
-  | (SendResult & { readonly deferred: false; readonly job: NotificationJob })
-  | { readonly deferred: true; readonly job: NotificationJob; readonly delaySeconds: number };
+  (SendResult & { readonly deferred: false; readonly job: NotificationJob }) | { readonly deferred: true; readonly job: NotificationJob; readonly delaySeconds: number };
 
 /** Options of {@link handleNotificationJob}. */
 export interface SendNotificationOptions {

@@ -22,7 +22,9 @@ export function mapSmtpError(e: unknown, subject: string): PostroomError {
   if (e instanceof PostroomError) return e;
   const err = (e ?? {}) as NodemailerError;
   if (err.name === 'AbortError' || err.name === 'TimeoutError') return new PostroomError('Aborted', err.message, { subject, cause: e });
-  const text = String(err.response ?? '').split(/\r?\n/)[0]!.slice(0, 400);
+  const text = String(err.response ?? '')
+    .split(/\r?\n/)[0]
+    .slice(0, 400);
   const rc = err.responseCode;
   const enhanced = /\b([245]\.\d{1,3}\.\d{1,3})\b/.exec(text)?.[1];
   const common = { subject, responseText: text || undefined, serverResponseCode: enhanced ?? (rc ? String(rc) : err.code), cause: e };

@@ -82,6 +82,9 @@ export interface SmtpSender {
    * once, it retries with a fresh token, as `send` does.
    */
   verify(options?: { signal?: AbortSignal }): Promise<{ tries: number }>;
+  /**
+   *
+   */
   close(): void;
 }
 

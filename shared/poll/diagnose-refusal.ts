@@ -16,6 +16,9 @@ import { directProbes } from '../diagnose/probes.js';
 export interface DiagnoseRefusalOptions {
   /** The whole diagnosis, probes included; default 10 s. */
   timeoutMs?: number;
+  /**
+   *
+   */
   logger?: Logger;
 }
 

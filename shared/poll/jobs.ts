@@ -112,11 +112,15 @@ export async function handlePollJob(runtime: Runtime, raw: unknown, options: Pol
   // The job is done (or given up) unless the queue is about to retry it.
   if (result.outcome !== 'leased' && !retry) await runtime.state.delete(mailbox.id, PENDING_JOB_KEY).catch(() => undefined);
   if (retry) {
-    throw new PostroomError(result.error!.code, `poll of ${mailbox.id} failed (try ${options.dequeueCount ?? 1}); the queue retries it, and after its last try moves it to ${runtime.config.storage.jobsQueue}-poison`, {
-      subject: mailbox.id,
-      cause: result.error,
-      retryAfterMs: result.error!.retryAfterMs,
-    });
+    throw new PostroomError(
+      result.error!.code,
+      `poll of ${mailbox.id} failed (try ${options.dequeueCount ?? 1}); the queue retries it, and after its last try moves it to ${runtime.config.storage.jobsQueue}-poison`,
+      {
+        subject: mailbox.id,
+        cause: result.error,
+        retryAfterMs: result.error!.retryAfterMs,
+      },
+    );
   }
   return result;
 }

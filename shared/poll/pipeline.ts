@@ -41,7 +41,7 @@ export async function pipelineBatches<R>(session: MailSession, o: PipelineOption
   const pool = new DeliveryPool(o.limit, o.deliver);
   const pending: Pending<R>[] = [];
   const ackOldest = async () => {
-    const { batch, results } = pending[0]!;
+    const { batch, results } = pending[0];
     const done = successes(await results);
     if (done.length < batch.length) throw pool.firstFailure(await results);
     // A batch whose acknowledgement fails stays pending: it is durable, so it is salvaged with the rest.
@@ -71,10 +71,10 @@ async function salvage<R>(pending: Pending<R>[], settled: PromiseSettledResult<R
   const messages: SourceMessage[] = [];
   const done: R[] = [];
   outer: for (let b = 0; b < pending.length; b++) {
-    for (let i = 0; i < pending[b]!.batch.length; i++) {
-      const r = settled[b]![i]!;
+    for (let i = 0; i < pending[b].batch.length; i++) {
+      const r = settled[b][i];
       if (r.status !== 'fulfilled') break outer;
-      messages.push(pending[b]!.batch[i]!);
+      messages.push(pending[b].batch[i]);
       done.push(r.value);
     }
   }

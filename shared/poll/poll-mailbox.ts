@@ -42,6 +42,9 @@ export interface PollResult {
   /** The status row as recorded after this poll; absent when leased, or when recording it failed (logged). */
   /** A refused login narrowed down (then `error` is the diagnosis' error, the refusal its `cause`). */
   diagnosis?: Diagnosis;
+  /**
+   *
+   */
   status?: MailboxStatus;
   /** Wall time of the poll in milliseconds, lease to status. */
   durationMs: number;
@@ -118,7 +121,10 @@ async function takeLease(runtime: Runtime, mailbox: MailboxConfig, clock: PollCl
     lease = await acquireMailboxLease(leases, mailbox.key, { seconds: config.poll.leaseSeconds, logger: log, shouldRenew: clock.alive, signal: clock.signal });
   } catch (e) {
     if (e instanceof PostroomError) throw e;
-    throw new PostroomError('StorageUnavailable', `the lease container could not be reached (${(e as Error)?.message?.split('\n')[0] ?? String(e)})`, { subject: mailbox.id, cause: e });
+    throw new PostroomError('StorageUnavailable', `the lease container could not be reached (${(e as Error)?.message?.split('\n')[0] ?? String(e)})`, {
+      subject: mailbox.id,
+      cause: e,
+    });
   }
   if (!lease) log.info('mailbox is being polled by another instance; skipping', { mailbox: mailbox.id });
   return lease;

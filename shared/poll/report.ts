@@ -27,8 +27,17 @@ export interface MailboxStatusEntry {
 
 /** One configured app's credential in the status report: its kind and expiry, never the credential itself. */
 export interface AppCredentialEntry {
+  /**
+   *
+   */
   name: string;
+  /**
+   *
+   */
   clientId: string;
+  /**
+   *
+   */
   kind: CredentialKind;
   /** When the secret or certificate expires (Key Vault `exp`; a certificate's notAfter if earlier); null when unknown or it never does (federated). */
   expiresOn: string | null;
@@ -114,7 +123,6 @@ function lastDiagnosis(s: MailboxStatus | null): MailboxStatusEntry['lastDiagnos
   return { code: s.lastDiagnosisCode, cause: s.lastDiagnosisCause ?? '', fix: s.lastDiagnosisFix ?? '', confidence: s.lastDiagnosisConfidence ?? '', at: s.lastDiagnosisAt ?? '' };
 }
 
-
 /** Every configured app's credential kind and expiry (read first unless `readCredentials` is false). */
 export async function appCredentialReport(runtime: Runtime, options: StatusReportOptions = {}): Promise<AppCredentialEntry[]> {
   return Promise.all(
@@ -157,10 +165,13 @@ function credentialState(app: AppConfig, info: CredentialInfo, now: Date, read?:
   if (info.kind === 'federated') return { ...base, expiresOn: null, daysLeft: null, state: 'ok', note: 'federated credential: nothing stored, nothing expires' };
   const failed = read?.outcome === 'failed' ? ` (token request failed: ${read.code})` : '';
   if (!info.expiresOn) {
-    if (!read || read.outcome === 'timeout') return { ...base, expiresOn: null, daysLeft: null, state: 'unknown', note: read ? 'not read in time: unknown' : 'unknown until first use' };
+    if (!read || read.outcome === 'timeout')
+      return { ...base, expiresOn: null, daysLeft: null, state: 'unknown', note: read ? 'not read in time: unknown' : 'unknown until first use' };
     if (read.outcome === 'failed') return { ...base, expiresOn: null, daysLeft: null, state: 'unknown', note: `could not be read: ${read.code}` };
     const plain = app.credential.kind === 'secret' && app.credential.secret.kind === 'plain';
-    const note = plain ? 'plain secret from the settings (sandbox): no expiry known' : 'no expiry recorded in Key Vault: set one (az keyvault secret set-attributes --expires) to be warned';
+    const note = plain
+      ? 'plain secret from the settings (sandbox): no expiry known'
+      : 'no expiry recorded in Key Vault: set one (az keyvault secret set-attributes --expires) to be warned';
     return { ...base, expiresOn: null, daysLeft: null, state: 'ok', note };
   }
   const left = info.expiresOn.getTime() - now.getTime();
@@ -176,6 +187,9 @@ export function settingsInvalidReport(error: PostroomError, now: Date = new Date
   const listed = (error as PostroomError & { problems?: unknown }).problems;
   const problems = Array.isArray(listed)
     ? listed.map(String)
-    : error.message.split('\n').filter((l) => l.startsWith('- ')).map((l) => l.slice(2).replace(/\. Fix: .*$/, ''));
+    : error.message
+        .split('\n')
+        .filter((l) => l.startsWith('- '))
+        .map((l) => l.slice(2).replace(/\. Fix: .*$/, ''));
   return { generatedAt: now.toISOString(), code: 'ConfigInvalid', problems: problems.length ? problems : [error.message], fix: error.fix };
 }

@@ -45,7 +45,7 @@ const RECONNECT_PAUSE_MS = 250;
 export async function runSessions(runtime: Runtime, mailbox: MailboxConfig, ctx: SessionContext): Promise<PostroomError | undefined> {
   const targets = await storageTargets(runtime, mailbox, ctx.clock.signal);
   const source = await runtime.source(mailbox, ctx.log, ctx.hooks);
-  for (let idle = 0; ; ) {
+  for (let idle = 0; ;) {
     const before = ctx.delivered.length;
     try {
       await oneSession(runtime, mailbox, source, targets, ctx);
@@ -143,7 +143,10 @@ async function storageTargets(runtime: Runtime, mailbox: MailboxConfig, signal: 
     return { container, queue };
   } catch (e) {
     if (isPostroomError(e)) throw e;
-    throw new PostroomError('StorageUnavailable', `the output container or queue could not be reached (${(e as Error)?.message?.split('\n')[0] ?? String(e)})`, { subject: mailbox.id, cause: e });
+    throw new PostroomError('StorageUnavailable', `the output container or queue could not be reached (${(e as Error)?.message?.split('\n')[0] ?? String(e)})`, {
+      subject: mailbox.id,
+      cause: e,
+    });
   }
 }
 

@@ -138,8 +138,7 @@ export class Pop3Connection {
       ...(o.ca !== undefined ? { ca: typeof o.ca === 'string' || Buffer.isBuffer(o.ca) ? o.ca : [...o.ca] } : {}),
     };
     const log = o.logger ?? silentLogger;
-    const socket: Socket | TLSSocket =
-      o.tls === 'implicit' ? tlsConnect(tlsOptions) : netConnect({ host: o.host, port: o.port });
+    const socket: Socket | TLSSocket = o.tls === 'implicit' ? tlsConnect(tlsOptions) : netConnect({ host: o.host, port: o.port });
     let conn: Pop3Connection | undefined;
     let deadlineHit: PostroomError | undefined;
     const timeoutMs = o.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;

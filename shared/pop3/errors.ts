@@ -37,8 +37,7 @@ export function errorFromReply(text: string, ctx: ReplyErrorContext): PostroomEr
   if (NOT_CONNECTED_RE.test(text)) return new PostroomError('MailboxNotConnected', `${ctx.command}: ${responseText}`, base);
   if (ctx.auth) {
     // IN-USE (maildrop locked), LOGIN-DELAY and SYS/* are not verdicts on the credentials.
-    const notAboutCredentials =
-      serverResponseCode !== undefined && serverResponseCode !== 'AUTH' && serverResponseCode !== 'SYS/PERM';
+    const notAboutCredentials = serverResponseCode !== undefined && serverResponseCode !== 'AUTH' && serverResponseCode !== 'SYS/PERM';
     if (!notAboutCredentials) return new PostroomError('AuthenticationFailed', `${ctx.command}: ${responseText}`, base);
   }
   const retryable = serverResponseCode === 'SYS/PERM' ? false : undefined;

@@ -76,7 +76,7 @@ export function parseStatusLine(line: Buffer, subject?: string): Pop3StatusLine 
   // Server text is 7-bit in practice; latin1 never throws and keeps one char per octet.
   const s = line.toString('latin1');
   const m = /^(\+OK|-ERR)(?: (.*)|)$/is.exec(s);
-  if (m) return { status: m[1]!.toUpperCase() === '+OK' ? '+OK' : '-ERR', text: m[2] ?? '' };
+  if (m) return { status: m[1].toUpperCase() === '+OK' ? '+OK' : '-ERR', text: m[2] ?? '' };
   const c = /^\+(?: (.*)|)$/s.exec(s);
   if (c) return { status: '+', text: (c[1] ?? '').trim() };
   throw protocolError(`malformed status line ${JSON.stringify(s.slice(0, 80))}`, subject);

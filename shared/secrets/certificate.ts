@@ -58,12 +58,17 @@ export function createCertificateProvider(source: CertificateSource, options: Se
 /** Parses a certificate's secret (PEM: private key + certificates) into what msal-node needs. */
 export function parseCertificateSecret(value: string, contentType: string | undefined, subject: string): AppCertificate {
   if (contentType && /pkcs12/i.test(contentType)) {
-    throw new PostroomError('CertificateUnavailable', 'the certificate is stored as PKCS#12 (application/x-pkcs12); Postroom reads PEM certificates', { subject, retryable: false });
+    throw new PostroomError('CertificateUnavailable', 'the certificate is stored as PKCS#12 (application/x-pkcs12); Postroom reads PEM certificates', {
+      subject,
+      retryable: false,
+    });
   }
-  const blocks = [...value.matchAll(PEM_BLOCK)].map((m) => ({ type: m[1]!, pem: m[0] }));
+  const blocks = [...value.matchAll(PEM_BLOCK)].map((m) => ({ type: m[1], pem: m[0] }));
   const keyBlock = blocks.find((b) => /PRIVATE KEY$/.test(b.type));
-  if (!keyBlock) throw new PostroomError('CertificateUnavailable', 'its secret holds no private key (import the certificate with its key, content type PEM)', { subject, retryable: false });
-  if (keyBlock.type === 'ENCRYPTED PRIVATE KEY') throw new PostroomError('CertificateUnavailable', 'its private key is encrypted; import it without a password', { subject, retryable: false });
+  if (!keyBlock)
+    throw new PostroomError('CertificateUnavailable', 'its secret holds no private key (import the certificate with its key, content type PEM)', { subject, retryable: false });
+  if (keyBlock.type === 'ENCRYPTED PRIVATE KEY')
+    throw new PostroomError('CertificateUnavailable', 'its private key is encrypted; import it without a password', { subject, retryable: false });
   let key: KeyObject;
   let certs: X509Certificate[];
   try {

@@ -96,18 +96,15 @@ function vaultReadError(e: unknown, subject: string, code: 'SecretUnavailable' |
     return new PostroomError('KeyVaultUnreachable', `reading ${subject}: ${why}`, { subject, serverResponseCode: err.code, cause: e });
   }
   const why =
-    err.statusCode === 404
-      ? 'not found (check the name)'
-      : err.statusCode === 403
-        ? `access denied: ${ROLE_HINT[code]}`
-        : `${err.code ?? err.statusCode ?? 'error'}: ${first}`;
+    err.statusCode === 404 ? 'not found (check the name)' : err.statusCode === 403 ? `access denied: ${ROLE_HINT[code]}` : `${err.code ?? err.statusCode ?? 'error'}: ${first}`;
   return new PostroomError(code, why, { subject, serverResponseCode: err.code, retryable: err.statusCode !== 404 && err.statusCode !== 403, cause: e });
 }
 
 /** What a missing permission looks like per object kind (the role that grants reading it). */
 const ROLE_HINT: Record<'SecretUnavailable' | 'CertificateUnavailable', string> = {
   SecretUnavailable: 'give the Function App identity the "Key Vault Secrets User" role (or a "get secret" access policy)',
-  CertificateUnavailable: 'give the Function App identity the "Key Vault Secrets User" role (the key is read through the certificate\'s secret; or "get" on secrets in an access policy)',
+  CertificateUnavailable:
+    'give the Function App identity the "Key Vault Secrets User" role (the key is read through the certificate\'s secret; or "get" on secrets in an access policy)',
 };
 
 /**

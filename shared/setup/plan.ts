@@ -103,5 +103,5 @@ export const EXO_ENVIRONMENT: Readonly<Record<CloudName, string>> = Object.freez
 
 /** The vault name from a Key Vault URL (https://<name>.vault.azure.net). */
 export function vaultName(vaultUrl: string): string {
-  return new URL(vaultUrl).hostname.split('.')[0]!;
+  return new URL(vaultUrl).hostname.split('.')[0];
 }

@@ -73,13 +73,18 @@ function header(apps: readonly SetupApp[], o: RenderSetupScriptOptions): string[
     'Safe to re-run: every step checks before it creates or changes anything.',
     'Needs: Azure CLI signed in (az login --tenant <tenant>) as an admin who may grant consent,',
     'PowerShell 7 (pwsh) and an Exchange administrator for the Exchange Online part.',
-    ...apps.map((a) => `App "${a.app.name}": client id ${a.app.clientId}, tenant ${a.app.tenantId}, cloud ${a.app.cloud}; ${a.protocols.map((p) => EXCHANGE_APP_ROLES[p].name).join(', ') || 'no protocol in use'}; mailboxes ${a.mailboxes.map((m) => m.address).join(', ') || 'none'}`),
+    ...apps.map(
+      (a) =>
+        `App "${a.app.name}": client id ${a.app.clientId}, tenant ${a.app.tenantId}, cloud ${a.app.cloud}; ${a.protocols.map((p) => EXCHANGE_APP_ROLES[p].name).join(', ') || 'no protocol in use'}; mailboxes ${a.mailboxes.map((m) => m.address).join(', ') || 'none'}`,
+    ),
   ];
   const fa = o.functionApp ?? '';
   const rg = o.resourceGroup ?? '';
   if (fmt === 'powershell') {
     return [
-      '<#', ...about.map((l) => `  ${l}`), '#>',
+      '<#',
+      ...about.map((l) => `  ${l}`),
+      '#>',
       `param([string]$FunctionApp = ${quote(fa, fmt)}, [string]$ResourceGroup = ${quote(rg, fmt)})`,
       "$ErrorActionPreference = 'Stop'",
       '# az is a native command: its failures are exit codes, not exceptions.',
@@ -141,7 +146,7 @@ function enterpriseObjectId(app: AppConfig, fmt: Fmt): string[] {
   const id = quote(app.clientId, fmt);
   const why = [
     `# The Enterprise application's object id (az ad sp show --id ${app.clientId} --query id -o tsv) is what Exchange's New-ServicePrincipal -ObjectId needs.`,
-    '# NOT the App registration\'s object id (az ad app show ... --query id): that names the application object, which no token carries;',
+    "# NOT the App registration's object id (az ad app show ... --query id): that names the application object, which no token carries;",
     '# Exchange would register a principal that never matches, and every sign-in fails with "AUTHENTICATE failed".',
   ];
   return fmt === 'powershell'
@@ -150,7 +155,7 @@ function enterpriseObjectId(app: AppConfig, fmt: Fmt): string[] {
 }
 
 function keyVaultSection(apps: readonly SetupApp[], fmt: Fmt): string[] {
-  const out = ['# ===== 2. Key Vault: the client secret, and read access for the Function App\'s managed identity ====='];
+  const out = ["# ===== 2. Key Vault: the client secret, and read access for the Function App's managed identity ====="];
   const vaults = new Map<string, string>();
   for (const { app } of apps) out.push(...credentialStep(app, fmt, vaults));
   if (!vaults.size) return out;
@@ -158,7 +163,6 @@ function keyVaultSection(apps: readonly SetupApp[], fmt: Fmt): string[] {
   for (const [v, role] of vaults) out.push(...roleStep(v, fmt, role));
   return out;
 }
-
 
 /** The app's credential step; records the vault and the role its identity needs there. */
 function credentialStep(app: AppConfig, fmt: Fmt, vaults: Map<string, string>): string[] {
@@ -213,7 +217,7 @@ function secretStep(app: AppConfig, vault: string, name: string, fmt: Fmt): stri
 
 function identityStep(fmt: Fmt): string[] {
   const need = 'set the Function App and its resource group (postroom setup-script --function-app <name> --resource-group <group>)';
-  const why = '# The Function App\'s system-assigned managed identity reads the secret: enabled when off, returned as it is when on.';
+  const why = "# The Function App's system-assigned managed identity reads the secret: enabled when off, returned as it is when on.";
   return fmt === 'powershell'
     ? [
         `if (-not $FunctionApp -or -not $ResourceGroup) { throw ${quote(`${need}, or pass -FunctionApp and -ResourceGroup`, fmt)} }`,
@@ -258,7 +262,7 @@ function exchangeSection(apps: readonly SetupApp[]): string[] {
     ...[...tenants].flatMap(([tenant, list]) => [
       '',
       `# ----- Tenant ${tenant} -----`,
-      `Connect-ExchangeOnline -Organization ${quote(tenant, 'powershell')} -ExchangeEnvironmentName ${EXO_ENVIRONMENT[list[0]!.app.cloud]} -ShowBanner:$false`,
+      `Connect-ExchangeOnline -Organization ${quote(tenant, 'powershell')} -ExchangeEnvironmentName ${EXO_ENVIRONMENT[list[0].app.cloud]} -ShowBanner:$false`,
       ...list.flatMap((a) => exchangeApp(a)),
       'Disconnect-ExchangeOnline -Confirm:$false',
     ]),
@@ -288,10 +292,7 @@ function exchangeApp(a: SetupApp): string[] {
 
 function exchangeMailbox(m: SetupMailbox): string[] {
   const q = quote(m.address, 'powershell');
-  const uses = [
-    ...m.read.map((p) => (p === 'imap' ? `read over IMAP (${m.folders.join(', ')})` : 'read over POP3')),
-    ...(m.sends ? ['sends notifications over SMTP'] : []),
-  ];
+  const uses = [...m.read.map((p) => (p === 'imap' ? `read over IMAP (${m.folders.join(', ')})` : 'read over POP3')), ...(m.sends ? ['sends notifications over SMTP'] : [])];
   const lines = [
     `# ${m.address}: ${uses.join('; ')}.`,
     `if (-not (Test-FullAccess ${q} $sp)) { Add-MailboxPermission -Identity ${q} -User $spObjectId -AccessRights FullAccess -InheritanceType All | Out-Null }`,
@@ -319,7 +320,7 @@ function runThroughPwsh(ps: string[]): string[] {
     '# Exchange Online PowerShell runs on pwsh only: written to a temporary .ps1 and run there (the quoted here-doc keeps $ as it is).',
     'EXO_DIR="$(mktemp -d)"',
     'trap \'rm -rf "$EXO_DIR"\' EXIT',
-    "cat >\"$EXO_DIR/postroom-exchange.ps1\" <<'POSTROOM_EXO'",
+    'cat >"$EXO_DIR/postroom-exchange.ps1" <<\'POSTROOM_EXO\'',
     ...ps,
     'POSTROOM_EXO',
     'pwsh -NoLogo -NoProfile -File "$EXO_DIR/postroom-exchange.ps1"',

@@ -173,7 +173,13 @@ export async function deliverMessage(message: SourceMessage, ctx: DeliveryContex
   const names: DeliveryNames = { key, prefix: `${mailbox.key}/${key}`, subject: `${mailbox.address} message ${message.id}` };
   const stored = await storeAndParse(message, ctx, names);
   const { parsed } = stored;
-  if (parsed.parseError) ctx.logger.warn('message could not be parsed; delivering it raw', { mailbox: mailbox.address, id: message.id, limit: parsed.limit?.name, parseError: parsed.parseError.slice(0, 200) });
+  if (parsed.parseError)
+    ctx.logger.warn('message could not be parsed; delivering it raw', {
+      mailbox: mailbox.address,
+      id: message.id,
+      limit: parsed.limit?.name,
+      parseError: parsed.parseError.slice(0, 200),
+    });
   const out = await outputMessage(message, ctx, names, stored);
   await enqueue(out, ctx, names);
   return {
@@ -207,7 +213,9 @@ async function storeAndParse(message: SourceMessage, ctx: DeliveryContext, names
     },
   };
   const hash = createHash('sha256');
-  const { rawUpload, parsing } = head.ended ? fromBuffer(Buffer.concat(head.chunks, head.bytes), hash, ctx, names, options) : fromStream(opened, head.chunks, hash, ctx, names, options);
+  const { rawUpload, parsing } = head.ended
+    ? fromBuffer(Buffer.concat(head.chunks, head.bytes), hash, ctx, names, options)
+    : fromStream(opened, head.chunks, hash, ctx, names, options);
   const [rawResult, parsedResult] = await Promise.allSettled([rawUpload, parsing]);
   // Aborted (deadline, lost lease): say so, rather than blame whichever write noticed first.
   ctx.signal?.throwIfAborted();

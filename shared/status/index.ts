@@ -35,17 +35,41 @@ export interface MailboxStatus extends Record<string, string | number | boolean 
   lastStop: string | null;
   /** The last refused login narrowed down (shared/diagnose): its code, cause, filled-in fix, confidence and time; null when none was made. */
   lastDiagnosisCode: string | null;
+  /**
+   *
+   */
   lastDiagnosisCause: string | null;
+  /**
+   *
+   */
   lastDiagnosisFix: string | null;
+  /**
+   *
+   */
   lastDiagnosisConfidence: string | null;
+  /**
+   *
+   */
   lastDiagnosisAt: string | null;
 }
 
 /** A refusal narrowed down, as the status records it. */
 export interface StatusDiagnosis {
+  /**
+   *
+   */
   code: string;
+  /**
+   *
+   */
   cause: string;
+  /**
+   *
+   */
   fix: string;
+  /**
+   *
+   */
   confidence: string;
 }
 
@@ -59,12 +83,7 @@ export async function readStatus(state: StateStore, mailbox: MailboxConfig): Pro
 }
 
 /** Records a poll's outcome; last writer wins (only the lease holder writes). */
-export async function recordStatus(
-  state: StateStore,
-  mailbox: MailboxConfig,
-  at: Date,
-  outcome: PollStatusOutcome,
-): Promise<MailboxStatus> {
+export async function recordStatus(state: StateStore, mailbox: MailboxConfig, at: Date, outcome: PollStatusOutcome): Promise<MailboxStatus> {
   const prev = await readStatus(state, mailbox);
   const next: MailboxStatus = {
     mailbox: mailbox.address,
@@ -88,7 +107,11 @@ export async function recordStatus(
 }
 
 /** A new diagnosis replaces the last one; without one the last is kept (with its time). */
-function diagnosisFields(prev: MailboxStatus | undefined, at: Date, d: StatusDiagnosis | undefined): Pick<MailboxStatus, 'lastDiagnosisCode' | 'lastDiagnosisCause' | 'lastDiagnosisFix' | 'lastDiagnosisConfidence' | 'lastDiagnosisAt'> {
+function diagnosisFields(
+  prev: MailboxStatus | undefined,
+  at: Date,
+  d: StatusDiagnosis | undefined,
+): Pick<MailboxStatus, 'lastDiagnosisCode' | 'lastDiagnosisCause' | 'lastDiagnosisFix' | 'lastDiagnosisConfidence' | 'lastDiagnosisAt'> {
   if (!d) {
     return {
       lastDiagnosisCode: prev?.lastDiagnosisCode ?? null,
@@ -98,5 +121,11 @@ function diagnosisFields(prev: MailboxStatus | undefined, at: Date, d: StatusDia
       lastDiagnosisAt: prev?.lastDiagnosisAt ?? null,
     };
   }
-  return { lastDiagnosisCode: d.code, lastDiagnosisCause: d.cause.slice(0, 2000), lastDiagnosisFix: d.fix.slice(0, 4000), lastDiagnosisConfidence: d.confidence, lastDiagnosisAt: at.toISOString() };
+  return {
+    lastDiagnosisCode: d.code,
+    lastDiagnosisCause: d.cause.slice(0, 2000),
+    lastDiagnosisFix: d.fix.slice(0, 4000),
+    lastDiagnosisConfidence: d.confidence,
+    lastDiagnosisAt: at.toISOString(),
+  };
 }

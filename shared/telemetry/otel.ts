@@ -38,7 +38,17 @@ export async function createOtelTelemetry(options: StartTelemetryOptions & { env
     azureMonitorExporterOptions: { ...options.exporterOptions, connectionString: options.env.APPLICATIONINSIGHTS_CONNECTION_STRING!.trim(), ...(credential ? { credential } : {}) },
     // Postroom traces nothing itself; the HTTP/Azure SDK auto-instrumentations would add
     // spans (and URLs) for every storage call at a cold-start and per-call cost. Off.
-    instrumentationOptions: { http: { enabled: false }, azureSdk: { enabled: false }, mongoDb: { enabled: false }, mySql: { enabled: false }, postgreSql: { enabled: false }, redis: { enabled: false }, redis4: { enabled: false }, bunyan: { enabled: false }, winston: { enabled: false } },
+    instrumentationOptions: {
+      http: { enabled: false },
+      azureSdk: { enabled: false },
+      mongoDb: { enabled: false },
+      mySql: { enabled: false },
+      postgreSql: { enabled: false },
+      redis: { enabled: false },
+      redis4: { enabled: false },
+      bunyan: { enabled: false },
+      winston: { enabled: false },
+    },
     enableLiveMetrics: false,
     // A log line is never dropped because the host's invocation trace was sampled out.
     enableTraceBasedSamplingForLogs: false,
@@ -114,5 +124,5 @@ const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
 function contextFromTraceParent(traceParent: string): Context | undefined {
   const m = TRACEPARENT.exec(traceParent.trim());
   if (!m) return undefined;
-  return trace.setSpanContext(ROOT_CONTEXT, { traceId: m[1]!, spanId: m[2]!, traceFlags: parseInt(m[3]!, 16) & TraceFlags.SAMPLED, isRemote: true });
+  return trace.setSpanContext(ROOT_CONTEXT, { traceId: m[1], spanId: m[2], traceFlags: parseInt(m[3], 16) & TraceFlags.SAMPLED, isRemote: true });
 }

@@ -29,7 +29,9 @@ export async function startBlackHole(): Promise<BlackHole> {
   const port = (server.address() as { port: number }).port;
   return {
     port,
-    get accepted() { return accepted; },
+    get accepted() {
+      return accepted;
+    },
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());

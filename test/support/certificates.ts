@@ -33,7 +33,7 @@ const tlv = (tag: number, ...content: Buffer[]): Buffer => {
 const seq = (...c: Buffer[]) => tlv(0x30, ...c);
 const oid = (dotted: string): Buffer => {
   const [a, b, ...rest] = dotted.split('.').map(Number);
-  const out = [40 * a! + b!];
+  const out = [40 * a + b];
   for (const n of rest) {
     const groups: number[] = [];
     for (let v = n; ; v = Math.floor(v / 128)) {
@@ -56,7 +56,7 @@ export function makeCertificate(o: MakeCertificateOptions): TestCertificate {
   const privateKey = o.privateKey ?? generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
   const spki = createPublicKey(privateKey).export({ type: 'spki', format: 'der' });
   const serial = randomBytes(12);
-  serial[0]! &= 0x7f; // positive INTEGER
+  serial[0] &= 0x7f; // positive INTEGER
   const subject = name(o.subject ?? 'CN-postroom-test');
   const tbs = seq(
     tlv(0xa0, tlv(0x02, Buffer.from([2]))),

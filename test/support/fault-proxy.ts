@@ -104,7 +104,11 @@ async function write(dst: Writable, data: Buffer): Promise<void> {
   if ((dst as Socket).destroyed) throw new Stop();
   if (dst.write(data)) return;
   await new Promise<void>((resolve) => {
-    const done = () => { dst.off('drain', done); dst.off('close', done); resolve(); };
+    const done = () => {
+      dst.off('drain', done);
+      dst.off('close', done);
+      resolve();
+    };
     dst.on('drain', done);
     dst.on('close', done);
   });
@@ -227,10 +231,18 @@ export async function startFaultProxy(o: FaultProxyOptions): Promise<FaultProxy>
       client.destroy();
       return;
     }
-    if (client.destroyed) { upstream.destroy(); return; }
-    const shutdown = () => { client.destroy(); upstream.destroy(); };
+    if (client.destroyed) {
+      upstream.destroy();
+      return;
+    }
+    const shutdown = () => {
+      client.destroy();
+      upstream.destroy();
+    };
     client.once('close', () => upstream.destroy());
-    upstream.once('close', () => { if (!client.destroyed) client.end(); });
+    upstream.once('close', () => {
+      if (!client.destroyed) client.end();
+    });
 
     const replies = (script.replies ?? []).map((r) => ({ ...r, left: r.times ?? Infinity }));
     const commands = (script.commands ?? []).map((r) => ({ ...r, seen: 0, left: r.times ?? Infinity }));
@@ -267,28 +279,38 @@ export async function startFaultProxy(o: FaultProxyOptions): Promise<FaultProxy>
         for await (const chunk of upstream as AsyncIterable<Buffer>) await toClient(chunk);
         return;
       }
-      await pumpLines(upstream, async (text, raw) => {
-        if (!imap) {
-          if (/^(\+OK|-ERR)/.test(text)) {
-            const multi = pop3Pending.shift() ?? false;
-            if (multi && text.startsWith('+OK')) pop3Data = true;
+      await pumpLines(
+        upstream,
+        async (text, raw) => {
+          if (!imap) {
+            if (/^(\+OK|-ERR)/.test(text)) {
+              const multi = pop3Pending.shift() ?? false;
+              if (multi && text.startsWith('+OK')) pop3Data = true;
+            }
           }
-        }
-        const rule = replies.find((r) => r.left > 0 && r.match.test(text));
-        if (!rule) return toClient(raw);
-        rule.left--;
-        if (rule.delayMs) await sleep(rule.delayMs);
-        let out: string | null = text;
-        if (typeof rule.replace === 'string') out = text.replace(rule.match, rule.replace);
-        else if (typeof rule.replace === 'function') out = rule.replace(text);
-        if (out !== null) await toClient(out === text ? raw : Buffer.concat([Buffer.from(out, 'latin1'), CRLF]));
-        for (const extra of rule.append ?? []) await toClient(Buffer.concat([Buffer.from(extra, 'latin1'), CRLF]));
-        if (rule.close) { client.end(); upstream.destroy(); throw new Stop(); }
-      }, toClient, literalOf, (text) => {
-        if (!pop3Data) return false;
-        if (text === '.') pop3Data = false; // the end of a multi-line reply
-        return true;
-      });
+          const rule = replies.find((r) => r.left > 0 && r.match.test(text));
+          if (!rule) return toClient(raw);
+          rule.left--;
+          if (rule.delayMs) await sleep(rule.delayMs);
+          let out: string | null = text;
+          if (typeof rule.replace === 'string') out = text.replace(rule.match, rule.replace);
+          else if (typeof rule.replace === 'function') out = rule.replace(text);
+          if (out !== null) await toClient(out === text ? raw : Buffer.concat([Buffer.from(out, 'latin1'), CRLF]));
+          for (const extra of rule.append ?? []) await toClient(Buffer.concat([Buffer.from(extra, 'latin1'), CRLF]));
+          if (rule.close) {
+            client.end();
+            upstream.destroy();
+            throw new Stop();
+          }
+        },
+        toClient,
+        literalOf,
+        (text) => {
+          if (!pop3Data) return false;
+          if (text === '.') pop3Data = false; // the end of a multi-line reply
+          return true;
+        },
+      );
     };
 
     // client → server
@@ -299,22 +321,32 @@ export async function startFaultProxy(o: FaultProxyOptions): Promise<FaultProxy>
         return;
       }
       client.resume();
-      await pumpLines(client, async (text, raw) => {
-        if (!imap && /^[A-Za-z]{3,4}(?: |$)/.test(text)) pop3Pending.push(pop3MultiLine(text));
-        let rule: (typeof commands)[number] | undefined;
-        for (const r of commands) {
-          if (r.left <= 0 || !r.match.test(text)) continue;
-          r.seen++;
-          if (!rule && r.seen >= (r.nth ?? 1)) rule = r;
-        }
-        if (!rule) return write(upstream, raw);
-        rule.left--;
-        if (rule.delayMs) await sleep(rule.delayMs);
-        if (!rule.reply && !rule.close) return write(upstream, raw);
-        const tag = /^(\S+)/.exec(text)?.[1] ?? '*';
-        for (const line of rule.reply ?? []) await write(client, Buffer.from(line.replaceAll('{tag}', tag) + '\r\n', 'latin1'));
-        if (rule.close) { client.end(); upstream.destroy(); throw new Stop(); }
-      }, (d) => write(upstream, d), literalOf, () => false);
+      await pumpLines(
+        client,
+        async (text, raw) => {
+          if (!imap && /^[A-Za-z]{3,4}(?: |$)/.test(text)) pop3Pending.push(pop3MultiLine(text));
+          let rule: (typeof commands)[number] | undefined;
+          for (const r of commands) {
+            if (r.left <= 0 || !r.match.test(text)) continue;
+            r.seen++;
+            if (!rule && r.seen >= (r.nth ?? 1)) rule = r;
+          }
+          if (!rule) return write(upstream, raw);
+          rule.left--;
+          if (rule.delayMs) await sleep(rule.delayMs);
+          if (!rule.reply && !rule.close) return write(upstream, raw);
+          const tag = /^(\S+)/.exec(text)?.[1] ?? '*';
+          for (const line of rule.reply ?? []) await write(client, Buffer.from(line.replaceAll('{tag}', tag) + '\r\n', 'latin1'));
+          if (rule.close) {
+            client.end();
+            upstream.destroy();
+            throw new Stop();
+          }
+        },
+        (d) => write(upstream, d),
+        literalOf,
+        () => false,
+      );
     };
 
     const run = async (f: () => Promise<void>) => {
@@ -334,9 +366,15 @@ export async function startFaultProxy(o: FaultProxyOptions): Promise<FaultProxy>
 
   return {
     port: address.port,
-    get connections() { return connections; },
-    next(script) { queue.push(script); },
-    setDefault(script) { defaultScript = script; },
+    get connections() {
+      return connections;
+    },
+    next(script) {
+      queue.push(script);
+    },
+    setDefault(script) {
+      defaultScript = script;
+    },
     async close() {
       const closed = new Promise<void>((r) => server.close(() => r()));
       for (const s of open) s.destroy();

@@ -44,7 +44,15 @@ function randomBytesSeeded(n: number, seed: number): Buffer {
 }
 
 function head(name: string, extra: string[] = [], subject = `hostile ${name}`): string[] {
-  return ['From: Mallory <mallory@evil.test>', 'To: victim@contoso.test', `Subject: ${subject}`, 'Date: Mon, 06 Jan 2025 08:00:00 +0000', `Message-ID: <${name}@corpus.test>`, 'MIME-Version: 1.0', ...extra];
+  return [
+    'From: Mallory <mallory@evil.test>',
+    'To: victim@contoso.test',
+    `Subject: ${subject}`,
+    'Date: Mon, 06 Jan 2025 08:00:00 +0000',
+    `Message-ID: <${name}@corpus.test>`,
+    'MIME-Version: 1.0',
+    ...extra,
+  ];
 }
 
 /** A message from header and body lines, CRLF everywhere. */
@@ -87,7 +95,14 @@ function streamedParts(name: string): Buffer {
   const bd = `st-${name}`;
   const body: string[] = [];
   for (let i = 0; i < 990; i++) body.push(`--${bd}`, 'Content-Type: text/plain', '', `p${i}`);
-  body.push(`--${bd}`, 'Content-Type: application/octet-stream', 'Content-Disposition: attachment; filename="big.bin"', 'Content-Transfer-Encoding: base64', '', ...b64(randomBytesSeeded(1024 * 1024, 5)));
+  body.push(
+    `--${bd}`,
+    'Content-Type: application/octet-stream',
+    'Content-Disposition: attachment; filename="big.bin"',
+    'Content-Transfer-Encoding: base64',
+    '',
+    ...b64(randomBytesSeeded(1024 * 1024, 5)),
+  );
   for (let i = 0; i < 200; i++) body.push(`--${bd}`, 'Content-Type: text/plain', '', `q${i}`);
   body.push(`--${bd}--`);
   return msg(name, [`Content-Type: multipart/mixed; boundary="${bd}"`], body);
@@ -103,7 +118,7 @@ function nested(name: string, depth: number, kind: 'multipart' | 'rfc822'): Buff
     }
   }
   const [ct, ...rest] = inner;
-  return msg(name, [ct!], rest.slice(1));
+  return msg(name, [ct], rest.slice(1));
 }
 
 function structureCases(): Array<Omit<HostileCase, 'serverMayRewrite'>> {
@@ -113,19 +128,66 @@ function structureCases(): Array<Omit<HostileCase, 'serverMayRewrite'>> {
     s('missing-closing-boundary', ['Content-Type: multipart/mixed; boundary="x"'], ['--x', 'Content-Type: text/plain', '', 'never closed']),
     s('no-boundary-param', ['Content-Type: multipart/mixed'], ['--x', 'Content-Type: text/plain', '', 'where is the boundary', '--x--']),
     s('boundary-never-appears', ['Content-Type: multipart/mixed; boundary="absent"'], ['just text, no parts at all']),
-    s('duplicate-boundary-nested', ['Content-Type: multipart/mixed; boundary="same"'], ['--same', 'Content-Type: multipart/alternative; boundary="same"', '', '--same', 'Content-Type: text/plain', '', 'inner', '--same--', '--same--']),
+    s(
+      'duplicate-boundary-nested',
+      ['Content-Type: multipart/mixed; boundary="same"'],
+      ['--same', 'Content-Type: multipart/alternative; boundary="same"', '', '--same', 'Content-Type: text/plain', '', 'inner', '--same--', '--same--'],
+    ),
     s('empty-boundary', ['Content-Type: multipart/mixed; boundary=""'], ['--', 'Content-Type: text/plain', '', 'empty boundary', '----']),
-    s('boundary-1000-chars', [`Content-Type: multipart/mixed; boundary="${'q'.repeat(1000)}"`], [`--${'q'.repeat(1000)}`, 'Content-Type: text/plain', '', 'long boundary', `--${'q'.repeat(1000)}--`]),
+    s(
+      'boundary-1000-chars',
+      [`Content-Type: multipart/mixed; boundary="${'q'.repeat(1000)}"`],
+      [`--${'q'.repeat(1000)}`, 'Content-Type: text/plain', '', 'long boundary', `--${'q'.repeat(1000)}--`],
+    ),
     s('garbage-content-type', ['Content-Type: ;;;===;;"unterminated'], ['garbage content type']),
     s('multipart-preamble-only', ['Content-Type: multipart/mixed; boundary="p"'], ['preamble only', '--p--', 'epilogue']),
     s('parts-without-headers', ['Content-Type: multipart/mixed; boundary="h"'], ['--h', '', 'no headers 1', '--h', '', 'no headers 2', '--h--']),
     { name: 'truncated-mid-header', group: 'structure' as const, raw: Buffer.from('From: a@b.test\r\nSubject: truncated-mid-header\r\nContent-Type: multipart/mix') },
-    s('truncated-mid-base64', ['Content-Type: multipart/mixed; boundary="t"'], ['--t', 'Content-Type: application/pdf', 'Content-Disposition: attachment; filename="cut.pdf"', 'Content-Transfer-Encoding: base64', '', 'JVBERi0xLjQKJcfsj6IKNSAwIG9iago8PC9MZW5ndGggNiAwIFIvRmls']),
+    s(
+      'truncated-mid-base64',
+      ['Content-Type: multipart/mixed; boundary="t"'],
+      [
+        '--t',
+        'Content-Type: application/pdf',
+        'Content-Disposition: attachment; filename="cut.pdf"',
+        'Content-Transfer-Encoding: base64',
+        '',
+        'JVBERi0xLjQKJcfsj6IKNSAwIG9iago8PC9MZW5ndGggNiAwIFIvRmls',
+      ],
+    ),
     s('message-rfc822-garbage', ['Content-Type: message/rfc822'], ['\u0001\u0002 not a message at all ;;;', ':::']),
     s('multipart-digest-empty', ['Content-Type: multipart/digest; boundary="d"'], ['--d', '', '--d', '', '--d--']),
-    s('multipart-alternative-500', ['Content-Type: multipart/alternative; boundary="alt"'], [...Array.from({ length: 500 }, (_, i) => [`--alt`, 'Content-Type: text/plain', '', `alt ${i}`]).flat(), '--alt--']),
-    s('boundary-inside-base64', ['Content-Type: multipart/mixed; boundary="AAAA"'], ['--AAAA', 'Content-Type: application/octet-stream', 'Content-Transfer-Encoding: base64', 'Content-Disposition: attachment; filename="x.bin"', '', '--AAAAAAAAAAAAAAAA', '--AAAA--']),
-    s('tnef-garbage', ['Content-Type: multipart/mixed; boundary="w"'], ['--w', 'Content-Type: application/ms-tnef; name="winmail.dat"', 'Content-Disposition: attachment; filename="winmail.dat"', 'Content-Transfer-Encoding: base64', '', ...b64(randomBytesSeeded(3000, 7)), '--w--']),
+    s(
+      'multipart-alternative-500',
+      ['Content-Type: multipart/alternative; boundary="alt"'],
+      [...Array.from({ length: 500 }, (_, i) => [`--alt`, 'Content-Type: text/plain', '', `alt ${i}`]).flat(), '--alt--'],
+    ),
+    s(
+      'boundary-inside-base64',
+      ['Content-Type: multipart/mixed; boundary="AAAA"'],
+      [
+        '--AAAA',
+        'Content-Type: application/octet-stream',
+        'Content-Transfer-Encoding: base64',
+        'Content-Disposition: attachment; filename="x.bin"',
+        '',
+        '--AAAAAAAAAAAAAAAA',
+        '--AAAA--',
+      ],
+    ),
+    s(
+      'tnef-garbage',
+      ['Content-Type: multipart/mixed; boundary="w"'],
+      [
+        '--w',
+        'Content-Type: application/ms-tnef; name="winmail.dat"',
+        'Content-Disposition: attachment; filename="winmail.dat"',
+        'Content-Transfer-Encoding: base64',
+        '',
+        ...b64(randomBytesSeeded(3000, 7)),
+        '--w--',
+      ],
+    ),
     s('calendar-bad', ['Content-Type: text/calendar; method=REQUEST; charset=utf-8'], ['BEGIN:VCALENDAR', 'BEGIN:VEVENT', 'DTSTART:not-a-date', 'END:VCALENDAR']),
   ];
 }
@@ -136,7 +198,14 @@ function partsCases(): Array<Omit<HostileCase, 'serverMayRewrite'>> {
     { name: 'attachments-2000', group: 'parts', raw: manyParts('attachments-2000', 2000, true) },
     { name: 'attachments-250', group: 'parts', raw: manyParts('attachments-250', 250, true) },
     { name: 'empty-parts-5000', group: 'parts', raw: manyParts('empty-parts-5000', 5000, false) },
-    { name: 'same-filename-50', group: 'parts', raw: withAttachments('same-filename-50', Array.from({ length: 50 }, (_, i) => ['filename="same.txt"', `copy ${i}`] as [string, string])) },
+    {
+      name: 'same-filename-50',
+      group: 'parts',
+      raw: withAttachments(
+        'same-filename-50',
+        Array.from({ length: 50 }, (_, i) => ['filename="same.txt"', `copy ${i}`] as [string, string]),
+      ),
+    },
     // Over 1 MiB, so the raw message streams while the parser fails at its limit, just after a large attachment.
     { name: 'parts-1200-streamed', group: 'parts', raw: streamedParts('parts-1200-streamed') },
   ];
@@ -155,7 +224,11 @@ function encodingCases(): Array<Omit<HostileCase, 'serverMayRewrite'>> {
   const att = (name: string, cte: string, lines: string[]) => ({
     name,
     group: 'encoding' as const,
-    raw: msg(name, ['Content-Type: multipart/mixed; boundary="e"'], ['--e', 'Content-Type: application/octet-stream', `Content-Transfer-Encoding: ${cte}`, `Content-Disposition: attachment; filename="${name}.bin"`, '', ...lines, '--e--']),
+    raw: msg(
+      name,
+      ['Content-Type: multipart/mixed; boundary="e"'],
+      ['--e', 'Content-Type: application/octet-stream', `Content-Transfer-Encoding: ${cte}`, `Content-Disposition: attachment; filename="${name}.bin"`, '', ...lines, '--e--'],
+    ),
   });
   const big = randomBytesSeeded(2 * 1024 * 1024, 11).toString('base64');
   return [
@@ -164,10 +237,18 @@ function encodingCases(): Array<Omit<HostileCase, 'serverMayRewrite'>> {
     att('base64-one-line-2mb', 'base64', [big.slice(0, 2 * 1024 * 1024)]),
     att('base64-2mb-garbage-middle', 'base64', [...b64(randomBytesSeeded(700_000, 12)), '%%%% not base64 %%%%', ...b64(randomBytesSeeded(700_000, 13))]),
     att('qp-bad-escapes', 'quoted-printable', ['=ZZ=G1=\u00ff=', '=', '==3D=3', 'trailing =']),
-    att('qp-soft-break-storm', 'quoted-printable', Array.from({ length: 20_000 }, () => '=')),
+    att(
+      'qp-soft-break-storm',
+      'quoted-printable',
+      Array.from({ length: 20_000 }, () => '='),
+    ),
     att('unknown-cte', 'x-martian', ['whatever this is']),
     att('uuencode', 'x-uuencode', ['begin 644 evil.txt', 'M86%A86%A86%A86%A86%A86%A86%A86%A86%A86%A86%A86%A86%A86%A86%A', '`', 'end']),
-    { name: 'cte-binary-on-text', group: 'encoding', raw: msg('cte-binary-on-text', ['Content-Type: text/plain; charset=utf-8', 'Content-Transfer-Encoding: binary'], [randomBytesSeeded(200, 14).toString('latin1')]) },
+    {
+      name: 'cte-binary-on-text',
+      group: 'encoding',
+      raw: msg('cte-binary-on-text', ['Content-Type: text/plain; charset=utf-8', 'Content-Transfer-Encoding: binary'], [randomBytesSeeded(200, 14).toString('latin1')]),
+    },
   ];
 }
 
@@ -214,7 +295,10 @@ function headerCases(): Array<Omit<HostileCase, 'serverMayRewrite'>> {
   const h = (name: string, extra: string[], body = [`case ${name}`], subject?: string) => ({ name, group: 'header' as const, raw: msg(name, extra, body, subject) });
   return [
     h('huge-header-2mb', [`X-Huge: ${'h'.repeat(2 * 1024 * 1024)}`]),
-    h('header-lines-50000', Array.from({ length: 50_000 }, (_, i) => `X-Line-${i}: v`)),
+    h(
+      'header-lines-50000',
+      Array.from({ length: 50_000 }, (_, i) => `X-Line-${i}: v`),
+    ),
     h('folded-header-200kb', ['X-Folded: start', ...Array.from({ length: 4000 }, () => ` ${'f'.repeat(50)}`)]),
     h('encoded-word-bomb', [], undefined, Array.from({ length: 20_000 }, (_, i) => `=?utf-8?B?${Buffer.from(`w${i}`).toString('base64')}?=`).join(' ')),
     h('recipients-10000', [`Cc: ${Array.from({ length: 10_000 }, (_, i) => `"R ${i}" <r${i}@many.test>`).join(', ')}`]),
@@ -237,19 +321,56 @@ function bytesCases(): Array<Omit<HostileCase, 'serverMayRewrite'>> {
     { name: 'png-file', group: 'bytes', raw: png },
     { name: 'single-newline', group: 'bytes', raw: Buffer.from('\r\n') },
     { name: 'body-only-no-headers', group: 'bytes', raw: Buffer.from('\r\njust a body, no headers: body-only-no-headers\r\n') },
-    { name: 'eight-bit-everywhere', group: 'bytes', raw: Buffer.from(`From: J\xfcrgen <j@m\xfcller.test>\r\nSubject: eight-bit-everywhere Gr\xfc\xdfe\r\nContent-Type: multipart/mixed; boundary="8"\r\n\r\n--8\r\nContent-Disposition: attachment; filename="\xdcbersicht.pdf"\r\n\r\n\xe4\xf6\xfc\xff\r\n--8--\r\n`, 'latin1') },
-    { name: 'utf8-raw-everywhere', group: 'bytes', raw: Buffer.from('From: 山田 <山田@例え.テスト>\r\nSubject: utf8-raw-everywhere 注文 ✓\r\nContent-Disposition: attachment; filename="請求書.pdf"\r\n\r\nкириллица ✓\r\n', 'utf8') },
+    {
+      name: 'eight-bit-everywhere',
+      group: 'bytes',
+      raw: Buffer.from(
+        `From: J\xfcrgen <j@m\xfcller.test>\r\nSubject: eight-bit-everywhere Gr\xfc\xdfe\r\nContent-Type: multipart/mixed; boundary="8"\r\n\r\n--8\r\nContent-Disposition: attachment; filename="\xdcbersicht.pdf"\r\n\r\n\xe4\xf6\xfc\xff\r\n--8--\r\n`,
+        'latin1',
+      ),
+    },
+    {
+      name: 'utf8-raw-everywhere',
+      group: 'bytes',
+      raw: Buffer.from(
+        'From: 山田 <山田@例え.テスト>\r\nSubject: utf8-raw-everywhere 注文 ✓\r\nContent-Disposition: attachment; filename="請求書.pdf"\r\n\r\nкириллица ✓\r\n',
+        'utf8',
+      ),
+    },
     { name: 'mbox-from-line', group: 'bytes', raw: Buffer.from('From mallory@evil.test Mon Jan  6 08:00:00 2025\r\nFrom: m@evil.test\r\nSubject: mbox-from-line\r\n\r\nbody\r\n') },
   ];
 }
 
 function lineEndingCases(): HostileCase[] {
-  const lines = [...head('LE'), 'Content-Type: multipart/mixed; boundary="le"', '', '--le', 'Content-Type: text/plain', '', 'text', '--le', 'Content-Disposition: attachment; filename="a.txt"', '', 'att', '--le--', ''];
+  const lines = [
+    ...head('LE'),
+    'Content-Type: multipart/mixed; boundary="le"',
+    '',
+    '--le',
+    'Content-Type: text/plain',
+    '',
+    'text',
+    '--le',
+    'Content-Disposition: attachment; filename="a.txt"',
+    '',
+    'att',
+    '--le--',
+    '',
+  ];
   const named = (n: string) => lines.map((l) => l.replace('LE', n));
   return [
     { name: 'bare-lf', group: 'line-endings', raw: Buffer.from(named('bare-lf').join('\n')), serverMayRewrite: true },
     { name: 'bare-cr', group: 'line-endings', raw: Buffer.from(named('bare-cr').join('\r')), serverMayRewrite: true },
-    { name: 'mixed-endings', group: 'line-endings', raw: Buffer.from(named('mixed-endings').map((l, i) => l + ['\r\n', '\n', '\r'][i % 3]).join('')), serverMayRewrite: true },
+    {
+      name: 'mixed-endings',
+      group: 'line-endings',
+      raw: Buffer.from(
+        named('mixed-endings')
+          .map((l, i) => l + ['\r\n', '\n', '\r'][i % 3])
+          .join(''),
+      ),
+      serverMayRewrite: true,
+    },
     { name: 'no-final-newline', group: 'line-endings', raw: Buffer.from(named('no-final-newline').join('\r\n').trimEnd()), serverMayRewrite: true },
     { name: 'nul-in-body', group: 'line-endings', raw: msg('nul-in-body', ['Content-Type: text/plain'], ['a\u0000b\u0000\u0000c']), serverMayRewrite: true },
   ];
@@ -260,10 +381,25 @@ function bodyCases(): Array<Omit<HostileCase, 'serverMayRewrite'>> {
   return [
     b('line-1mb-no-newline', 'text/plain', ['x'.repeat(1024 * 1024)]),
     b('html-deep-tags', 'text/html', ['<div>'.repeat(20_000) + 'deep' + '</div>'.repeat(20_000)]),
-    b('linkify-bait', 'text/plain', Array.from({ length: 2000 }, (_, i) => `xn--a.xn--b.xn--c.xn--d.xn--e.xn--f.xn--g${i}.test http://${'a.'.repeat(60)}test/${i}`)),
-    b('delivery-status', 'multipart/report; report-type=delivery-status; boundary="r"', ['--r', 'Content-Type: message/delivery-status', '', 'Reporting-MTA: ;;;', 'Final-Recipient: garbage', '--r--']),
+    b(
+      'linkify-bait',
+      'text/plain',
+      Array.from({ length: 2000 }, (_, i) => `xn--a.xn--b.xn--c.xn--d.xn--e.xn--f.xn--g${i}.test http://${'a.'.repeat(60)}test/${i}`),
+    ),
+    b('delivery-status', 'multipart/report; report-type=delivery-status; boundary="r"', [
+      '--r',
+      'Content-Type: message/delivery-status',
+      '',
+      'Reporting-MTA: ;;;',
+      'Final-Recipient: garbage',
+      '--r--',
+    ]),
     b('content-disposition-bogus', 'multipart/mixed; boundary="c"', ['--c', 'Content-Disposition: attachment; size=-1; filename; =; "x"', '', 'bogus disposition', '--c--']),
-    b('text-500kb', 'text/plain; charset=utf-8', Array.from({ length: 5000 }, (_, i) => `line ${i} ${'ä'.repeat(40)}`)),
+    b(
+      'text-500kb',
+      'text/plain; charset=utf-8',
+      Array.from({ length: 5000 }, (_, i) => `line ${i} ${'ä'.repeat(40)}`),
+    ),
   ];
 }
 
@@ -272,7 +408,17 @@ function bodyCases(): Array<Omit<HostileCase, 'serverMayRewrite'>> {
  * or serve differently (bare LF/CR, NUL, no final line end) say so.
  */
 export function hostileCorpus(): HostileCase[] {
-  const rest = [...structureCases(), ...partsCases(), ...nestingCases(), ...encodingCases(), ...charsetCases(), ...filenameCases(), ...headerCases(), ...bytesCases(), ...bodyCases()];
+  const rest = [
+    ...structureCases(),
+    ...partsCases(),
+    ...nestingCases(),
+    ...encodingCases(),
+    ...charsetCases(),
+    ...filenameCases(),
+    ...headerCases(),
+    ...bytesCases(),
+    ...bodyCases(),
+  ];
   const cases: HostileCase[] = [...rest.map((c) => ({ ...c, serverMayRewrite: rewritable(c.raw) })), ...lineEndingCases()];
   const names = new Set(cases.map((c) => c.name));
   if (names.size !== cases.length) throw new TypeError('hostile corpus: case names must be unique');

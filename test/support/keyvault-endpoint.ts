@@ -134,8 +134,7 @@ export async function startKeyVault(o: KeyVaultOptions): Promise<KeyVaultEndpoin
     res.end(text);
   };
   const challenge = { 'www-authenticate': `Bearer authorization="${o.authority}", resource="${RESOURCE}"` };
-  const unauthorized = (res: ServerResponse, message: string) =>
-    send(res, 401, { error: { code: 'Unauthorized', message } }, challenge);
+  const unauthorized = (res: ServerResponse, message: string) => send(res, 401, { error: { code: 'Unauthorized', message } }, challenge);
 
   const readBody = (req: IncomingMessage) =>
     new Promise<string>((resolve, reject) => {
@@ -175,13 +174,13 @@ export async function startKeyVault(o: KeyVaultOptions): Promise<KeyVaultEndpoin
     }
     const cm = /^\/certificates\/([0-9A-Za-z-]+)(?:\/([0-9a-f]*))?\/?$/.exec(url.pathname);
     if (cm && req.method === 'GET') {
-      const list = secrets.get(cm[1]!.toLowerCase())?.filter((x) => x.cer);
+      const list = secrets.get(cm[1].toLowerCase())?.filter((x) => x.cer);
       const v = cm[2] ? list?.find((x) => x.version === cm[2]) : list?.at(-1);
       if (!v) {
         send(res, 404, { error: { code: 'CertificateNotFound', message: `A certificate with (name/id) ${cm[1]} was not found in this key vault.` } });
         return;
       }
-      send(res, 200, certificateBundle(cm[1]!, v));
+      send(res, 200, certificateBundle(cm[1], v));
       return;
     }
     const m = /^\/secrets\/([0-9A-Za-z-]+)(?:\/([0-9a-f]*))?\/?$/.exec(url.pathname);
@@ -189,7 +188,7 @@ export async function startKeyVault(o: KeyVaultOptions): Promise<KeyVaultEndpoin
       send(res, 404, { error: { code: 'NotFound', message: 'Not Found' } });
       return;
     }
-    const name = m[1]!;
+    const name = m[1];
     const versionId = m[2] ?? '';
     if (req.method === 'PUT' && !versionId) {
       let value: unknown;

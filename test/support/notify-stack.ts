@@ -61,7 +61,7 @@ export async function startNotifyStack(): Promise<NotifyStack> {
     async runtime(o = {}) {
       // Tests run one after another: an earlier test's pooled connections must not hold the mailbox's 3 slots.
       for (const r of runtimes) r.close();
-      for (const deadline = Date.now() + 5_000; smtp.activeConnections(MAILBOX) > 0 && Date.now() < deadline; ) {
+      for (const deadline = Date.now() + 5_000; smtp.activeConnections(MAILBOX) > 0 && Date.now() < deadline;) {
         await new Promise((r) => setTimeout(r, 10));
       }
       const app = o.app ?? APP_OK;

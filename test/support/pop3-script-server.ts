@@ -142,7 +142,7 @@ export async function startScriptServer(scripts: Script | Script[], options: { t
       socket = secure;
     }
     const conn = new ScriptConn(socket);
-    const script = list[Math.min(connections.length, list.length - 1)]!;
+    const script = list[Math.min(connections.length, list.length - 1)];
     connections.push(conn);
     script(conn)
       .catch((e) => errors.push(e))
@@ -197,7 +197,7 @@ export function maildropScript(o: MaildropOptions): Script {
       const n = Number(arg);
       return Number.isInteger(n) && n >= 1 && n <= o.messages.length && !deleted.has(n) ? n : undefined;
     };
-    const size = (n: number) => Buffer.byteLength(o.messages[n - 1]!.body as string);
+    const size = (n: number) => Buffer.byteLength(o.messages[n - 1].body);
     for (;;) {
       const line = await c.readLine();
       if (line === null) return;
@@ -211,7 +211,7 @@ export function maildropScript(o: MaildropOptions): Script {
           const blob = await c.readLine();
           if (blob === null) return;
           const m = /^user=([^\x01]*)\x01auth=Bearer ([^\x01]*)\x01\x01$/.exec(Buffer.from(blob, 'base64').toString('utf8'));
-          if (m && (o.accept?.(m[1]!, m[2]!) ?? true)) {
+          if (m && (o.accept?.(m[1], m[2]) ?? true)) {
             await c.write('+OK User successfully authenticated.\r\n');
           } else {
             await c.write(`+ ${Buffer.from('{"status":"401","schemes":"bearer"}').toString('base64')}\r\n`);
@@ -227,7 +227,7 @@ export function maildropScript(o: MaildropOptions): Script {
         }
         case 'UIDL':
         case 'LIST': {
-          const field = (n: number) => (cmd.toUpperCase() === 'UIDL' ? o.messages[n - 1]!.uid : String(size(n)));
+          const field = (n: number) => (cmd.toUpperCase() === 'UIDL' ? o.messages[n - 1].uid : String(size(n)));
           if (a !== undefined) {
             const n = get(a);
             await c.write(n ? `+OK ${n} ${field(n)}\r\n` : '-ERR no such message\r\n');
@@ -245,7 +245,7 @@ export function maildropScript(o: MaildropOptions): Script {
             await c.write('-ERR no such message\r\n');
             break;
           }
-          let body = o.messages[n - 1]!.body.toString();
+          let body = o.messages[n - 1].body.toString();
           if (cmd.toUpperCase() === 'TOP') {
             const [head, ...rest] = body.split('\r\n\r\n');
             const lines = rest.join('\r\n\r\n').split('\r\n').slice(0, Number(b));

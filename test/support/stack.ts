@@ -76,7 +76,7 @@ export async function startStack(): Promise<Stack> {
       const env: Record<string, string> = { ...sandbox.env(mailboxes, opts.app), POSTROOM_CONCURRENCY: '4', ...opts.env };
       let credential;
       if (opts.keyVault) {
-        const apps = JSON.parse(env.POSTROOM_APPS!);
+        const apps = JSON.parse(env.POSTROOM_APPS);
         apps[0].secret = { vaultUrl: vault.vaultUrl, name: 'postroom-client-secret' };
         env.POSTROOM_APPS = JSON.stringify(apps);
         const { ClientSecretCredential } = await import('@azure/identity');
@@ -85,7 +85,7 @@ export async function startStack(): Promise<Stack> {
           authorityHost: sandbox.token.authorityHost,
           disableInstanceDiscovery: true,
           tlsOptions: { ca: sandbox.certs.ca },
-        } as never);
+        });
       }
       const log = memoryLogger();
       const config = loadConfig(env);

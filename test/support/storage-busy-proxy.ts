@@ -93,8 +93,12 @@ export async function startStorageBusyProxy(o: StorageBusyProxyOptions): Promise
   await once(server, 'listening');
   return {
     port: (server.address() as AddressInfo).port,
-    get busy() { return busy; },
-    get forwarded() { return forwarded; },
+    get busy() {
+      return busy;
+    },
+    get forwarded() {
+      return forwarded;
+    },
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());

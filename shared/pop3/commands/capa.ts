@@ -33,7 +33,7 @@ export function parseCapa(lines: readonly (Buffer | string)[]): Pop3Capabilities
     const line = (typeof raw === 'string' ? raw : raw.toString('latin1')).trim();
     if (line === '') continue;
     const [name, ...args] = line.split(/ +/);
-    map.set(name!.toUpperCase(), args);
+    map.set(name.toUpperCase(), args);
   }
   return new Pop3Capabilities(map);
 }

@@ -16,10 +16,10 @@ const UID_RE = /^[\x21-\x7e]{1,256}$/;
 /** Parses one `msg uid` line (a multi-line body line, or a single reply's text). */
 export function parseUidlLine(line: Buffer | string, subject?: string): Pop3UidlEntry {
   const f = fields(line);
-  if (f.length !== 2 || !UID_RE.test(f[1]!)) {
+  if (f.length !== 2 || !UID_RE.test(f[1])) {
     throw new PostroomError('ProtocolError', `UIDL: malformed line ${JSON.stringify(String(line).slice(0, 80))}`, { subject });
   }
-  return { msg: parseNumber(f[0], 'UIDL', subject), uid: f[1]! };
+  return { msg: parseNumber(f[0], 'UIDL', subject), uid: f[1] };
 }
 
 /** Parses UIDL's body lines. */
