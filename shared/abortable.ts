@@ -18,7 +18,7 @@ export function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefine
       },
       (e: unknown) => {
         signal.removeEventListener('abort', onAbort);
-        reject(e);
+        reject(e instanceof Error ? e : new Error(String(e)));
       },
     );
   });

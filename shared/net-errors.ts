@@ -36,5 +36,9 @@ export function isConnectError(e: { code?: unknown }): boolean {
 export function isTlsError(e: { code?: unknown; message?: unknown }): boolean {
   const code = typeof e.code === 'string' ? e.code : '';
   if (CONNECT_CODES.has(code)) return false;
-  return /^ERR_(SSL|TLS)_/.test(code) || /CERT|^UNABLE_TO_|^SELF_SIGNED|^HOSTNAME_MISMATCH|^DEPTH_ZERO/.test(code) || /SSL routines|certificate|TLS/i.test(String(e.message ?? ''));
+  return (
+    /^ERR_(SSL|TLS)_/.test(code) ||
+    /CERT|^UNABLE_TO_|^SELF_SIGNED|^HOSTNAME_MISMATCH|^DEPTH_ZERO/.test(code) ||
+    /SSL routines|certificate|TLS/i.test(typeof e.message === 'string' ? e.message : '')
+  );
 }

@@ -69,78 +69,88 @@ export interface StorageClients {
 }
 
 export function createStorageClients(config: StorageConfig): StorageClients {
-  let blobService: Promise<BlobServiceClient> | undefined;
-  let queueService: Promise<QueueServiceClient> | undefined;
+  const services = serviceClients(config);
   const containers = new Map<string, Promise<ContainerClient>>();
   const queues = new Map<string, Promise<QueueClient>>();
   const tables = new Map<string, Promise<TableClient>>();
-  const credential = storageCredential(config);
-  const uris = config.serviceUris;
-  const identityMode = (): NonNullable<StorageConfig['serviceUris']> => {
-    if (!uris) throw new TypeError('storage config has neither a connection string nor service URIs (build it with loadConfig)');
-    return uris;
-  };
-  const insecure = config.connectionString ? /DefaultEndpointsProtocol=http;|=http:\/\//i.test(config.connectionString) : false;
-
-  const blobs = () =>
-    (blobService ??= (async () => {
-      const { BlobServiceClient } = await import('@azure/storage-blob');
-      return config.connectionString
-        ? BlobServiceClient.fromConnectionString(config.connectionString, { retryOptions: STORAGE_RETRY_OPTIONS })
-        : new BlobServiceClient(identityMode().blob, credential, { retryOptions: STORAGE_RETRY_OPTIONS });
-    })());
-  const queuesSvc = () =>
-    (queueService ??= (async () => {
-      const { QueueServiceClient } = await import('@azure/storage-queue');
-      return config.connectionString
-        ? QueueServiceClient.fromConnectionString(config.connectionString, { retryOptions: STORAGE_RETRY_OPTIONS })
-        : new QueueServiceClient(identityMode().queue, credential, { retryOptions: STORAGE_RETRY_OPTIONS });
-    })());
-
-  // In Azure the template creates every queue, container and table, and the
-  // identity's roles are scoped to them: creating may be refused (403) where
-  // using is allowed. Carry on then; a missing resource fails on first use.
-  const ensureExists = async (create: () => Promise<unknown>): Promise<void> => {
-    try {
-      await create();
-    } catch (e) {
-      const status = (e as { statusCode?: number }).statusCode;
-      if (status === 409 || (status === 403 && !config.connectionString)) return;
-      throw e;
-    }
-  };
-
-  const memo = <T>(map: Map<string, Promise<T>>, name: string, make: () => Promise<T>): Promise<T> => {
-    let p = map.get(name);
-    if (!p) {
-      p = make();
-      p.catch(() => map.delete(name));
-      map.set(name, p);
-    }
-    return p;
-  };
-
+  const ensure = (create: () => Promise<unknown>) => ensureExists(create, config);
   return {
     container: (name) =>
       memo(containers, name, async () => {
-        const c = (await blobs()).getContainerClient(name);
-        await ensureExists(() => c.createIfNotExists());
+        const c = (await services.blobs()).getContainerClient(name);
+        await ensure(() => c.createIfNotExists());
         return c;
       }),
     queue: (name) =>
       memo(queues, name, async () => {
-        const q = (await queuesSvc()).getQueueClient(name);
-        await ensureExists(() => q.createIfNotExists());
+        const q = (await services.queues()).getQueueClient(name);
+        await ensure(() => q.createIfNotExists());
         return q;
       }),
     table: (name) =>
       memo(tables, name, async () => {
-        const { TableClient } = await import('@azure/data-tables');
-        const t = config.connectionString
-          ? TableClient.fromConnectionString(config.connectionString, name, { allowInsecureConnection: insecure, retryOptions: TABLE_RETRY_OPTIONS })
-          : new TableClient(identityMode().table, name, credential, { retryOptions: TABLE_RETRY_OPTIONS });
-        await ensureExists(() => t.createTable());
+        const t = await services.table(name);
+        await ensure(() => t.createTable());
         return t;
       }),
   };
+}
+
+/** The blob and queue service clients (built once) and table clients, by connection string or service URI + credential. */
+function serviceClients(config: StorageConfig) {
+  let blobService: Promise<BlobServiceClient> | undefined;
+  let queueService: Promise<QueueServiceClient> | undefined;
+  const credential = storageCredential(config);
+  const uris = (): NonNullable<StorageConfig['serviceUris']> => {
+    if (!config.serviceUris) throw new TypeError('storage config has neither a connection string nor service URIs (build it with loadConfig)');
+    return config.serviceUris;
+  };
+  const cs = config.connectionString;
+  const insecure = cs ? /DefaultEndpointsProtocol=http;|=http:\/\//i.test(cs) : false;
+  return {
+    blobs: () =>
+      (blobService ??= import('@azure/storage-blob').then(({ BlobServiceClient }) =>
+        cs
+          ? BlobServiceClient.fromConnectionString(cs, { retryOptions: STORAGE_RETRY_OPTIONS })
+          : new BlobServiceClient(uris().blob, credential, { retryOptions: STORAGE_RETRY_OPTIONS }),
+      )),
+    queues: () =>
+      (queueService ??= import('@azure/storage-queue').then(({ QueueServiceClient }) =>
+        cs
+          ? QueueServiceClient.fromConnectionString(cs, { retryOptions: STORAGE_RETRY_OPTIONS })
+          : new QueueServiceClient(uris().queue, credential, { retryOptions: STORAGE_RETRY_OPTIONS }),
+      )),
+    table: async (name: string): Promise<TableClient> => {
+      const { TableClient } = await import('@azure/data-tables');
+      return cs
+        ? TableClient.fromConnectionString(cs, name, { allowInsecureConnection: insecure, retryOptions: TABLE_RETRY_OPTIONS })
+        : new TableClient(uris().table, name, credential, { retryOptions: TABLE_RETRY_OPTIONS });
+    },
+  };
+}
+
+/**
+ * In Azure the template creates every queue, container and table, and the
+ * identity's roles are scoped to them: creating may be refused (403) where
+ * using is allowed. Carry on then; a missing resource fails on first use.
+ */
+async function ensureExists(create: () => Promise<unknown>, config: StorageConfig): Promise<void> {
+  try {
+    await create();
+  } catch (e) {
+    const status = (e as { statusCode?: number }).statusCode;
+    if (status === 409 || (status === 403 && !config.connectionString)) return;
+    throw e;
+  }
+}
+
+/** One promise per name; a failed one is forgotten so the next call tries again. */
+function memo<T>(map: Map<string, Promise<T>>, name: string, make: () => Promise<T>): Promise<T> {
+  let p = map.get(name);
+  if (!p) {
+    p = make();
+    p.catch(() => map.delete(name));
+    map.set(name, p);
+  }
+  return p;
 }

@@ -194,9 +194,7 @@ function federatedCredential(app: AppConfig, clientId: string | undefined, optio
   };
   return {
     kind: 'federated',
-    async msalAuth() {
-      return { key: `federated:${clientId ?? 'system'}`, auth: { clientAssertion } };
-    },
+    msalAuth: () => Promise.resolve({ key: `federated:${clientId ?? 'system'}`, auth: { clientAssertion } }),
     info: () => ({ kind: 'federated' }),
   };
 }

@@ -127,11 +127,11 @@ async function showPoison(runtime: Runtime, queues: readonly PoisonQueue[], id: 
       : undefined;
     if (!hit) {
       // Beyond the 32 a peek shows: look through the rest, putting every message back at once.
-      await scanQueue(q, async (m) => {
-        if (m.messageId !== id) return false;
+      await scanQueue(q, (m) => {
+        if (m.messageId !== id) return Promise.resolve(false);
         text = m.messageText;
         meta = { insertedOn: m.insertedOn?.toISOString() ?? null, dequeueCount: m.dequeueCount };
-        return false;
+        return Promise.resolve(false);
       });
     }
     if (text === undefined) continue;

@@ -6,7 +6,7 @@ export const SETUP_SCRIPT_USAGE = `postroom setup-script [--format powershell|ba
   Prints the whole Exchange Online app-only setup for the configured apps and mailboxes (safe to re-run).`;
 
 /** `postroom setup-script`: the generated admin script on stdout. */
-export async function setupScriptCommand(args: string[], ctx: CliContext): Promise<number> {
+export function setupScriptCommand(args: string[], ctx: CliContext): Promise<number> {
   const { values } = parseArgs({
     args,
     options: {
@@ -17,8 +17,8 @@ export async function setupScriptCommand(args: string[], ctx: CliContext): Promi
     strict: true,
   });
   const format = values.format as SetupScriptFormat;
-  if (format !== 'powershell' && format !== 'bash') throw new CliUsageError(`--format must be powershell or bash, not "${values.format}"`);
+  if (format !== 'powershell' && format !== 'bash') return Promise.reject(new CliUsageError(`--format must be powershell or bash, not "${values.format}"`));
   const script = renderSetupScript(ctx.config(), { format, functionApp: values['function-app'], resourceGroup: values['resource-group'] });
   ctx.io.stdout.write(script);
-  return EXIT.ok;
+  return Promise.resolve(EXIT.ok);
 }

@@ -1,6 +1,5 @@
 import { readFileSync } from 'node:fs';
 import { Cron } from 'croner';
-import type { z } from 'zod';
 import { PostroomError } from '../errors.js';
 import { parseLogLevel } from '../logger.js';
 import { settingWarnings } from '../diagnose/settings.js';
@@ -160,20 +159,6 @@ function readJson(setting: string, raw: string | undefined, problems: string[]):
     problems.push(`${setting}: not valid JSON (${(e as Error).message})`);
     return undefined;
   }
-}
-
-function parseJson<T extends z.ZodType>(setting: string, raw: string | undefined, schema: T, problems: string[]): z.infer<T> | undefined {
-  const data = readJson(setting, raw, problems);
-  if (data === undefined) return undefined;
-  const result = schema.safeParse(data);
-  if (!result.success) {
-    for (const issue of result.error.issues) {
-      const path = issue.path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`)).join('');
-      problems.push(`${setting}${path}: ${issue.message}`);
-    }
-    return undefined;
-  }
-  return result.data;
 }
 
 function deepFreeze<T>(o: T): T {

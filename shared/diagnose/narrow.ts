@@ -149,71 +149,51 @@ function describe(results: Results): string[] {
 }
 
 function conclude(o: NarrowAuthRefusalOptions, r: Results, evidence: string[]): Diagnosis {
+  const found = fromServerSignal(o, r, evidence) ?? fromComparison(o, r, evidence);
+  if (found) return found;
+  const why = `${NAMES[o.refused]} refused the token and no other protocol could be compared (${describe(r).join('; ') || 'no probes'})`;
+  return diagnosis(o, 'AuthenticationFailed', why, 'possible', evidence, o.refused);
+}
+
+/** What a server said outright: SMTP AUTH off, a mailbox it cannot open, or the refusal gone by now. */
+function fromServerSignal(o: NarrowAuthRefusalOptions, r: Results, evidence: string[]): Diagnosis | undefined {
   const mbx = o.mailbox;
-  const refusedName = NAMES[o.refused];
   const smtp = r.smtp;
   if (o.refused === 'smtp' && smtp && 'code' in smtp && smtp.code === 'SmtpAuthDisabled') {
     return diagnosis(o, 'SmtpAuthDisabled', `SMTP answered 535 5.7.139: SMTP AUTH is disabled for ${mbx} or the tenant`, 'certain', evidence, 'smtp');
   }
   const notConnected = (['imap', 'pop3'] as const).find((p) => r[p]?.outcome === 'not-connected');
   if (notConnected) {
-    return diagnosis(
-      o,
-      'MailboxNotConnected',
-      `${NAMES[notConnected]} authenticated the app but could not open ${mbx}: the service principal is registered but has no FullAccess on this mailbox`,
-      'certain',
-      evidence,
-      notConnected,
-    );
+    const cause = `${NAMES[notConnected]} authenticated the app but could not open ${mbx}: the service principal is registered but has no FullAccess on this mailbox`;
+    return diagnosis(o, 'MailboxNotConnected', cause, 'certain', evidence, notConnected);
   }
   if (r[o.refused]?.outcome === 'ok') {
-    return diagnosis(
-      o,
-      'AuthenticationFailed',
-      `${refusedName} accepts the same token now: the refusal was transient, or a permission change was still being applied`,
-      'possible',
-      evidence,
-      o.refused,
-    );
+    const cause = `${NAMES[o.refused]} accepts the same token now: the refusal was transient, or a permission change was still being applied`;
+    return diagnosis(o, 'AuthenticationFailed', cause, 'possible', evidence, o.refused);
   }
+  return undefined;
+}
+
+/** What the other protocols' answers to the same token tell: a protocol switched off, or no service principal at all. */
+function fromComparison(o: NarrowAuthRefusalOptions, r: Results, evidence: string[]): Diagnosis | undefined {
+  const mbx = o.mailbox;
+  const refusedName = NAMES[o.refused];
   const opened = (['imap', 'pop3'] as const).filter((p) => p !== o.refused && r[p]?.outcome === 'ok');
+  const via = opened.map((p) => NAMES[p]).join(' and ');
   if (opened.length && o.refused !== 'smtp') {
-    const via = opened.map((p) => NAMES[p]).join(' and ');
-    return diagnosis(
-      o,
-      'ProtocolDisabled',
-      `${via} opened ${mbx} with the same token, so the service principal is registered and has FullAccess; ${refusedName} refuses it: ${refusedName} is disabled for ${mbx}`,
-      'likely',
-      evidence,
-      o.refused,
-    );
+    const cause = `${via} opened ${mbx} with the same token, so the service principal is registered and has FullAccess; ${refusedName} refuses it: ${refusedName} is disabled for ${mbx}`;
+    return diagnosis(o, 'ProtocolDisabled', cause, 'likely', evidence, o.refused);
   }
   if (opened.length) {
-    const via = opened.map((p) => NAMES[p]).join(' and ');
-    return diagnosis(
-      o,
-      'AuthenticationFailed',
-      `${via} opened ${mbx} with the same token (service principal and FullAccess in place); SMTP refuses it with 5.7.3: SMTP AUTH may be off for ${mbx}, or SMTP.SendAsApp not yet applied`,
-      'possible',
-      evidence,
-      'smtp',
-    );
+    const cause = `${via} opened ${mbx} with the same token (service principal and FullAccess in place); SMTP refuses it with 5.7.3: SMTP AUTH may be off for ${mbx}, or SMTP.SendAsApp not yet applied`;
+    return diagnosis(o, 'AuthenticationFailed', cause, 'possible', evidence, 'smtp');
   }
   const refused = (['imap', 'pop3', 'smtp'] as const).filter((p) => r[p]?.outcome === 'refused');
   const tried = (['imap', 'pop3', 'smtp'] as const).filter((p) => r[p] && r[p].outcome !== 'skipped');
-  if (refused.length && refused.length === tried.length) {
-    const list = refused.map((p) => NAMES[p]).join(', ');
-    const cause = `every protocol tried (${list}) refused the same token for ${mbx}, and the token passes every local check: Exchange does not know the app's service principal (not registered, or registered with the App registration's object id instead of the Enterprise application's), or it has no permission on this mailbox`;
-    return diagnosis(o, 'ServicePrincipalNotRegistered', cause, refused.length >= 2 ? 'likely' : 'possible', evidence, o.refused);
-  }
-  return diagnosis(
-    o,
-    'AuthenticationFailed',
-    `${refusedName} refused the token and no other protocol could be compared (${describe(r).join('; ') || 'no probes'})`,
-    'possible',
-    evidence,
-    o.refused,
-  );
+  if (!refused.length || refused.length !== tried.length) return undefined;
+  const list = refused.map((p) => NAMES[p]).join(', ');
+  const cause = `every protocol tried (${list}) refused the same token for ${mbx}, and the token passes every local check: Exchange does not know the app's service principal (not registered, or registered with the App registration's object id instead of the Enterprise application's), or it has no permission on this mailbox`;
+  return diagnosis(o, 'ServicePrincipalNotRegistered', cause, refused.length >= 2 ? 'likely' : 'possible', evidence, o.refused);
 }
 
 function diagnosis(o: NarrowAuthRefusalOptions, code: PostroomErrorCode, cause: string, confidence: DiagnosisConfidence, evidence: string[], protocol: MailProtocol): Diagnosis {

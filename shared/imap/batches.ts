@@ -114,11 +114,11 @@ function toMessage(session: ImapSession, m: MessageMeta, sources: Map<number, Bu
     id: String(m.uid),
     size: m.size,
     receivedAt: m.internalDate,
-    async open() {
+    open() {
       const buf = sources.get(m.uid);
-      if (!buf) return downloadMessage(session, m.uid, m.size);
+      if (!buf) return Promise.resolve(downloadMessage(session, m.uid, m.size));
       sources.delete(m.uid);
-      return Readable.from([buf]);
+      return Promise.resolve(Readable.from([buf]));
     },
   };
 }

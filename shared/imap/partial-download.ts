@@ -61,91 +61,110 @@ export type PartialFetchClient = Pick<ImapFlow, 'fetchOne'>;
  */
 export function partialDownload(client: PartialFetchClient, o: PartialDownloadOptions): Readable {
   if (!Number.isInteger(o.uid) || o.uid < 1) throw new TypeError(`partialDownload: uid must be a positive integer, got ${o.uid}`);
-  const maxWindow = o.maxWindow ?? 4 * 1024 * 1024;
-  const maxInFlight = Math.max(o.maxInFlight ?? 8 * 1024 * 1024, maxWindow);
-  const piece = o.piece ?? 64 * 1024;
-  let window = Math.min(o.window ?? 512 * 1024, maxWindow);
-  let hint = Math.max(1, o.size);
-  let next = 0;
-  let outstanding = 0;
-  let ended = false;
-  let destroyed = false;
-  let pumping = false;
-  let wantMore = true;
-  const queue: Window[] = [];
-  const sizer = windowSizer(
-    () => window,
-    (w) => (window = Math.min(maxWindow, w)),
-  );
+  const d = new WindowedDownload(client, o);
+  const onAbort = () => d.stream.destroy(o.signal!.reason instanceof Error ? o.signal!.reason : new Error('download aborted'));
+  d.stream = new Readable({
+    highWaterMark: d.piece,
+    read() {
+      d.wantMore = true;
+      d.issue();
+      void d.pump();
+    },
+    destroy(err, cb) {
+      d.destroyed = true;
+      o.signal?.removeEventListener('abort', onAbort);
+      cb(err);
+    },
+  });
+  if (o.signal?.aborted) queueMicrotask(onAbort);
+  else o.signal?.addEventListener('abort', onAbort, { once: true });
+  return d.stream;
+}
 
-  const request = (start: number, length: number): Window => {
+/** The state of one download: windows requested, in flight, and handed on in order. */
+class WindowedDownload {
+  readonly piece: number;
+  readonly #maxWindow: number;
+  readonly #maxInFlight: number;
+  readonly #sizer: ReturnType<typeof windowSizer>;
+  readonly #queue: Window[] = [];
+  #window: number;
+  #hint: number;
+  #next = 0;
+  #outstanding = 0;
+  #ended = false;
+  #pumping = false;
+  destroyed = false;
+  wantMore = true;
+  stream!: Readable;
+
+  constructor(
+    private readonly client: PartialFetchClient,
+    private readonly o: PartialDownloadOptions,
+  ) {
+    this.#maxWindow = o.maxWindow ?? 4 * 1024 * 1024;
+    this.#maxInFlight = Math.max(o.maxInFlight ?? 8 * 1024 * 1024, this.#maxWindow);
+    this.piece = o.piece ?? 64 * 1024;
+    this.#window = Math.min(o.window ?? 512 * 1024, this.#maxWindow);
+    this.#hint = Math.max(1, o.size);
+    this.#sizer = windowSizer(
+      () => this.#window,
+      (w) => (this.#window = Math.min(this.#maxWindow, w)),
+    );
+  }
+
+  #request(start: number, length: number): Window {
+    const { o } = this;
     const issued = performance.now();
-    const data = client.fetchOne(String(o.uid), { uid: true, source: { start, maxLength: length } }, { uid: true }).then((msg) => {
-      sizer.completed(issued, length);
+    const data = this.client.fetchOne(String(o.uid), { uid: true, source: { start, maxLength: length } }, { uid: true }).then((msg) => {
+      this.#sizer.completed(issued, length);
       // No FETCH response at all: the message was expunged (a window past the end still answers, empty).
       if (!msg) throw new PostroomError('CommandFailed', `message UID ${o.uid} is gone`, { subject: o.subject });
       return msg.source ?? Buffer.alloc(0);
     });
     data.catch(() => undefined); // observed by pump() in order; an unread window must not be an unhandled rejection
     return { start, length, data };
-  };
+  }
 
-  const issue = () => {
-    // Past the size hint only once the window at the hint came back full (the hint was short).
-    while (!destroyed && !ended && next < hint && (outstanding + window <= maxInFlight || !queue.length)) {
+  /** Queues windows while the in-flight budget allows; past the size hint only once the window at the hint came back full. */
+  issue(): void {
+    while (!this.destroyed && !this.#ended && this.#next < this.#hint && (this.#outstanding + this.#window <= this.#maxInFlight || !this.#queue.length)) {
       // Never clipped to the hint: a last window that comes back short ends the download without
       // one more round trip, and one that comes back full shows the hint was short.
-      const length = window;
-      queue.push(request(next, length));
-      next += length;
-      outstanding += length;
+      const length = this.#window;
+      this.#queue.push(this.#request(this.#next, length));
+      this.#next += length;
+      this.#outstanding += length;
     }
-  };
+  }
 
-  const pump = async () => {
-    if (pumping) return;
-    pumping = true;
+  /** Hands windows on in order, in `piece`-sized slices, as long as the reader wants more. */
+  async pump(): Promise<void> {
+    if (this.#pumping) return;
+    this.#pumping = true;
     try {
-      while (!destroyed && wantMore && queue.length) {
-        const w = queue[0];
+      while (!this.destroyed && this.wantMore && this.#queue.length) {
+        const w = this.#queue[0];
         const buf = await w.data;
-        queue.shift();
-        outstanding -= w.length;
-        if (destroyed) return;
-        for (let i = 0; i < buf.length; i += piece) wantMore = stream.push(buf.subarray(i, i + piece)) && wantMore;
-        if (buf.length < w.length) ended = true;
-        else if (!queue.length && next >= hint) hint += window;
-        issue();
+        this.#queue.shift();
+        this.#outstanding -= w.length;
+        if (this.destroyed) return;
+        for (let i = 0; i < buf.length; i += this.piece) this.wantMore = this.stream.push(buf.subarray(i, i + this.piece)) && this.wantMore;
+        if (buf.length < w.length) this.#ended = true;
+        else if (!this.#queue.length && this.#next >= this.#hint) this.#hint += this.#window;
+        this.issue();
       }
-      if (!destroyed && ended && !queue.length) stream.push(null);
-      else if (!destroyed && !queue.length && !ended) {
-        hint = Math.max(hint, next + 1);
-        issue();
+      if (!this.destroyed && this.#ended && !this.#queue.length) this.stream.push(null);
+      else if (!this.destroyed && !this.#queue.length && !this.#ended) {
+        this.#hint = Math.max(this.#hint, this.#next + 1);
+        this.issue();
       }
     } catch (e) {
-      stream.destroy(e as Error);
+      this.stream.destroy(e as Error);
     } finally {
-      pumping = false;
+      this.#pumping = false;
     }
-  };
-
-  const stream = new Readable({
-    highWaterMark: piece,
-    read() {
-      wantMore = true;
-      issue();
-      void pump();
-    },
-    destroy(err, cb) {
-      destroyed = true;
-      o.signal?.removeEventListener('abort', onAbort);
-      cb(err);
-    },
-  });
-  const onAbort = () => stream.destroy(o.signal!.reason instanceof Error ? o.signal!.reason : new Error('download aborted'));
-  if (o.signal?.aborted) queueMicrotask(onAbort);
-  else o.signal?.addEventListener('abort', onAbort, { once: true });
-  return stream;
+  }
 }
 
 /**

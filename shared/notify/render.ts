@@ -1,4 +1,4 @@
-import type { NotificationJob, NotifiedMessage } from './job.js';
+import type { DigestData, FailureData, NotificationJob, NotifiedMessage, RecoveredData } from './job.js';
 
 /** A notification ready to send: header-safe subject, and the same content as text and as escaped HTML. */
 export interface RenderedNotification {
@@ -85,62 +85,79 @@ function page(title: string, body: string): string {
  */
 export function renderNotification(job: NotificationJob, options: { subjectPrefix: string; container?: string }): RenderedNotification {
   const prefix = headerSafe(options.subjectPrefix, 60);
-  const mbx = line(job.mailbox);
-  const subj = (s: string) => headerSafe(prefix ? `${prefix} ${s}` : s);
-  const where = options.container ? ` in container "${options.container}"` : '';
+  const ctx: RenderContext = {
+    mbx: line(job.mailbox),
+    subj: (s: string) => headerSafe(prefix ? `${prefix} ${s}` : s),
+    where: options.container ? ` in container "${options.container}"` : '',
+  };
   switch (job.kind) {
-    case 'digest': {
-      const d = job.data;
-      const rows = messageRows(d.messages);
-      const head = `${plural(d.count, 'new message')} (${formatBytes(d.totalBytes)}) ingested from ${mbx}.`;
-      const more = d.omitted ? `${plural(d.omitted, 'more message')} not listed (one notification holds at most ${d.messages.length}).` : '';
-      const tail = d.outcome === 'failed' ? 'The poll then failed; a failure alert follows if it keeps failing.' : '';
-      return {
-        subject: subj(`${plural(d.count, 'new message')} in ${mbx}`),
-        text: [head, `Blobs are under the prefixes below${where}.`, '', ...rows.text, ...(more ? ['', more] : []), ...(tail ? ['', tail] : []), ''].join('\n'),
-        html: page(
-          head,
-          `<p>${escapeHtml(head)} Blobs are under the prefixes below${escapeHtml(where)}.</p>${TABLE_HEAD}${rows.html.join('')}</table>` +
-            (more ? `<p>${escapeHtml(more)}</p>` : '') +
-            (tail ? `<p>${escapeHtml(tail)}</p>` : ''),
-        ),
-      };
-    }
-    case 'message': {
-      const m = job.data;
-      const rows = messageRows([m]);
-      const head = `New message ingested from ${mbx}.`;
-      return {
-        subject: subj(`New message in ${mbx}: ${m.subject ?? '(no subject)'}`),
-        text: [head, '', ...rows.text, ''].join('\n'),
-        html: page(head, `<p>${escapeHtml(head)}</p>${TABLE_HEAD}${rows.html.join('')}</table>`),
-      };
-    }
-    case 'failure': {
-      const f = job.data;
-      const head = `Polling ${mbx} has failed ${plural(f.consecutiveFailures, 'time')} in a row (${f.code}).`;
-      const last = f.lastSuccessAt ? `Last successful poll: ${f.lastSuccessAt}.` : 'No successful poll recorded yet.';
-      const fix = f.fix || 'No admin step is known for this error; it may clear by itself. Check the function logs.';
-      const note = 'You will not get another alert for this error until polling recovers.';
-      return {
-        subject: subj(`ALERT: polling ${mbx} failed ${plural(f.consecutiveFailures, 'time')} (${f.code})`),
-        text: [head, '', `Error: ${line(f.message)}`, '', `How to fix: ${line(fix)}`, '', last, note, ''].join('\n'),
-        html: page(
-          head,
-          `<p><strong>${escapeHtml(head)}</strong></p><p>Error: ${escapeHtml(line(f.message))}</p>` +
-            `<p>How to fix:</p><pre style="white-space:pre-wrap">${escapeHtml(fix)}</pre><p>${escapeHtml(last)} ${escapeHtml(note)}</p>`,
-        ),
-      };
-    }
-    case 'recovered': {
-      const r = job.data;
-      const head = `Polling ${mbx} works again (it had failed with ${r.code}).`;
-      const detail = `${plural(r.delivered, 'message')} ingested by the recovering poll.${r.alertedAt ? ` Alerted at ${r.alertedAt}.` : ''}`;
-      return {
-        subject: subj(`Recovered: polling ${mbx} works again`),
-        text: [head, detail, ''].join('\n'),
-        html: page(head, `<p>${escapeHtml(head)}</p><p>${escapeHtml(detail)}</p>`),
-      };
-    }
+    case 'digest':
+      return renderDigest(job.data, ctx);
+    case 'message':
+      return renderMessage(job.data, ctx);
+    case 'failure':
+      return renderFailure(job.data, ctx);
+    case 'recovered':
+      return renderRecovered(job.data, ctx);
   }
+}
+
+/** What every kind's renderer shares: the mailbox as one line, the subject maker, where the blobs are. */
+interface RenderContext {
+  mbx: string;
+  subj: (s: string) => string;
+  where: string;
+}
+
+function renderDigest(d: DigestData, { mbx, subj, where }: RenderContext): RenderedNotification {
+  const rows = messageRows(d.messages);
+  const head = `${plural(d.count, 'new message')} (${formatBytes(d.totalBytes)}) ingested from ${mbx}.`;
+  const more = d.omitted ? `${plural(d.omitted, 'more message')} not listed (one notification holds at most ${d.messages.length}).` : '';
+  const tail = d.outcome === 'failed' ? 'The poll then failed; a failure alert follows if it keeps failing.' : '';
+  return {
+    subject: subj(`${plural(d.count, 'new message')} in ${mbx}`),
+    text: [head, `Blobs are under the prefixes below${where}.`, '', ...rows.text, ...(more ? ['', more] : []), ...(tail ? ['', tail] : []), ''].join('\n'),
+    html: page(
+      head,
+      `<p>${escapeHtml(head)} Blobs are under the prefixes below${escapeHtml(where)}.</p>${TABLE_HEAD}${rows.html.join('')}</table>` +
+        (more ? `<p>${escapeHtml(more)}</p>` : '') +
+        (tail ? `<p>${escapeHtml(tail)}</p>` : ''),
+    ),
+  };
+}
+
+function renderMessage(m: NotifiedMessage, { mbx, subj }: RenderContext): RenderedNotification {
+  const rows = messageRows([m]);
+  const head = `New message ingested from ${mbx}.`;
+  return {
+    subject: subj(`New message in ${mbx}: ${m.subject ?? '(no subject)'}`),
+    text: [head, '', ...rows.text, ''].join('\n'),
+    html: page(head, `<p>${escapeHtml(head)}</p>${TABLE_HEAD}${rows.html.join('')}</table>`),
+  };
+}
+
+function renderFailure(f: FailureData, { mbx, subj }: RenderContext): RenderedNotification {
+  const head = `Polling ${mbx} has failed ${plural(f.consecutiveFailures, 'time')} in a row (${f.code}).`;
+  const last = f.lastSuccessAt ? `Last successful poll: ${f.lastSuccessAt}.` : 'No successful poll recorded yet.';
+  const fix = f.fix || 'No admin step is known for this error; it may clear by itself. Check the function logs.';
+  const note = 'You will not get another alert for this error until polling recovers.';
+  return {
+    subject: subj(`ALERT: polling ${mbx} failed ${plural(f.consecutiveFailures, 'time')} (${f.code})`),
+    text: [head, '', `Error: ${line(f.message)}`, '', `How to fix: ${line(fix)}`, '', last, note, ''].join('\n'),
+    html: page(
+      head,
+      `<p><strong>${escapeHtml(head)}</strong></p><p>Error: ${escapeHtml(line(f.message))}</p>` +
+        `<p>How to fix:</p><pre style="white-space:pre-wrap">${escapeHtml(fix)}</pre><p>${escapeHtml(last)} ${escapeHtml(note)}</p>`,
+    ),
+  };
+}
+
+function renderRecovered(r: RecoveredData, { mbx, subj }: RenderContext): RenderedNotification {
+  const head = `Polling ${mbx} works again (it had failed with ${r.code}).`;
+  const detail = `${plural(r.delivered, 'message')} ingested by the recovering poll.${r.alertedAt ? ` Alerted at ${r.alertedAt}.` : ''}`;
+  return {
+    subject: subj(`Recovered: polling ${mbx} works again`),
+    text: [head, detail, ''].join('\n'),
+    html: page(head, `<p>${escapeHtml(head)}</p><p>${escapeHtml(detail)}</p>`),
+  };
 }

@@ -1,4 +1,5 @@
 import { isIP } from 'node:net';
+import type * as Nodemailer from 'nodemailer';
 import type { Transporter } from 'nodemailer';
 import type { HostPort } from '../config/index.js';
 import { withContext, type FixContext, type PostroomError } from '../errors.js';
@@ -112,7 +113,7 @@ export async function createSmtpSender(deps: SmtpSenderDeps, options: SmtpSender
           return { messageId: info.messageId, response: info.response, tries };
         } catch (e) {
           // Authenticated as `from` and sent as `from`: the fix says so, with the app's real ids.
-          const err = deps.fixContext ? (withContext(mapSmtpError(e, subject), deps.fixContext) as PostroomError) : mapSmtpError(e, subject);
+          const err: PostroomError = deps.fixContext ? withContext<PostroomError>(mapSmtpError(e, subject), deps.fixContext) : mapSmtpError(e, subject);
           if (err.code === 'AuthenticationFailed' && tries === 1) {
             log.warn('SMTP refused the app token; retrying once with a fresh one', { sender: from, reply: err.responseText });
             continue;
@@ -228,5 +229,5 @@ function transportOptions(deps: SmtpSenderDeps, options: SmtpSenderOptions, curr
       },
     },
     logger: false,
-  } as Parameters<typeof import('nodemailer').createTransport>[0];
+  } as Parameters<typeof Nodemailer.createTransport>[0];
 }

@@ -222,7 +222,7 @@ class ParseRun {
   private readonly signal: AbortSignal;
   private readonly open = new Set<Readable>();
   private readonly pending: Promise<void>[] = [];
-  private storageError: unknown;
+  private storageError: Error | undefined;
   private stopped = false;
   private index = 0;
   private bytes = 0;
@@ -341,7 +341,7 @@ class ParseRun {
     if (this.signal.aborted) return;
     if (decodeError !== undefined) return this.fail(new Error(`attachment ${info.index} could not be decoded: ${(decodeError as Error)?.message ?? decodeError}`));
     // A storage failure is not a parse error: it fails the delivery.
-    this.storageError = e;
+    this.storageError = e instanceof Error ? e : new Error(String(e));
     this.stop();
   }
 

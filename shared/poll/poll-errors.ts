@@ -9,7 +9,7 @@ import { PostroomError, withContext } from '../errors.js';
  */
 export function asPostroomError(e: unknown, mailbox: MailboxConfig): PostroomError {
   // The fix is filled in with this mailbox's app, tenant and hosts.
-  return withContext(toPostroomError(e, mailbox), fixContextOfMailbox(mailbox)) as PostroomError;
+  return withContext<PostroomError>(toPostroomError(e, mailbox), fixContextOfMailbox(mailbox));
 }
 
 function toPostroomError(e: unknown, mailbox: MailboxConfig): PostroomError {

@@ -128,15 +128,7 @@ export class Pop3Connection {
     const subject = o.mailbox;
     const signal = o.signal;
     if (signal?.aborted) throw aborted(signal, subject, 'connect aborted');
-    const tlsOptions: ConnectionOptions = {
-      host: o.host,
-      port: o.port,
-      // Node refuses an IP address as SNI; the certificate is then checked against the IP.
-      servername: o.servername ?? (isIP(o.host) ? undefined : o.host),
-      minVersion: o.minVersion ?? 'TLSv1.2',
-      rejectUnauthorized: true,
-      ...(o.ca !== undefined ? { ca: typeof o.ca === 'string' || Buffer.isBuffer(o.ca) ? o.ca : [...o.ca] } : {}),
-    };
+    const tlsOptions = connectionTlsOptions(o);
     const log = o.logger ?? silentLogger;
     const socket: Socket | TLSSocket = o.tls === 'implicit' ? tlsConnect(tlsOptions) : netConnect({ host: o.host, port: o.port });
     let conn: Pop3Connection | undefined;
@@ -154,20 +146,7 @@ export class Pop3Connection {
     };
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      await new Promise<void>((resolve, reject) => {
-        const ready = o.tls === 'implicit' ? 'secureConnect' : 'connect';
-        const onErr = (e: Error) => {
-          socket.off(ready, onReady);
-          socket.on('error', () => {});
-          reject(e instanceof PostroomError ? e : errorFromSocket(e, subject, `connecting to ${o.host}:${o.port}`));
-        };
-        const onReady = () => {
-          socket.off('error', onErr);
-          resolve();
-        };
-        socket.once('error', onErr);
-        socket.once(ready, onReady);
-      });
+      await socketReady(socket, o);
       conn = new Pop3Connection(socket, o, tlsOptions);
       log.debug('pop3 connected', { host: o.host, port: o.port, tls: o.tls });
       // The greeting and STLS fall under the connect budget, not the command timeout.
@@ -506,4 +485,35 @@ export class Pop3Connection {
     this.closing = true;
     if (!this.failure) this.fail(new PostroomError('Aborted', 'the connection was destroyed', { subject: this.subject }));
   }
+}
+
+/** The TLS options of a connection: verified, TLS 1.2+, SNI unless the host is an IP address. */
+function connectionTlsOptions(o: Pop3ConnectOptions): ConnectionOptions {
+  return {
+    host: o.host,
+    port: o.port,
+    // Node refuses an IP address as SNI; the certificate is then checked against the IP.
+    servername: o.servername ?? (isIP(o.host) ? undefined : o.host),
+    minVersion: o.minVersion ?? 'TLSv1.2',
+    rejectUnauthorized: true,
+    ...(o.ca !== undefined ? { ca: typeof o.ca === 'string' || Buffer.isBuffer(o.ca) ? o.ca : [...o.ca] } : {}),
+  };
+}
+
+/** Resolves once the socket is connected (and, for implicit TLS, the handshake is done); a socket error is a coded error. */
+function socketReady(socket: Socket | TLSSocket, o: Pop3ConnectOptions): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const ready = o.tls === 'implicit' ? 'secureConnect' : 'connect';
+    const onErr = (e: Error) => {
+      socket.off(ready, onReady);
+      socket.on('error', () => {});
+      reject(e instanceof PostroomError ? e : errorFromSocket(e, o.mailbox, `connecting to ${o.host}:${o.port}`));
+    };
+    const onReady = () => {
+      socket.off('error', onErr);
+      resolve();
+    };
+    socket.once('error', onErr);
+    socket.once(ready, onReady);
+  });
 }

@@ -252,20 +252,10 @@ export class Pop3ReplyParser {
           phase.prevCr = true;
           seg = i;
           break;
-        case 'mid': {
+        case 'mid':
           if (seg === -1) seg = i;
-          const nl = chunk.indexOf(LF, i);
-          if (nl === -1) {
-            phase.prevCr = chunk[len - 1] === CR;
-            i = len;
-            break;
-          }
-          const crlf = nl > i ? chunk[nl - 1] === CR : phase.prevCr;
-          i = nl + 1;
-          if (crlf) phase.state = 'bol';
-          else phase.prevCr = false;
+          i = toLineEnd(phase, chunk, i);
           break;
-        }
       }
     }
     flush(len);
@@ -278,4 +268,17 @@ export class Pop3ReplyParser {
     this.partial = [];
     this.partialBytes = 0;
   }
+}
+
+/** Skips to just past the next LF of a body line; a CRLF makes the next byte a line start (a bare LF does not). */
+function toLineEnd(phase: { state: string; prevCr: boolean }, chunk: Buffer, i: number): number {
+  const nl = chunk.indexOf(LF, i);
+  if (nl === -1) {
+    phase.prevCr = chunk[chunk.length - 1] === CR;
+    return chunk.length;
+  }
+  const crlf = nl > i ? chunk[nl - 1] === CR : phase.prevCr;
+  if (crlf) phase.state = 'bol';
+  else phase.prevCr = false;
+  return nl + 1;
 }

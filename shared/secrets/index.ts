@@ -1,4 +1,5 @@
 import type { TokenCredential } from '@azure/core-auth';
+import type { SecretClient } from '@azure/keyvault-secrets';
 import type { SecretSource } from '../config/index.js';
 import { PostroomError } from '../errors.js';
 import { isConnectError } from '../net-errors.js';
@@ -56,10 +57,10 @@ export interface VaultSecretProvider extends SecretProvider {
 export function createSecretProvider(source: SecretSource, options: SecretProviderOptions): VaultSecretProvider {
   if (source.kind === 'plain') {
     let warned = false;
-    const readSecret = async (): Promise<VaultSecret> => {
+    const readSecret = (): Promise<VaultSecret> => {
       if (!warned) options.logger.warn('using a plain client secret from the settings: for the local sandbox only');
       warned = true;
-      return { value: source.value };
+      return Promise.resolve({ value: source.value });
     };
     return { readSecret, getSecret: async () => (await readSecret()).value };
   }
@@ -122,7 +123,7 @@ export function createVaultReader(
   const now = options.now ?? Date.now;
   let cached: { secret: VaultSecret; at: number } | undefined;
   let inflight: Promise<VaultSecret> | undefined;
-  let clientPromise: Promise<import('@azure/keyvault-secrets').SecretClient> | undefined;
+  let clientPromise: Promise<SecretClient> | undefined;
 
   const client = () =>
     (clientPromise ??= (async () => {

@@ -321,7 +321,7 @@ function readHead(src: Readable, limit: number, signal?: AbortSignal): Promise<{
     const chunks: Buffer[] = [];
     let bytes = 0;
     const onAbort = () => src.destroy(signal!.reason instanceof Error ? signal!.reason : new Error('aborted'));
-    if (signal?.aborted) return reject(signal.reason);
+    if (signal?.aborted) return reject(signal.reason as Error);
     signal?.addEventListener('abort', onAbort, { once: true });
     const done = (ended: boolean) => {
       src.off('data', onData);

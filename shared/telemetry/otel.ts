@@ -10,7 +10,7 @@ import { logs, SeverityNumber } from '@opentelemetry/api-logs';
 import type { TokenCredential } from '@azure/core-auth';
 import { redact } from '../errors.js';
 import type { LogLevel } from '../logger.js';
-import { parseAuthenticationString, type PostroomMetrics, type StartTelemetryOptions, type Telemetry, type TelemetryLogRecord } from './index.js';
+import { parseAuthenticationString, type PostroomMetrics, type StartTelemetryOptions, type Telemetry } from './index.js';
 
 /** Meter and logger name: the `cloud_RoleName`-independent scope Postroom's telemetry is found under. */
 export const INSTRUMENTATION_SCOPE = 'postroom';
@@ -70,7 +70,7 @@ export async function createOtelTelemetry(options: StartTelemetryOptions & { env
     },
     async flush() {
       const providers = [metrics.getMeterProvider(), logs.getLoggerProvider()] as { forceFlush?: () => Promise<void> }[];
-      await Promise.all(providers.map((p) => p.forceFlush?.()));
+      await Promise.all(providers.map((p) => p.forceFlush?.() ?? Promise.resolve()));
     },
     async shutdown() {
       await shutdownAzureMonitor();
@@ -113,7 +113,7 @@ export function toAttributes(fields: Record<string, unknown>): Attributes {
     if (v === undefined || v === null) continue;
     if (typeof v === 'string') out[k] = redact(v);
     else if (typeof v === 'number' || typeof v === 'boolean') out[k] = v;
-    else out[k] = redact(JSON.stringify(v) ?? String(v));
+    else out[k] = redact(JSON.stringify(v) ?? typeof v);
   }
   return out;
 }
