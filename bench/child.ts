@@ -175,7 +175,7 @@ async function worker(req: Extract<ChildRequest, { mode: 'worker' }>): Promise<v
     rt.storage.table(rt.config.storage.stateTable),
   ]);
   process.send!({ ready: true });
-  process.on('message', async (m: { cmd: string }) => {
+  const onCommand = async (m: { cmd: string }) => {
     if (m.cmd === 'tick') {
       await host.tick();
       process.send!({ ticked: true });
@@ -196,7 +196,9 @@ async function worker(req: Extract<ChildRequest, { mode: 'worker' }>): Promise<v
     } else if (m.cmd === 'exit') {
       process.exit(0);
     }
-  });
+  };
+  // A failed command stays an unhandled rejection: it ends the worker, and the parent sees the exit.
+  process.on('message', (m: { cmd: string }) => void onCommand(m));
 }
 
 process.once('message', (req: ChildRequest) => {

@@ -578,7 +578,7 @@ export async function runDistanceFigures(d: DistanceDeps, selected: (f: Distance
         for (const r of rs) r.details.figureSeconds = Math.round((Date.now() - t0) / 1000);
         await onResult(rs);
       } catch (e) {
-        d.progress(`${f} FAILED: ${(e as Error).stack ?? e}`);
+        d.progress(`${f} FAILED: ${String((e as Error).stack ?? e)}`);
         await onResult([{ figure: f, title: f, target: '', headline: `error: ${(e as Error).message}`, pass: false, details: { error: String((e as Error).stack ?? e) } }]);
       }
     }

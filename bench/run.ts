@@ -13,7 +13,7 @@ import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BlobServiceClient } from '@azure/storage-blob';
 import { QueueClient, QueueServiceClient } from '@azure/storage-queue';
-import { loadConfig, type MailboxConfig } from '../shared/config/index.js';
+import { loadConfig } from '../shared/config/index.js';
 import { createLogger, type Logger } from '../shared/logger.js';
 import { createRuntime, type Runtime } from '../shared/runtime.js';
 import { pollMailbox } from '../shared/poll/poll-mailbox.js';
@@ -782,8 +782,9 @@ async function scaleRun(
   try {
     const next = (c: ReturnType<typeof forkChild>, key: string) =>
       new Promise<Record<string, unknown>>((resolve, reject) => {
-        const on = (m: Record<string, unknown>) => {
-          if (m.error) return reject(new Error(String(m.error)));
+        // The worker reports a failure as { error: <its stack or message> }.
+        const on = (m: { error?: string; [field: string]: unknown }) => {
+          if (m.error) return reject(new Error(m.error));
           if (m[key]) {
             c.off('message', on);
             resolve(m);
@@ -842,7 +843,7 @@ async function scaleRun(
     for (const c of children) {
       if (c.connected) c.send({ cmd: 'exit' });
     }
-    await Promise.all(children.map((c) => (c.exitCode !== null ? undefined : new Promise((r) => c.once('exit', r)))));
+    await Promise.all(children.filter((c) => c.exitCode === null).map((c) => new Promise((r) => c.once('exit', r))));
     await dropOutputs(ctx.conn, [out, jobs]);
   }
 }
@@ -1018,7 +1019,7 @@ async function main(): Promise<void> {
         for (const r of rs) r.details.figureSeconds = Math.round((Date.now() - t0) / 1000);
         results.push(...rs);
       } catch (e) {
-        progress(`${fig} FAILED: ${(e as Error).stack ?? e}`);
+        progress(`${fig} FAILED: ${String((e as Error).stack ?? e)}`);
         results.push({ figure: fig, title: fig, target: '', headline: `error: ${(e as Error).message}`, pass: false, details: {}, error: String((e as Error).stack ?? e) });
       }
       // Written after every figure, so a long run stopped half-way keeps what it measured.

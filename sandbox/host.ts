@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import type { DequeuedMessageItem, QueueClient } from '@azure/storage-queue';
+import type * as AzureFunctions from '@azure/functions';
 import type { Logger } from '../shared/logger.js';
 import { setRuntime, type Runtime } from '../shared/runtime.js';
 import { isPostroomError } from '../shared/errors.js';
@@ -57,9 +58,12 @@ export function readHostQueueSettings(file: string = PROJECT_HOST_JSON): HostQue
   const encoding = q.messageEncoding ?? 'base64';
   if (encoding !== 'base64' && encoding !== 'none') throw bad('messageEncoding', '"base64" or "none"');
   let visibility = 0;
-  if (q.visibilityTimeout !== undefined) {
+  const timeout = q.visibilityTimeout;
+  if (timeout !== undefined) {
     try {
-      visibility = parseTimeSpan(String(q.visibilityTimeout));
+      // A TimeSpan is written as a string; anything else is refused like a malformed one.
+      if (typeof timeout !== 'string') throw new TypeError('not a string');
+      visibility = parseTimeSpan(timeout);
     } catch {
       throw bad('visibilityTimeout', 'a TimeSpan like "00:00:30"');
     }
@@ -118,7 +122,7 @@ export interface LocalHost {
   stop(): Promise<void>;
 }
 
-type QueueHandler = (body: unknown, context: import('@azure/functions').InvocationContext) => Promise<unknown>;
+type QueueHandler = (body: unknown, context: AzureFunctions.InvocationContext) => Promise<unknown>;
 
 async function importQuietly<T>(load: () => Promise<T>): Promise<T> {
   // Outside the Functions host, @azure/functions warns once per registration that it is in
@@ -137,9 +141,9 @@ async function importQuietly<T>(load: () => Promise<T>): Promise<T> {
 
 export async function startLocalHost(o: LocalHostOptions): Promise<LocalHost> {
   setRuntime(o.runtime);
-  const functionsModule = (await importQuietly(() => import('@azure/functions'))) as typeof import('@azure/functions') & { default?: typeof import('@azure/functions') };
+  const functionsModule: typeof AzureFunctions = await importQuietly(() => import('@azure/functions'));
   // CommonJS package seen from ESM: the class may only be on the default export.
-  const InvocationContext = functionsModule.InvocationContext ?? functionsModule.default!.InvocationContext;
+  const InvocationContext = functionsModule.InvocationContext ?? functionsModule.default.InvocationContext;
   const fnSchedule = await importQuietly(() => import('../functions/pollSchedule.js'));
   const fnMailbox = await importQuietly(() => import('../functions/pollMailbox.js'));
   const extra: Array<{ queue: string; handler: QueueHandler; name: string }> = [];

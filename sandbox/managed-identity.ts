@@ -2,7 +2,7 @@ import { createHash, generateKeyPairSync, randomBytes, randomUUID, timingSafeEqu
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { SignJWT, calculateJwkThumbprint, type JWK } from 'jose';
+import { SignJWT, calculateJwkThumbprint } from 'jose';
 import { silentLogger, type Logger } from '../shared/logger.js';
 
 /** A managed identity the sandbox host has: user-assigned ones are picked by client id. */

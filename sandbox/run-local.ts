@@ -163,6 +163,20 @@ async function main(): Promise<void> {
   }
   const runtime = createRuntime({ config, logger: log });
   let total = 0;
+  // After each handled poll job: one line on what the poll did, from the mailbox's status record.
+  const reportPoll = async (ev: { queue: string; ok: boolean; body: unknown }) => {
+    if (ev.queue !== config.storage.jobsQueue || !ev.ok) return;
+    const job = parsePollJob(ev.body);
+    const mailbox = config.mailboxes.find((m) => m.id === job.mailboxId);
+    const status = mailbox && (await readStatus(runtime.state, mailbox).catch(() => undefined));
+    if (!mailbox || !status) return;
+    total += status.lastDelivered;
+    const rate = status.lastDelivered && status.lastDurationMs ? ` (${((status.lastDelivered * 1000) / status.lastDurationMs).toFixed(0)} msg/s)` : '';
+    say(
+      `[poll] ${mailbox.id}: ${status.lastResult}, +${status.lastDelivered} message(s) in ${status.lastDurationMs} ms${rate} → queue "${config.storage.outputQueue}" ` +
+        `(mailbox total ${status.totalDelivered}, this run ${total})${status.lastResult === 'failed' ? ` — ${status.lastError}` : ''}`,
+    );
+  };
   if (stopping) return;
   const host = await startLocalHost({
     runtime,
@@ -170,19 +184,8 @@ async function main(): Promise<void> {
     hostJson: join(root, 'host.json'),
     // Ctrl-C should be quick; an abandoned poll is what a crash is (its lease expires, its job comes back).
     stopGraceMs: 5_000,
-    onHandled: async (ev) => {
-      if (ev.queue !== config.storage.jobsQueue || !ev.ok) return;
-      const job = parsePollJob(ev.body);
-      const mailbox = config.mailboxes.find((m) => m.id === job.mailboxId);
-      const status = mailbox && (await readStatus(runtime.state, mailbox).catch(() => undefined));
-      if (!mailbox || !status) return;
-      total += status.lastDelivered;
-      const rate = status.lastDelivered && status.lastDurationMs ? ` (${((status.lastDelivered * 1000) / status.lastDurationMs).toFixed(0)} msg/s)` : '';
-      say(
-        `[poll] ${mailbox.id}: ${status.lastResult}, +${status.lastDelivered} message(s) in ${status.lastDurationMs} ms${rate} → queue "${config.storage.outputQueue}" ` +
-          `(mailbox total ${status.totalDelivered}, this run ${total})${status.lastResult === 'failed' ? ` — ${status.lastError}` : ''}`,
-      );
-    },
+    // The host does not wait for this: the report runs beside the next jobs.
+    onHandled: (ev) => void reportPoll(ev),
   });
   say(`[start] polling ${config.mailboxes.length} mailbox(es) on "${config.schedule}"; output queue "${config.storage.outputQueue}", blobs in "${config.storage.blobContainer}".`);
   if (sandbox) {

@@ -136,7 +136,8 @@ function fetchJwks(uri: string, ca: string | undefined): Promise<JSONWebKeySet> 
           if (res.statusCode !== 200) throw new Error(`JWKS ${uri} answered ${res.statusCode}`);
           resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')) as JSONWebKeySet);
         } catch (e) {
-          reject(e);
+          // JSON.parse's SyntaxError or the status Error above.
+          reject(e instanceof Error ? e : new Error(String(e)));
         }
       });
     });
@@ -230,8 +231,9 @@ export async function startSmtpServer(o: SmtpServerOptions): Promise<SmtpSandbox
       jwtVerify(auth.accessToken, key as KeyObject, { issuer: o.issuer, audience, algorithms: ['RS256'] }).then(
         ({ payload }) => {
           const roles = Array.isArray(payload.roles) ? (payload.roles as unknown[]) : [];
-          const appId = String(payload.appid ?? '');
-          if (o.tenantId && String(payload.tid ?? '').toLowerCase() !== o.tenantId.toLowerCase()) return refuse(`token from tenant ${String(payload.tid)}`);
+          const appId = typeof payload.appid === 'string' ? payload.appid : '';
+          const tid = typeof payload.tid === 'string' ? payload.tid : '';
+          if (o.tenantId && tid.toLowerCase() !== o.tenantId.toLowerCase()) return refuse(`token from tenant ${String(payload.tid)}`);
           if (!roles.includes(ROLE)) return refuse(`token lacks ${ROLE}`);
           if (authDisabled.has(user)) {
             const r = EXCHANGE_SMTP_REPLIES.authDisabledMailbox;

@@ -1,9 +1,11 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { createHash, generateKeyPairSync, randomBytes, randomUUID, type KeyObject } from 'node:crypto';
+import { createHash, generateKeyPairSync, randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type Server } from 'node:https';
 import { IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { SignJWT, calculateJwkThumbprint, type JWK } from 'jose';
+import type * as OidcProvider from 'oidc-provider';
 import type { KoaContext, Provider as ProviderType } from 'oidc-provider';
 import { silentLogger, type Logger } from '../shared/logger.js';
 import { verifyClientAssertion, type SandboxFederatedCredential, type TrustedIssuer } from './client-assertions.js';
@@ -121,7 +123,7 @@ function replay(req: IncomingMessage, body: Buffer): IncomingMessage {
 }
 const JWKS_PATH = '/discovery/v2.0/keys';
 
-type ProviderModule = typeof import('oidc-provider');
+type ProviderModule = typeof OidcProvider;
 let providerModule: Promise<ProviderModule> | undefined;
 
 /**
@@ -223,7 +225,7 @@ export async function startTokenEndpoint(o: TokenEndpointOptions): Promise<Token
     res.writeHead(503).end();
   };
   const server: Server = createServer({ cert: o.cert, key: o.key, minVersion: 'TLSv1.2' }, (req, res) => handler(req, res));
-  const sockets = new Set<import('node:stream').Duplex>();
+  const sockets = new Set<Duplex>();
   server.on('connection', (s) => {
     sockets.add(s);
     s.once('close', () => sockets.delete(s));
@@ -473,7 +475,12 @@ export async function startTokenEndpoint(o: TokenEndpointOptions): Promise<Token
         description: 'AADSTS70003: The app requested an unsupported grant type.',
       };
     } else {
-      failure = { status: ctx.status, error: body.error, code: 90014, description: `AADSTS90014: ${String(body.error_description ?? body.error)}` };
+      failure = {
+        status: ctx.status,
+        error: body.error,
+        code: 90014,
+        description: `AADSTS90014: ${typeof body.error_description === 'string' ? body.error_description : body.error}`,
+      };
     }
     logger.debug('token endpoint: token refused', { clientId, code: failure.code });
     ctx.status = failure.status;
@@ -544,7 +551,7 @@ export async function startTokenEndpoint(o: TokenEndpointOptions): Promise<Token
   };
 
   const signToken = async (claims: Record<string, unknown>, options: { expiresInSeconds?: number } = {}) => {
-    const app = apps.get(String(claims.appid ?? '')) ?? apps.values().next().value!;
+    const app = apps.get(typeof claims.appid === 'string' ? claims.appid : '') ?? apps.values().next().value!;
     const now = Math.floor(Date.now() / 1000);
     const merged: Record<string, unknown> = {
       ...appClaims(app, OUTLOOK_RESOURCE),

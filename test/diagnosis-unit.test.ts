@@ -102,7 +102,7 @@ describe('fixes are filled in with the real ids', () => {
   it('withContext re-renders message and fix for a caller that learns the mailbox and app later; err.fix stays a string', () => {
     const bare = new PostroomError('MailboxNotConnected', 'BAD User is authenticated but not connected.', { subject: MBX, serverResponseCode: 'BAD' });
     assert.match(bare.fix, /<mailbox>/);
-    const filled = withContext(bare, fixContextOf(appOf(), { mailbox: MBX, protocol: 'imap' })) as PostroomError;
+    const filled = withContext(bare, fixContextOf(appOf(), { mailbox: MBX, protocol: 'imap' }));
     assert.equal(typeof filled.fix, 'string');
     assert.equal(filled.code, 'MailboxNotConnected');
     assert.equal(filled.serverResponseCode, 'BAD');

@@ -229,7 +229,8 @@ describe('parseMessage bounds, without storage', () => {
         new Promise((_, reject) =>
           signal.addEventListener('abort', () => {
             aborted = true;
-            reject(signal.reason);
+            // The parser aborts its consumers with an Error (ParseAbandoned).
+            reject(signal.reason as Error);
           }),
         ),
     });
@@ -241,7 +242,8 @@ describe('parseMessage bounds, without storage', () => {
     const poll = new AbortController();
     const parsing = parseMessage(Readable.from([corpusCase('fn-path-traversal')]), {
       signal: poll.signal,
-      onAttachment: (_info, _content, signal) => new Promise((_, reject) => signal.addEventListener('abort', () => reject(signal.reason))),
+      // The poll's abort reason, an Error, reaches the consumer as it is.
+      onAttachment: (_info, _content, signal) => new Promise((_, reject) => signal.addEventListener('abort', () => reject(signal.reason as Error))),
     });
     setTimeout(() => poll.abort(new Error('poll deadline')), 50);
     await assert.rejects(parsing, /poll deadline/);

@@ -122,7 +122,12 @@ async function sandboxProcesses(stateDir: string, leader?: number): Promise<Map<
     const tree = new Set([leader]);
     while (grew) {
       grew = false;
-      for (const [pid, p] of all) if (tree.has(p.ppid) && !tree.has(pid)) (tree.add(pid), (grew = true));
+      for (const [pid, p] of all) {
+        if (tree.has(p.ppid) && !tree.has(pid)) {
+          tree.add(pid);
+          grew = true;
+        }
+      }
     }
     for (const pid of tree) if (all.has(pid)) found.set(pid, all.get(pid)!.cmd);
   }

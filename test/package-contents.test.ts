@@ -27,7 +27,7 @@ function coreToolsIgnore(content: string): { accepts(path: string): boolean } {
   }
   const prepare = (p: string) =>
     p
-      .replace(/[\-\[\]\/\{\}\(\)\+\?\.\\\^\$\|]/g, '\\$&')
+      .replace(/[-[\]/{}()+?.\\^$|]/g, '\\$&')
       .replaceAll('**', '(.+)')
       .replaceAll('*', '([^\\/]+)');
   const compile = (list: string[]) => (list.length ? new RegExp(`^((${list.sort().map(prepare).join(')|(')}))\\b`) : /$^/);

@@ -98,7 +98,7 @@ describe('pipelineBatches: read ahead, deliver across batches, acknowledge in or
     assert.deepEqual(acked, ['0', '1'], 'only batches wholly before the failure are acknowledged');
     const failedAt = events.indexOf('start 2.1');
     const startedAfter = events.slice(failedAt + 1).filter((e) => e.startsWith('start'));
-    assert.ok(startedAfter.length <= 2, `only deliveries already admitted may start after the failing one: ${startedAfter}`);
+    assert.ok(startedAfter.length <= 2, `only deliveries already admitted may start after the failing one: ${startedAfter.join(',')}`);
     assert.ok(!events.includes('fetch 7'), 'reading stopped');
   });
 

@@ -197,14 +197,16 @@ describe('telemetry: metrics after real polls (Dovecot + Azurite + token endpoin
 
     await flushTelemetry();
     const records = logExporter.getFinishedLogRecords();
-    const rec = records.find((r) => String(r.body).startsWith('careless message'));
+    const rec = records.find((r) => typeof r.body === 'string' && r.body.startsWith('careless message'));
     assert.ok(rec, 'the line became an OTel log record');
     assert.equal(rec.severityText, 'INFO');
     assert.equal(rec.attributes.mailbox, 'shared-inbox@contoso.test');
     assert.equal(rec.attributes.durationMs, 12.5);
     assert.equal(rec.attributes.ok, true);
-    assert.match(String(rec.attributes.detail), /client_secret=\[redacted\]/);
-    assert.match(String(rec.attributes.err), /"name":"Error"/);
+    const { detail, err } = rec.attributes;
+    assert.ok(typeof detail === 'string' && typeof err === 'string', 'a string field stays text; an Error becomes JSON text');
+    assert.match(detail, /client_secret=\[redacted\]/);
+    assert.match(err, /"name":"Error"/);
     assert.equal(rec.spanContext?.traceId, TRACE_ID, 'correlated with the host invocation');
     assert.ok(records.some((r) => r.body === 'debug line reaches the host' && r.attributes.delivered === 3));
     assert.ok(
