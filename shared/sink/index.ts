@@ -161,7 +161,7 @@ async function storeAndParse(message: SourceMessage, ctx: DeliveryContext, names
     },
   };
   const hash = createHash('sha256');
-  const { rawUpload, parsing } = head.ended ? fromBuffer(Buffer.concat(head.chunks, head.bytes), hash, ctx, names, options) : fromStream(opened, head.chunks, hash, ctx, names, options);
+  const { rawUpload, parsing } = head.ended ? fromBuffer(whole(head.chunks, head.bytes), hash, ctx, names, options) : fromStream(opened, head.chunks, hash, ctx, names, options);
   const [rawResult, parsedResult] = await Promise.allSettled([rawUpload, parsing]);
   // Aborted (deadline, lost lease): say so, rather than blame whichever write noticed first.
   ctx.signal?.throwIfAborted();
@@ -169,6 +169,11 @@ async function storeAndParse(message: SourceMessage, ctx: DeliveryContext, names
   if (parsedResult.status === 'rejected') throw sinkFailure(names, 'attachment upload failed', parsedResult.reason);
   attachments.sort((a, b) => a.blob.localeCompare(b.blob));
   return { size: rawResult.value, sha256: hash.digest('hex'), parsed: parsedResult.value, attachments };
+}
+
+/** The chunks as one Buffer; a message that came in one chunk (an IMAP prefetch) is not copied. */
+function whole(chunks: Buffer[], bytes: number): Buffer {
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, bytes);
 }
 
 interface Started {
