@@ -35,7 +35,7 @@ export interface PollReply {
   cpuMs: number;
   error?: string;
   warnings: string[];
-  memory?: { idleRss: number; peakRss: number; hwmBefore: number; hwmAfter: number; samples: number };
+  memory?: { idleRss: number; peakRss: number; hwmBefore: number; hwmAfter: number; samples: number; atPeak?: NodeJS.MemoryUsage; idle?: NodeJS.MemoryUsage };
 }
 
 function collectingLogger(): Logger & { lines: string[] } {
@@ -116,6 +116,7 @@ async function poll(req: Extract<ChildRequest, { mode: 'poll' }>): Promise<PollR
   let timer: NodeJS.Timeout | undefined;
   let peak = 0;
   let samples = 0;
+  let atPeak: NodeJS.MemoryUsage | undefined;
   if (req.sampleMemory) {
     (globalThis as { gc?: () => void }).gc?.();
     await sleep(200);
@@ -125,12 +126,16 @@ async function poll(req: Extract<ChildRequest, { mode: 'poll' }>): Promise<PollR
       await sleep(20);
     }
     idle.sort((a, b) => a - b);
-    memory = { idleRss: idle[5], peakRss: 0, hwmBefore: vmHwm(), hwmAfter: 0, samples: 0 };
+    memory = { idleRss: idle[5], peakRss: 0, hwmBefore: vmHwm(), hwmAfter: 0, samples: 0, idle: process.memoryUsage() };
     peak = memory.idleRss;
     timer = setInterval(() => {
       samples++;
       const r = process.memoryUsage.rss();
-      if (r > peak) peak = r;
+      if (r > peak) {
+        peak = r;
+        // What the peak is made of: V8 heap, or Buffers (external / arrayBuffers).
+        atPeak = process.memoryUsage();
+      }
     }, 20);
   }
   // The profile covers the timed poll only: start-up and the warm-up poll are not in it.
@@ -146,6 +151,7 @@ async function poll(req: Extract<ChildRequest, { mode: 'poll' }>): Promise<PollR
     memory.peakRss = Math.max(peak, process.memoryUsage.rss());
     memory.hwmAfter = vmHwm();
     memory.samples = samples;
+    memory.atPeak = atPeak;
   }
   return { ok: res.outcome === 'ok', delivered: res.delivered.length, durationMs, cpuMs, error: res.error?.message, warnings: log.lines, memory };
 }

@@ -315,6 +315,12 @@ async function figureIngestAtDistance(d: DistanceDeps, links: Links[], mb: strin
 
 // ------------------------------------------------------------ one large message
 
+/** With POSTROOM_BENCH_PROFILE_DIR set, a child's timed poll is CPU-profiled into that folder (slower: not for figures). */
+function profileOf(what: string, run: number): { cpuProfilePath?: string } {
+  const dir = process.env.POSTROOM_BENCH_PROFILE_DIR;
+  return dir ? { cpuProfilePath: `${dir}/${what}-${run + 1}.cpuprofile` } : {};
+}
+
 async function figureBigAtDistance(d: DistanceDeps, links: Links[], mb: string): Promise<DistanceResult[]> {
   const s = distanceSizes(d.quick);
   d.progress(`distance/big: seeding one ${fmt(s.bigBytes / 1048576)} MiB message…`);
@@ -339,7 +345,16 @@ async function figureBigAtDistance(d: DistanceDeps, links: Links[], mb: string):
       await d.freshStorage();
       const env = linkedEnv(d, l, [box, { address: d.warmMailbox }], { POSTROOM_OUTPUT_QUEUE: out, POSTROOM_BLOB_CONTAINER: out, POSTROOM_MAX_MESSAGES_PER_POLL: '200' });
       const reply = await d.runPollChild(
-        { mode: 'poll', env, mailboxIndex: 0, warmMailboxIndex: 1, warmOutput: d.freshName('dwarm'), resetKey: 'imap-checkpoint', sampleMemory: true },
+        {
+          mode: 'poll',
+          env,
+          mailboxIndex: 0,
+          warmMailboxIndex: 1,
+          warmOutput: d.freshName('dwarm'),
+          resetKey: 'imap-checkpoint',
+          sampleMemory: true,
+          ...profileOf(`big-rtt${l.rtt}`, r),
+        },
         ['--expose-gc'],
       );
       await d.dropOutputs([out]);
@@ -506,6 +521,11 @@ async function figureScaleAtDistance(d: DistanceDeps, l: Links, mbs: string[]): 
 
 // ------------------------------------------------------------ memory of a long poll
 
+/** process.memoryUsage() in MiB (one decimal): what RSS is made of. */
+function mib(u: NodeJS.MemoryUsage | undefined): Record<string, number> | undefined {
+  return u && Object.fromEntries(Object.entries(u).map(([k, v]) => [k, Math.round((v as number) / 104857.6) / 10]));
+}
+
 async function figureRss(d: DistanceDeps, mb: string): Promise<DistanceResult> {
   const s = distanceSizes(d.quick);
   const total = s.rssSmall + s.rssLarge;
@@ -517,6 +537,7 @@ async function figureRss(d: DistanceDeps, mb: string): Promise<DistanceResult> {
   const hwm: number[] = [];
   const rates: number[] = [];
   const cpu: number[] = [];
+  const breakdown: unknown[] = [];
   for (let r = 0; r < d.repeats; r++) {
     d.progress(`rss: run ${r + 1}/${d.repeats}`);
     const out = d.freshName('rss');
@@ -530,12 +551,14 @@ async function figureRss(d: DistanceDeps, mb: string): Promise<DistanceResult> {
         warmOutput: d.freshName('rwarm'),
         resetKey: 'imap-checkpoint',
         sampleMemory: true,
+        ...profileOf('rss', r),
       },
       ['--expose-gc'],
     );
     await d.dropOutputs([out]);
     if (!reply.ok || reply.delivered !== total) throw new Error(`rss poll: ${reply.delivered}/${total} ${reply.error ?? ''}`);
     peaks.push(reply.memory!.peakRss / 1048576);
+    breakdown.push({ idle: mib(reply.memory!.idle), atPeak: mib(reply.memory!.atPeak) });
     hwm.push(reply.memory!.hwmAfter / 1048576);
     rates.push(total / (reply.durationMs / 1000));
     cpu.push((reply.cpuMs * 1000) / total);
@@ -547,7 +570,7 @@ async function figureRss(d: DistanceDeps, mb: string): Promise<DistanceResult> {
     target: '≤ 160 MiB',
     headline: `peak RSS ${fmt(p.median, 1)} MiB (min ${fmt(p.min, 1)}, max ${fmt(p.max, 1)}; VmHWM ${fmt(stats(hwm).median, 1)} MiB, incl. the warm-up poll); ${fmt(stats(rates).median)} msg/s, ${fmt(stats(cpu).median)} µs CPU/msg`,
     pass: p.median <= 160,
-    details: { peakRssMiB: p, vmHwmMiB: stats(hwm), msgPerS: stats(rates), cpuMicrosPerMsg: stats(cpu) },
+    details: { peakRssMiB: p, vmHwmMiB: stats(hwm), msgPerS: stats(rates), cpuMicrosPerMsg: stats(cpu), breakdownMiB: breakdown },
   };
 }
 

@@ -132,8 +132,11 @@ async function dropOutputs(conn: string, names: string[]): Promise<void> {
   );
 }
 
+/** Extra Node flags for every child (e.g. `--max-semi-space-size=4`), to measure a runtime setting. */
+const CHILD_ARGS = (process.env.POSTROOM_BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+
 function forkChild(execArgv: string[] = []) {
-  return fork(CHILD, [], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  return fork(CHILD, [], { execArgv: [...execArgv, ...CHILD_ARGS], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
 }
 
 function runPollChild(req: Extract<ChildRequest, { mode: 'poll' }>, execArgv: string[] = []): Promise<PollReply> {

@@ -4,7 +4,7 @@
  * message generators, seeding and small statistics.
  */
 import { randomBytes } from 'node:crypto';
-import { createServer, request, Agent, type Server } from 'node:http';
+import { createServer, request, Agent, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { SANDBOX_APP, startSandbox, type Sandbox } from '../sandbox/index.js';
@@ -153,6 +153,27 @@ export interface CountingProxy {
 }
 
 /**
+ * Forwards one buffered request upstream. Azurite closes an idle kept-alive socket (Node's default: after 5 s);
+ * a request sent on it just as it closes fails with "socket hang up" (ECONNRESET on a reused
+ * socket: the request never reached Azurite). That is the proxy's race, not the client's, so it
+ * is retried once on a new socket; any other failure is answered 503 (which the storage SDKs
+ * retry, as they do Azure's own), never a 502 they would not.
+ */
+function forward(to: { service: string; port: number; agent: Agent }, req: IncomingMessage, res: ServerResponse, body: Buffer, retry: boolean): void {
+  const up = request({ host: '127.0.0.1', port: to.port, method: req.method, path: req.url, headers: req.headers, agent: to.agent }, (ur) => {
+    res.writeHead(ur.statusCode ?? 502, ur.headers);
+    ur.pipe(res);
+  });
+  up.on('error', (e) => {
+    if (retry && up.reusedSocket && (e as NodeJS.ErrnoException).code === 'ECONNRESET') return forward(to, req, res, body, false);
+    if (res.headersSent) return void res.destroy(e);
+    res.writeHead(503, { 'x-proxy-error': `${to.service}: ${String(e.message).slice(0, 100)}` });
+    res.end();
+  });
+  up.end(body);
+}
+
+/**
  * One HTTP forwarder per storage service, recording every request (method,
  * path, body size). The SharedKey signature covers the path, not the port,
  * so the SDKs' requests pass through unchanged.
@@ -171,16 +192,9 @@ export async function startCountingProxy(azurite: { blobPort: number; queuePort:
       const url = new URL(req.url ?? '/', 'http://x');
       const rec: StorageRequest = { service, method: req.method ?? 'GET', path: decodeURIComponent(url.pathname), query: url.search, bytes: 0 };
       requests.push(rec);
-      const up = request({ host: '127.0.0.1', port: target, method: req.method, path: req.url, headers: req.headers, agent }, (ur) => {
-        res.writeHead(ur.statusCode ?? 502, ur.headers);
-        ur.pipe(res);
-      });
-      up.on('error', (e) => {
-        res.writeHead(502);
-        res.end(String(e));
-      });
-      req.on('data', (c: Buffer) => (rec.bytes += c.length));
-      req.pipe(up);
+      const body: Buffer[] = [];
+      req.on('data', (c: Buffer) => (body.push(c), (rec.bytes += c.length)));
+      req.on('end', () => forward({ service, port: target, agent }, req, res, Buffer.concat(body), true));
     });
     server.keepAliveTimeout = 30_000;
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));

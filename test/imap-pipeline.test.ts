@@ -1,6 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { BlobServiceClient } from '@azure/storage-blob';
 import { startStack, MAILBOXES, NO_IMAP_APP, type Stack } from './support/stack.js';
 import { pollMailbox } from '../shared/poll/poll-mailbox.js';
 import { CHECKPOINT_KEY } from '../shared/imap/source.js';
@@ -93,6 +94,27 @@ describe('IMAP pipeline against Dovecot + Azurite + the local token endpoint', (
     // nothing secret or body-like in the logs
     const logs = rt.log.lines.join('\n');
     assert.doesNotMatch(logs, /eyJ[A-Za-z0-9_-]{10,}\.|sandbox-secret-value|plain test message/);
+  });
+
+  test('a 1.4 MB message (streamed from IMAP) is stored in one Put Blob, byte-exact, its attachment too', async () => {
+    const box = MAILBOXES.proxy;
+    const size = 1024 * 1024;
+    await stack.sandbox.dovecot.deliver(box, M.largeAttachmentStream(size, { subject: 'Mid-size' }));
+    const rt = await stack.runtime([imap(box)], { env: q('mid') });
+    const result = await pollMailbox(rt, rt.config.mailboxes[0]);
+    assert.equal(result.outcome, 'ok', result.error?.message);
+    const [m] = await stack.queueMessages('out-mid');
+    assert.ok(m.size > 1024 * 1024 && m.size < 2 * 1024 * 1024, `size ${m.size}`);
+    const raw = await stack.blobBytes(m.container, m.raw.blob);
+    assert.equal(raw.length, m.size);
+    assert.equal(createHash('sha256').update(raw).digest('hex'), m.sha256);
+    // One Put Blob: a blob written as staged blocks has a committed block list.
+    const container = BlobServiceClient.fromConnectionString(stack.sandbox.azurite.connectionString).getContainerClient(m.container);
+    const blocks = await container.getBlockBlobClient(m.raw.blob).getBlockList('committed');
+    assert.equal(blocks.committedBlocks?.length ?? 0, 0);
+    const att = m.attachments.find((a: any) => a.filename === M.LARGE_ATTACHMENT_FILENAME);
+    const bytes = await stack.blobBytes(m.container, att.blob);
+    assert.equal(createHash('sha256').update(bytes).digest('hex'), M.largeAttachmentSha256(size));
   });
 
   test('incremental: the second poll ingests only new mail; an idle poll sends no SEARCH', async () => {

@@ -3,7 +3,7 @@ import type { MailboxConfig } from '../config/index.js';
 import { isPostroomError, type PostroomError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { SourceDeps } from '../source.js';
-import { caOption } from '../tls.js';
+import { trustContext } from '../tls.js';
 import { droppedAfterLogin } from '../diagnose/connection.js';
 import { mapImapError } from './errors.js';
 import { applyLeanSession } from './lean-session.js';
@@ -71,7 +71,7 @@ async function connect(mailbox: MailboxConfig, deps: SourceDeps, o: ConnectOptio
     port: mailbox.port,
     secure: mailbox.tls === 'implicit',
     doSTARTTLS: mailbox.tls === 'starttls' ? true : undefined,
-    tls: { minVersion: 'TLSv1.2', rejectUnauthorized: true, ...caOption(deps.ca) },
+    tls: { minVersion: 'TLSv1.2', rejectUnauthorized: true, ...trustContext(deps.ca) },
     auth: { user: mailbox.address, accessToken: token },
     logger: false,
     disableAutoIdle: true,

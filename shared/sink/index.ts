@@ -213,9 +213,7 @@ async function storeAndParse(message: SourceMessage, ctx: DeliveryContext, names
     },
   };
   const hash = createHash('sha256');
-  const { rawUpload, parsing } = head.ended
-    ? fromBuffer(Buffer.concat(head.chunks, head.bytes), hash, ctx, names, options)
-    : fromStream(opened, head.chunks, hash, ctx, names, options);
+  const { rawUpload, parsing } = head.ended ? fromBuffer(whole(head.chunks, head.bytes), hash, ctx, names, options) : fromStream(opened, head.chunks, hash, ctx, names, options);
   const [rawResult, parsedResult] = await Promise.allSettled([rawUpload, parsing]);
   // Aborted (deadline, lost lease): say so, rather than blame whichever write noticed first.
   ctx.signal?.throwIfAborted();
@@ -223,6 +221,12 @@ async function storeAndParse(message: SourceMessage, ctx: DeliveryContext, names
   if (parsedResult.status === 'rejected') throw sinkFailure(names, 'attachment upload failed', parsedResult.reason);
   attachments.sort((a, b) => a.blob.localeCompare(b.blob));
   return { size: rawResult.value, sha256: hash.digest('hex'), parsed: parsedResult.value, attachments };
+}
+
+/** The chunks as one Buffer; a message that came in one chunk (an IMAP prefetch) is not copied. */
+function whole(chunks: Buffer[], bytes: number): Buffer {
+  const [first] = chunks;
+  return chunks.length === 1 && first ? first : Buffer.concat(chunks, bytes);
 }
 
 interface Started {
@@ -300,14 +304,17 @@ async function outputMessage(message: SourceMessage, ctx: DeliveryContext, names
 
 /** One queue message: the JSON itself, or a pointer to it in a blob when it would not fit. */
 async function enqueue(out: OutputMessage, ctx: DeliveryContext, names: DeliveryNames): Promise<void> {
-  let message: OutputMessage | OverflowPointer = out;
-  const json = JSON.stringify(out);
-  if (Buffer.byteLength(json, 'utf8') > MAX_QUEUE_JSON_BYTES) {
+  // Serialised once: the size check, the overflow blob and the queue text share these bytes.
+  const json = Buffer.from(JSON.stringify(out), 'utf8');
+  let body: string;
+  if (json.length > MAX_QUEUE_JSON_BYTES) {
     const blob = `${names.prefix}/message.json`;
     await step(names, 'message.json upload failed', () => writeBlob(ctx.container, blob, json, 'application/json', ctx.signal));
-    message = { schema: MESSAGE_SCHEMA, idempotencyKey: names.key, source: out.source, overflow: { container: ctx.container.containerName, blob } };
+    const pointer: OverflowPointer = { schema: MESSAGE_SCHEMA, idempotencyKey: names.key, source: out.source, overflow: { container: ctx.container.containerName, blob } };
+    body = encodeQueueJson(pointer, `message ${names.key}`);
+  } else {
+    body = json.toString('base64');
   }
-  const body = encodeQueueJson(message, `message ${names.key}`);
   await step(names, 'queue write failed', () => timeStorageWrite('queue', () => ctx.queue.sendMessage(body, { abortSignal: ctx.signal })));
 }
 
