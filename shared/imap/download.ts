@@ -1,4 +1,4 @@
-import { Transform, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { partialDownload } from './partial-download.js';
 import type { ImapSession } from './session.js';
 
@@ -22,11 +22,14 @@ const MAX_IN_FLIGHT = 4 * 1024 * 1024;
 
 /**
  * Streams one (large) message in partial fetches queued back to back (one
- * round trip per window, not per 512 KiB), handed on in 64 KiB slices.
+ * round trip per window, not per 512 KiB), handed on in 64 KiB slices. A
+ * download that fails mid-stream (the connection drops, the server says BYE)
+ * fails with the IMAP cause, so the poll reconnects; a reader that gives up
+ * destroys the stream, which stops the fetches.
  */
 export function downloadMessage(session: ImapSession, uid: number, size: number): Readable {
   try {
-    const content = partialDownload(session.client, {
+    return partialDownload(session.client, {
       uid,
       size,
       window: STREAM_CHUNK,
@@ -34,24 +37,9 @@ export function downloadMessage(session: ImapSession, uid: number, size: number)
       maxInFlight: MAX_IN_FLIGHT,
       piece: STREAM_PIECE,
       subject: session.subject,
+      mapError: (e) => session.fail(e),
     });
-    return inPieces(content, session);
   } catch (e) {
     throw session.fail(e);
   }
-}
-
-function inPieces(content: Readable, session: ImapSession): Readable {
-  const out = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      for (let i = 0; i < chunk.length; i += STREAM_PIECE) this.push(chunk.subarray(i, i + STREAM_PIECE));
-      cb();
-    },
-  });
-  // A download fails mid-stream when the connection drops or the server says BYE: the
-  // consumer must see the IMAP cause (reconnectable), not a generic stream error.
-  content.on('error', (e) => out.destroy(session.fail(e)));
-  // A consumer that gives up must stop imapflow's partial FETCH loop.
-  out.on('close', () => content.destroy());
-  return content.pipe(out);
 }

@@ -39,6 +39,8 @@ export interface PartialDownloadOptions {
   subject?: string;
   /** Aborting destroys the stream with the signal's reason. */
   signal?: AbortSignal;
+  /** Turns a failed window (a dropped connection, a BYE) into the error the reader sees; default: as it is. */
+  mapError?: (e: unknown) => Error;
 }
 
 interface Window {
@@ -160,7 +162,7 @@ class WindowedDownload {
         this.issue();
       }
     } catch (e) {
-      this.stream.destroy(e as Error);
+      this.stream.destroy(this.o.mapError ? this.o.mapError(e) : (e as Error));
     } finally {
       this.#pumping = false;
     }
