@@ -14,6 +14,7 @@ import { memoryLogger } from '../shared/logger.js';
 import { Pop3Client, Pop3ReplyParser, errorFromReply, parseCapa, parseStatusLine, xoauth2Blob, type ParserEvent, type Pop3ConnectOptions } from '../shared/pop3/index.js';
 import { parseUidl } from '../shared/pop3/commands/uidl.js';
 import { dotStuff, maildropScript, startScriptServer, type ScriptConn, type ScriptServer } from './support/pop3-script-server.js';
+import { seededRandom } from './support/seeded-random.js';
 
 const MS_USER = 'test@contoso.onmicrosoft.com';
 const MS_TOKEN = 'EwBAAl3BAAUFFpUAo7J3Ve0bjLBWZWCclRC3EoAA';
@@ -70,18 +71,6 @@ function splitAt(b: Buffer, ...cuts: number[]): Buffer[] {
   return out;
 }
 
-/** A deterministic PRNG (mulberry32), so a failure can be replayed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 const TRICKY = '..x\r\n.\r\n\r\n..\r\n...\r\n.\rX\r\nend';
 const TRICKY_MESSAGE = Buffer.from(`Subject: t\r\n\r\n.leading\r\n\r\n${TRICKY}\r\n`, 'latin1');
 
@@ -128,7 +117,7 @@ describe('reply parser (pure)', () => {
   });
 
   test('random messages with dot lines survive random chunkings (fuzz)', () => {
-    const rand = rng(1939);
+    const rand = seededRandom(1939);
     const pieces = ['.', '..', '.\r', '\r\n', '\r\n.', '\r\n.\r', 'a', 'bc', '\n', '\r', ' ', '.x', '\r\n.\r\n'];
     for (let round = 0; round < 300; round++) {
       let s = '';
@@ -572,7 +561,7 @@ describe('Pop3Client over TLS', () => {
     const TOTAL = 20 * 1024 * 1024;
     // Lines of varied length, many beginning with '.', generated on the fly (never held whole).
     function* lines(): Generator<Buffer> {
-      const rand = rng(42);
+      const rand = seededRandom(42);
       let sent = 0;
       while (sent < TOTAL) {
         const len = Math.floor(rand() * 200);

@@ -7,6 +7,7 @@
  * Every case is distinct byte for byte (most carry their name), so a test
  * can tell which case a delivered message came from.
  */
+import { seededRandom } from './seeded-random.js';
 
 /** One generated message. */
 export interface HostileCase {
@@ -24,20 +25,8 @@ export interface HostileCase {
 
 const CRLF = '\r\n';
 
-/** mulberry32: a small seeded PRNG, so the corpus is the same on every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function randomBytesSeeded(n: number, seed: number): Buffer {
-  const r = prng(seed);
+  const r = seededRandom(seed);
   const b = Buffer.alloc(n);
   for (let i = 0; i < n; i++) b[i] = Math.floor(r() * 256);
   return b;
