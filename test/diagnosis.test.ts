@@ -17,22 +17,9 @@ import { type PostroomError } from '../shared/errors.js';
 import { silentLogger } from '../shared/logger.js';
 import { narrowAuthRefusal } from '../shared/diagnose/narrow.js';
 import { directProbes, probeImap, probePop3, probeSmtp } from '../shared/diagnose/probes.js';
+import { brokenSetupApps, OTHER_TENANT } from './support/broken-setups.js';
 
-const app = (n: number, name: string, extra: Partial<SandboxApp> = {}): SandboxApp => ({
-  name,
-  clientId: `0a5bd0c5-0000-4000-8000-00000000d00${n}`,
-  clientSecret: `${name}-secret`,
-  roles: ['IMAP.AccessAsApp', 'POP.AccessAsApp', 'SMTP.SendAsApp'],
-  ...extra,
-});
-const OTHER_TENANT = '0b0b0b0b-0000-4000-8000-000000000bad';
-const APPS = {
-  unregistered: app(1, 'unregistered'),
-  wrongTenant: app(2, 'wrong-tenant', { tokenClaims: { tid: OTHER_TENANT } }),
-  graph: app(3, 'graph-audience', { tokenClaims: { aud: 'https://graph.microsoft.com', roles: ['Mail.Read'] } }),
-  // The login host's clock is 70 minutes behind: its tokens are expired on arrival.
-  expired: app(4, 'expired', { tokenClaims: (c) => ({ iat: Number(c.iat) - 4200, nbf: Number(c.nbf) - 4200, exp: Number(c.exp) - 4200 }) }),
-};
+const APPS = brokenSetupApps('d0');
 const MBX = { popOff: 'pop-off@contoso.test', imapOff: 'imap-off@contoso.test', smtpOff: 'smtp-off@contoso.test', ok: 'healthy@contoso.test' };
 
 describe('diagnosis against the real sandbox', () => {

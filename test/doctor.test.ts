@@ -25,21 +25,9 @@ import { mailboxStatusReport } from '../shared/poll/report.js';
 import { main } from '../shared/cli/main.js';
 import { startKeyVault, type KeyVaultEndpoint } from './support/keyvault-endpoint.js';
 import { startFaultProxy, type FaultProxy } from './support/fault-proxy.js';
+import { brokenSetupApps, OTHER_TENANT } from './support/broken-setups.js';
 
-const app = (n: number, name: string, extra: Partial<SandboxApp> = {}): SandboxApp => ({
-  name,
-  clientId: `0a5bd0c5-0000-4000-8000-00000000e00${n}`,
-  clientSecret: `${name}-secret`,
-  roles: ['IMAP.AccessAsApp', 'POP.AccessAsApp', 'SMTP.SendAsApp'],
-  ...extra,
-});
-const OTHER_TENANT = '0b0b0b0b-0000-4000-8000-000000000bad';
-const APPS = {
-  unregistered: app(1, 'unregistered'),
-  wrongTenant: app(2, 'wrong-tenant', { tokenClaims: { tid: OTHER_TENANT } }),
-  graph: app(3, 'graph-audience', { tokenClaims: { aud: 'https://graph.microsoft.com', roles: ['Mail.Read'] } }),
-  expired: app(4, 'expired', { tokenClaims: (c) => ({ iat: Number(c.iat) - 4200, nbf: Number(c.nbf) - 4200, exp: Number(c.exp) - 4200 }) }),
-};
+const APPS = brokenSetupApps('e0');
 const MBX = {
   ok: 'doctor-ok@contoso.test',
   pop: 'doctor-pop@contoso.test',
