@@ -6,7 +6,7 @@ import type { MailboxLease } from '../lease/index.js';
 import type { Logger } from '../logger.js';
 import type { Runtime, SourceHooks } from '../runtime.js';
 import { deliverMessage, type Delivered } from '../sink/index.js';
-import type { MailSource } from '../source.js';
+import type { MailSource, SourceMessage } from '../source.js';
 import { getMetrics, type LagTracker } from '../telemetry/index.js';
 import type { PollClock } from './deadline.js';
 import { asPostroomError } from './poll-errors.js';
@@ -107,18 +107,14 @@ async function oneSession(runtime: Runtime, mailbox: MailboxConfig, source: Mail
         await crashSeam(done);
         signal.throwIfAborted();
         await session.acknowledge(batch, { signal });
-        ctx.delivered.push(...done);
-        for (const d of done) getMetrics().messageIngested(mailbox.id, d.size);
-        ctx.lag.acknowledged(batch);
+        recordDelivered(ctx, mailbox, batch, done);
         clock.progress();
       },
       // The session may be gone: record what is durable so a reconnect does not write it again.
       salvage: async (messages, done) => {
         if (crashed) return;
         await session.checkpoint(messages);
-        ctx.delivered.push(...done);
-        for (const d of done) getMetrics().messageIngested(mailbox.id, d.size);
-        ctx.lag.acknowledged(messages);
+        recordDelivered(ctx, mailbox, messages, done);
         log.info('durable messages checkpointed after the session failed; their post-action waits for the next session', { mailbox: mailbox.id, count: messages.length });
       },
     });
@@ -127,6 +123,13 @@ async function oneSession(runtime: Runtime, mailbox: MailboxConfig, source: Mail
     session.abort();
     throw e;
   }
+}
+
+/** Counts messages acknowledged or checkpointed: the poll's result, the ingest metric, the lag. */
+function recordDelivered(ctx: SessionContext, mailbox: MailboxConfig, messages: readonly SourceMessage[], done: readonly Delivered[]): void {
+  ctx.delivered.push(...done);
+  for (const d of done) getMetrics().messageIngested(mailbox.id, d.size);
+  ctx.lag.acknowledged(messages);
 }
 
 /** The output container and queue. */
