@@ -14,6 +14,12 @@ export interface OpenSourceOptions {
   backoffBudgetMs?: () => number;
 }
 
+/** The signal that bounds a connection attempt: the session's own, ended earlier by `openBy`. */
+export function connectSignal(options: OpenSourceOptions): AbortSignal | undefined {
+  const { signal, openBy } = options;
+  return signal && openBy ? AbortSignal.any([signal, openBy]) : (openBy ?? signal);
+}
+
 /**
  * The seam between the pipeline and a mail protocol. IMAP and POP3 both
  * implement it; the pipeline (fetch -> parse -> blob/queue -> acknowledge)

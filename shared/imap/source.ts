@@ -1,5 +1,5 @@
 import type { MailboxConfig } from '../config/index.js';
-import type { CreateSource, MailSession, MailSource, SourceDeps } from '../source.js';
+import { connectSignal, type CreateSource, type MailSession, type MailSource, type SourceDeps } from '../source.js';
 import { imapBatches } from './batches.js';
 import { CheckpointWriter, readCheckpoint } from './checkpoint.js';
 import { applyPostAction } from './post-action.js';
@@ -26,9 +26,9 @@ const PREFETCH_LIMIT_BYTES = 1024 * 1024;
 export const createSource: CreateSource = (mailbox: MailboxConfig, deps: SourceDeps): MailSource => ({
   protocol: 'imap',
   async open(options = {}) {
-    const connectSignal = options.openBy && options.signal ? AbortSignal.any([options.signal, options.openBy]) : (options.openBy ?? options.signal);
-    connectSignal?.throwIfAborted();
-    const session = await openImapSession(mailbox, deps, { ...options, signal: connectSignal });
+    const signal = connectSignal(options);
+    signal?.throwIfAborted();
+    const session = await openImapSession(mailbox, deps, { ...options, signal });
     // imapflow's commands take no signal: closing the client is how an abort reaches a pending one.
     const onAbort = () => session.client.close();
     options.signal?.addEventListener('abort', onAbort, { once: true });

@@ -2,7 +2,7 @@ import type { Readable } from 'node:stream';
 import { isPostroomError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { MailboxConfig } from '../config/index.js';
-import type { CreateSource, MailSession, MailSource, SourceDeps, SourceMessage } from '../source.js';
+import { connectSignal, type CreateSource, type MailSession, type MailSource, type SourceDeps, type SourceMessage } from '../source.js';
 import { trustedCas } from '../tls.js';
 import type { StateStore, StateValue } from '../state.js';
 import { Pop3Client } from './client.js';
@@ -69,8 +69,7 @@ export function createPop3Source(o: Pop3SourceOptions): MailSource {
   return {
     protocol: 'pop3',
     async open(options = {}): Promise<MailSession> {
-      const connectSignal = options.openBy && options.signal ? AbortSignal.any([options.signal, options.openBy]) : (options.openBy ?? options.signal);
-      const client = await connect(o, connectSignal);
+      const client = await connect(o, connectSignal(options));
       try {
         const maildrop = await readMaildrop(o, client, options.signal);
         return createSession(o, client, maildrop);
