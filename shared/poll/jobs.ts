@@ -1,3 +1,4 @@
+import type { QueueClient } from '@azure/storage-queue';
 import { z } from 'zod';
 import { isPostroomError, PostroomError } from '../errors.js';
 import { decodeQueueJson, encodeQueueJson } from '../queue-json.js';
@@ -48,21 +49,25 @@ export async function enqueuePollJobs(runtime: Runtime, options: { logger?: Logg
   const log = options.logger ?? runtime.logger;
   const queue = await runtime.storage.queue(runtime.config.storage.jobsQueue);
   const at = runtime.now();
-  const jobs: PollJob[] = [];
-  for (const m of runtime.config.mailboxes) {
-    if (!(await claimPending(runtime, m.id, at))) continue;
-    const job: PollJob = { schema: JOB_SCHEMA, mailboxId: m.id, scheduledAt: at.toISOString() };
-    try {
-      await queue.sendMessage(encodeQueueJson(job));
-    } catch (e) {
-      await runtime.state.delete(m.id, PENDING_JOB_KEY).catch(() => undefined);
-      throw e;
-    }
-    jobs.push(job);
-  }
+  // Mailboxes are independent: claim and send for all of them at once, as the fan-out always did.
+  const sent = await Promise.all(runtime.config.mailboxes.map((m) => enqueueOne(runtime, queue, m.id, at)));
+  const jobs = sent.filter((j): j is PollJob => j !== undefined);
   const skipped = runtime.config.mailboxes.length - jobs.length;
   log.info(`enqueued ${jobs.length} poll job(s)${skipped ? `; ${skipped} mailbox(es) still have one pending` : ''}`, { queue: runtime.config.storage.jobsQueue });
   return jobs;
+}
+
+/** One mailbox's job, unless one is still pending; the pending mark is taken back when the send fails. */
+async function enqueueOne(runtime: Runtime, queue: QueueClient, mailboxId: string, at: Date): Promise<PollJob | undefined> {
+  if (!(await claimPending(runtime, mailboxId, at))) return undefined;
+  const job: PollJob = { schema: JOB_SCHEMA, mailboxId, scheduledAt: at.toISOString() };
+  try {
+    await queue.sendMessage(encodeQueueJson(job));
+  } catch (e) {
+    await runtime.state.delete(mailboxId, PENDING_JOB_KEY).catch(() => undefined);
+    throw e;
+  }
+  return job;
 }
 
 /** Marks a job of `mailboxId` pending, unless a fresh mark exists (ETag-guarded: two timers cannot both claim). */
