@@ -9,7 +9,7 @@ import * as tls from 'node:tls';
  *
  * @example
  * ```ts
- * tlsConnect({ host, port, ...caOption(config.ca) });
+ * tlsConnect({ host, port, ca: trustedCas(config.ca) });
  * ```
  */
 export function trustedCas(extraCa: string | Buffer | undefined): string[] | undefined {
@@ -18,12 +18,6 @@ export function trustedCas(extraCa: string | Buffer | undefined): string[] | und
   const getCas = (tls as { getCACertificates?: (type?: string) => string[] }).getCACertificates;
   const base = typeof getCas === 'function' ? getCas('default') : tls.rootCertificates;
   return [...base, extraCa.toString()];
-}
-
-/** `{ ca }` for a TLS options object when an extra CA is configured, else `{}`. */
-export function caOption(extraCa: string | Buffer | undefined): { ca?: string[] } {
-  const ca = trustedCas(extraCa);
-  return ca ? { ca } : {};
 }
 
 const contexts = new Map<string, tls.SecureContext>();

@@ -5,7 +5,7 @@ import type { HostPort } from '../config/index.js';
 import { withContext, type FixContext, type PostroomError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { AccessToken, TokenGetter } from '../auth/token.js';
-import { caOption } from '../tls.js';
+import { trustContext } from '../tls.js';
 import { createRateLimiter, type RateLimiter } from './rate-limit.js';
 import { CONCURRENCY_BACKOFF_MS, mapSmtpError } from './smtp-errors.js';
 
@@ -212,7 +212,7 @@ function transportOptions(deps: SmtpSenderDeps, options: SmtpSenderOptions, curr
     // Port 587: plain connect, then STARTTLS is mandatory (never AUTH in clear).
     secure: false,
     requireTLS: true,
-    tls: { minVersion: 'TLSv1.2', rejectUnauthorized: true, ...caOption(deps.ca), ...(isIP(host) ? {} : { servername: host }) },
+    tls: { minVersion: 'TLSv1.2', rejectUnauthorized: true, ...trustContext(deps.ca), ...(isIP(host) ? {} : { servername: host }) },
     connectionTimeout: deps.connectTimeoutMs,
     greetingTimeout: 30_000,
     socketTimeout: 60_000,
