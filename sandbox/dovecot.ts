@@ -257,12 +257,12 @@ local function has_role(roles, want)
   return false
 end
 
-local function granted(appid, mailbox)
-  local f = io.open(GRANTS, "r")
+-- Whether a line of the file at path passes test (files are re-read at every login: the switches take effect at once).
+local function any_line(path, test)
+  local f = io.open(path, "r")
   if not f then return false end
   for line in f:lines() do
-    local a, m = string.match(line, "^(%S+)%s+(%S+)%s*$")
-    if a == appid and m ~= nil and string.lower(m) == mailbox then
+    if test(line) then
       f:close()
       return true
     end
@@ -271,19 +271,19 @@ local function granted(appid, mailbox)
   return false
 end
 
+local function granted(appid, mailbox)
+  return any_line(GRANTS, function(line)
+    local a, m = string.match(line, "^(%S+)%s+(%S+)%s*$")
+    return a == appid and m ~= nil and string.lower(m) == mailbox
+  end)
+end
+
 -- Lines "unregistered <appid>" and "disabled <mailbox> <protocol>" (Exchange's New-ServicePrincipal and Set-CASMailbox).
 local function switched(kind, a, b)
-  local f = io.open(SWITCHES, "r")
-  if not f then return false end
-  for line in f:lines() do
+  return any_line(SWITCHES, function(line)
     local k, x, y = string.match(line, "^(%S+)%s+(%S+)%s*(%S*)%s*$")
-    if k == kind and x == a and (b == nil or y == b) then
-      f:close()
-      return true
-    end
-  end
-  f:close()
-  return false
+    return k == kind and x == a and (b == nil or y == b)
+  end)
 end
 
 function auth_password_verify(req, pass)
