@@ -9,9 +9,7 @@ export type MailProtocol = keyof typeof PROTOCOL_ROLES;
 
 /** Whom the tokens of a {@link protocolTokenGetter} are for. */
 export interface ProtocolTokenOptions {
-  /**
-   *
-   */
+  /** The protocol the token is for: its role is required (IMAP.AccessAsApp, POP.AccessAsApp, SMTP.SendAsApp). */
   protocol: MailProtocol;
   /** The app registration the token is asked for (tenant, audience, ids of the fix). */
   app: AppConfig;
