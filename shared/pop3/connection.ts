@@ -1,6 +1,6 @@
 import { isIP, connect as netConnect, type Socket } from 'node:net';
 import { Readable } from 'node:stream';
-import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
+import { connect as tlsConnect, type ConnectionOptions, type SecureContext, type TLSSocket } from 'node:tls';
 import { droppedAfterLogin } from '../diagnose/connection.js';
 import { PostroomError } from '../errors.js';
 import { silentLogger, type Logger } from '../logger.js';
@@ -17,6 +17,8 @@ export interface Pop3ConnectOptions {
   tls: 'implicit' | 'starttls';
   /** The CA certificates to trust; they replace Node's default (Postroom passes the default plus its extra CA: shared/tls.ts). */
   ca?: string | Buffer | readonly string[];
+  /** A ready TLS context holding the trusted CAs (shared/tls.ts `trustContext`: built once per CA and process); takes the place of `ca`. */
+  secureContext?: SecureContext;
   /** SNI and certificate name; defaults to `host` when it is a name. */
   servername?: string;
   /** Lowest TLS version; Exchange Online requires TLS 1.2 or later. */
@@ -496,7 +498,7 @@ function connectionTlsOptions(o: Pop3ConnectOptions): ConnectionOptions {
     servername: o.servername ?? (isIP(o.host) ? undefined : o.host),
     minVersion: o.minVersion ?? 'TLSv1.2',
     rejectUnauthorized: true,
-    ...(o.ca !== undefined ? { ca: typeof o.ca === 'string' || Buffer.isBuffer(o.ca) ? o.ca : [...o.ca] } : {}),
+    ...(o.secureContext ? { secureContext: o.secureContext } : o.ca !== undefined ? { ca: typeof o.ca === 'string' || Buffer.isBuffer(o.ca) ? o.ca : [...o.ca] } : {}),
   };
 }
 

@@ -1,9 +1,10 @@
 import type { Readable } from 'node:stream';
+import type { SecureContext } from 'node:tls';
 import { isPostroomError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { MailboxConfig } from '../config/index.js';
 import { connectSignal, type CreateSource, type MailSession, type MailSource, type SourceDeps, type SourceMessage } from '../source.js';
-import { trustedCas } from '../tls.js';
+import { trustContext } from '../tls.js';
 import type { StateStore, StateValue } from '../state.js';
 import { Pop3Client } from './client.js';
 import { packUidlHashes, pruneUidlHashes, uidlHash, unpackUidlHashes } from './uidl-set.js';
@@ -20,6 +21,8 @@ export interface Pop3SourceOptions {
   tls: 'implicit' | 'starttls';
   /** The CA certificates to trust (PEM); undefined: Node's default trust. `createSource` passes the default trust plus the extra CA. */
   ca?: string | Buffer | readonly string[];
+  /** A ready TLS context with the trusted CAs; takes the place of `ca`. `createSource` passes the shared one (shared/tls.ts `trustContext`). */
+  secureContext?: SecureContext;
   /** `none`: remember delivered UIDLs; `delete`: DELE delivered messages (committed at QUIT). */
   postAction: 'none' | 'delete';
   /** Token provider; `renew: true` must bypass any cache. */
@@ -91,7 +94,7 @@ export const createSource: CreateSource = (mailbox: MailboxConfig, deps: SourceD
     host: mailbox.host,
     port: mailbox.port,
     tls: mailbox.tls,
-    ca: trustedCas(deps.ca),
+    ...trustContext(deps.ca),
     postAction: mailbox.postAction.kind === 'delete' ? 'delete' : 'none',
     getToken: async (opts) => (await deps.getToken(opts)).token,
     maxMessageBytes: mailbox.maxMessageBytes,
@@ -109,6 +112,7 @@ async function connect(o: Pop3SourceOptions, signal: AbortSignal | undefined): P
       port: o.port,
       tls: o.tls,
       ca: o.ca,
+      secureContext: o.secureContext,
       mailbox: o.mailbox,
       logger: o.logger,
       signal,
