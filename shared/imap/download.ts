@@ -4,13 +4,12 @@ import type { ImapSession } from './session.js';
 
 /**
  * Partial FETCH window and what a streamed message is handed on in. imapflow holds
- * each window whole (the assembled literal, queued in each stage of its stream
- * chain), and every sink stage takes a whole chunk past its 16 KiB highWaterMark
- * (mailparser copies it, its base64 decoder turns it into a string). With 1 MiB
- * windows those Buffers live long enough to be promoted and pile up as external
- * memory until V8's ~64 MB external limit forces a full GC: ~40 MiB more peak RSS
- * than POP3, which hands on socket-sized chunks. 512 KiB windows cut into 64 KiB
- * zero-copy slices keep both short-lived (bench figure 3) at the same throughput.
+ * each window whole (the assembled literal), and every sink stage takes a whole chunk
+ * past its 16 KiB highWaterMark (mailparser copies it, its base64 decoder turns it into
+ * a string). Windows that live long enough to be promoted pile up as external memory
+ * until V8's ~64 MB external limit forces a full GC. So windows start at 512 KiB, grow
+ * only on a slow link, and are handed on at once as 64 KiB copies (bench
+ * figure 3: one 100 MiB attachment ~40 MiB over idle, as POP3's socket-sized chunks).
  */
 const STREAM_CHUNK = 512 * 1024;
 const STREAM_PIECE = 64 * 1024;
