@@ -39,6 +39,7 @@ import {
   type StorageRequest,
   type Stats,
 } from './support.js';
+import { shippedWorkerSettings } from './worker-settings.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
@@ -135,13 +136,14 @@ async function dropOutputs(conn: string, names: string[]): Promise<void> {
 /** Extra Node flags for every child (e.g. `--max-semi-space-size=4`), to measure a runtime setting. */
 const CHILD_ARGS = (process.env.POSTROOM_BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
 
-function forkChild(execArgv: string[] = []) {
-  return fork(CHILD, [], { execArgv: [...execArgv, ...CHILD_ARGS], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+/** `env`: variables read at process start (the allocator's `MALLOC_*`), over the bench's own. */
+function forkChild(execArgv: string[] = [], env?: Record<string, string>) {
+  return fork(CHILD, [], { execArgv: [...execArgv, ...CHILD_ARGS], stdio: ['ignore', 'inherit', 'inherit', 'ipc'], ...(env ? { env: { ...process.env, ...env } } : {}) });
 }
 
-function runPollChild(req: Extract<ChildRequest, { mode: 'poll' }>, execArgv: string[] = []): Promise<PollReply> {
+function runPollChild(req: Extract<ChildRequest, { mode: 'poll' }>, execArgv: string[] = [], env?: Record<string, string>): Promise<PollReply> {
   return new Promise((resolve, reject) => {
-    const child = forkChild(execArgv);
+    const child = forkChild(execArgv, env);
     let reply: PollReply | undefined;
     child.once('message', (m) => (reply = m as PollReply));
     child.once('error', reject);
@@ -952,6 +954,7 @@ function distanceDeps(ctx: Ctx): DistanceDeps {
     dropOutputs: (names) => dropOutputs(ctx.conn, names),
     ensureWarmMailbox: () => ensureWarmMailbox(ctx),
     runPollChild,
+    workerSettings: shippedWorkerSettings(root),
     writesOf,
     replayWrites,
     scaleRun: (workers, o) => scaleRun(ctx, workers, o),

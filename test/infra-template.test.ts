@@ -8,8 +8,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
 import { createHash } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { loadConfig, SETTINGS } from '../shared/config/index.js';
+import { shippedWorkerSettings } from '../bench/worker-settings.js';
 
 const root = join(import.meta.dirname, '..', '..');
 const templateText = readFileSync(join(root, 'infra', 'azuredeploy.json'), 'utf8');
@@ -285,9 +287,9 @@ test("the app settings the template sets load with the real loadConfig: identity
   assert.equal(config.mailboxes.length, MAILBOX_PARAMS.length);
   assert.equal(config.sandbox, false);
   assert.deepEqual(config.warnings, []);
-  // Only settings the code knows, the host's own, and the telemetry ones.
+  // Only settings the code knows, the host's own, the telemetry ones, and the worker's runtime (flags, allocator).
   const host =
-    /^(AzureWebJobsStorage__(blobServiceUri|queueServiceUri|tableServiceUri|credential|clientId)|APPLICATIONINSIGHTS_CONNECTION_STRING|APPLICATIONINSIGHTS_AUTHENTICATION_STRING|AZURE_CLIENT_ID)$/;
+    /^(AzureWebJobsStorage__(blobServiceUri|queueServiceUri|tableServiceUri|credential|clientId)|APPLICATIONINSIGHTS_CONNECTION_STRING|APPLICATIONINSIGHTS_AUTHENTICATION_STRING|AZURE_CLIENT_ID|languageWorkers__node__arguments|MALLOC_ARENA_MAX)$/;
   for (const name of Object.keys(settings)) assert.ok((SETTINGS as readonly string[]).includes(name) || host.test(name), `unexpected app setting ${name}`);
   // Flex Consumption rejects these: the runtime comes from functionAppConfig.
   for (const name of ['FUNCTIONS_WORKER_RUNTIME', 'FUNCTIONS_EXTENSION_VERSION', 'WEBSITE_RUN_FROM_PACKAGE', 'WEBSITE_CONTENTAZUREFILECONNECTIONSTRING', 'AzureWebJobsStorage'])
@@ -521,4 +523,17 @@ test('docs/deploy.md shows an apps example per credential kind, each deployable:
   assert.deepEqual(kinds.sort(), ['certificate', 'federated', 'secret']);
   // The federated credential step uses the template's outputs for issuer and subject.
   assert.match(doc, /az ad app federated-credential create[\s\S]*federatedCredentialIssuer[\s\S]*identityPrincipalId[\s\S]*api:\/\/AzureADTokenExchange/);
+});
+
+test('the Node worker gets the memory settings bench figure D6 measures, and this Node accepts them', () => {
+  const args = settings['languageWorkers__node__arguments'].split(/\s+/).filter(Boolean);
+  assert.ok(args.some((a) => a.startsWith('--max-semi-space-size=')) && args.some((a) => a.startsWith('--heap-growing-percent=')), args.join(' '));
+  assert.equal(settings['MALLOC_ARENA_MAX'], '2');
+  // A flag V8 does not know makes node exit 9 ("bad option"); the worker would then never start.
+  const run = spawnSync(process.execPath, [...args, '-e', 'process.stdout.write(String(require("v8").getHeapStatistics().total_heap_size > 0))'], { encoding: 'utf8' });
+  assert.equal(run.status, 0, run.stderr);
+  assert.equal(run.stdout, 'true');
+  const bench = shippedWorkerSettings(root);
+  assert.deepEqual(bench.execArgv, args, 'the bench measures what ships');
+  assert.deepEqual(bench.env, { MALLOC_ARENA_MAX: '2' });
 });
