@@ -5,6 +5,7 @@
  * Ratios are paired per repeat, as in figure 1.
  */
 import https from 'node:https';
+import { cpus } from 'node:os';
 import { connect as tlsConnect } from 'node:tls';
 import { QueueClient } from '@azure/storage-queue';
 import { AZURITE_ACCOUNT, AZURITE_KEY } from '../sandbox/azurite.js';
@@ -272,7 +273,7 @@ async function figureIngestAtDistance(d: DistanceDeps, links: Links[], mb: strin
         await d.freshStorage();
         // The warm-up mailbox is polled on loopback (JIT, modules, token): only the timed poll crosses the link.
         const env = linkedEnv(d, l, [box, { address: d.warmMailbox, protocol: p }], { POSTROOM_OUTPUT_QUEUE: out, POSTROOM_BLOB_CONTAINER: out });
-        const reply = await d.runPollChild({ mode: 'poll', env, mailboxIndex: 0, warmMailboxIndex: 1, warmOutput: d.freshName('dwarm'), resetKey: resetKey(p) });
+        const reply = await d.runPollChild({ mode: 'poll', env, mailboxIndex: 0, warmMailboxIndex: 1, warmOutput: d.freshName('dwarm'), resetKey: resetKey(p), ...profileOf(`ingest-${p}-rtt${l.rtt}`, r) });
         await d.dropOutputs([out]);
         if (!reply.ok || reply.delivered !== total) throw new Error(`postroom ${p} at RTT ${l.rtt}: ${reply.delivered}/${total} ${reply.error ?? ''}`);
         per[p].pr.push(total / (reply.durationMs / 1000));
@@ -504,20 +505,29 @@ async function figureScaleAtDistance(d: DistanceDeps, l: Links, mbs: string[]): 
     }
   }
   const rate = (w: number) => stats(runs[w].map((x) => expected / x.seconds));
-  const med = (w: number, k: 'azuriteBusy' | 'maxPerMailbox') => stats(runs[w].map((x) => Number(x[k]))).median;
+  const med = (w: number, k: 'azuriteBusy' | 'maxPerMailbox' | 'machineBusy' | 'workerCpuMicrosPerMsg') => stats(runs[w].map((x) => Number(x[k]))).median;
   const speedup = rate(4).median / rate(1).median;
   const dup = [...runs[1], ...runs[4]].reduce((a, x) => a + x.duplicates, 0);
   const lost = [...runs[1], ...runs[4]].reduce((a, x) => a + x.lost, 0);
   const maxConn = Math.max(...[...runs[1], ...runs[4]].map((x) => x.maxPerMailbox));
   const azBusy = Math.max(med(1, 'azuriteBusy'), med(4, 'azuriteBusy'));
+  // The workers, Azurite, Dovecot and the link share this machine's cores: once they are all busy,
+  // a fifth process cannot add throughput, and the figure measures the host, not Postroom.
+  const machineBound = med(4, 'machineBusy') >= 0.85;
+  const verdict =
+    azBusy >= 0.7 || machineBound
+      ? `; not measurable here: ${azBusy >= 0.7 ? `Azurite reached ${Math.round(azBusy * 100)}% of one core` : ''}${azBusy >= 0.7 && machineBound ? ' and ' : ''}${machineBound ? `the ${cpus().length}-core machine was ${Math.round(med(4, 'machineBusy') * 100)}% busy with 4 workers` : ''}`
+      : '';
   return {
     figure: 'rtt-scale',
     title: `D5. Scale-out at RTT ${l.rtt} ms: ${mbs.length} mailboxes × ${s.scaleMessages} messages, 1 vs 4 workers`,
     target: '≥ 3× with 0 duplicates and 0 lost while Azurite < ~70% of one core; ≤ 20 concurrent IMAP connections per mailbox',
     headline:
       `${speedup.toFixed(2)}× (1: ${fmt(rate(1).median)} msg/s, 4: ${fmt(rate(4).median)} msg/s); ${dup} duplicate(s), ${lost} lost; ` +
-      `Azurite busy ${Math.round(med(1, 'azuriteBusy') * 100)}% / ${Math.round(med(4, 'azuriteBusy') * 100)}% of one core; max concurrent IMAP connections per mailbox ${maxConn}`,
-    pass: azBusy < 0.7 ? speedup >= 3 && dup === 0 && lost === 0 && maxConn <= 20 : null,
+      `Azurite busy ${Math.round(med(1, 'azuriteBusy') * 100)}% / ${Math.round(med(4, 'azuriteBusy') * 100)}% of one core; machine busy ${Math.round(med(1, 'machineBusy') * 100)}% / ${Math.round(med(4, 'machineBusy') * 100)}%; ` +
+      `worker CPU ${fmt(med(1, 'workerCpuMicrosPerMsg'))} / ${fmt(med(4, 'workerCpuMicrosPerMsg'))} µs/msg; max concurrent IMAP connections per mailbox ${maxConn}${verdict}`,
+    // Duplicates, losses and connections are checked whatever the host; the speed-up only where it measures Postroom.
+    pass: dup > 0 || lost > 0 || maxConn > 20 ? false : verdict ? null : speedup >= 3,
     details: { rttMs: l.rtt, speedup: +speedup.toFixed(2), oneWorker: rate(1), fourWorkers: rate(4), duplicates: dup, lost, maxConnectionsPerMailbox: maxConn, runs },
   };
 }
