@@ -273,7 +273,15 @@ async function figureIngestAtDistance(d: DistanceDeps, links: Links[], mb: strin
         await d.freshStorage();
         // The warm-up mailbox is polled on loopback (JIT, modules, token): only the timed poll crosses the link.
         const env = linkedEnv(d, l, [box, { address: d.warmMailbox, protocol: p }], { POSTROOM_OUTPUT_QUEUE: out, POSTROOM_BLOB_CONTAINER: out });
-        const reply = await d.runPollChild({ mode: 'poll', env, mailboxIndex: 0, warmMailboxIndex: 1, warmOutput: d.freshName('dwarm'), resetKey: resetKey(p), ...profileOf(`ingest-${p}-rtt${l.rtt}`, r) });
+        const reply = await d.runPollChild({
+          mode: 'poll',
+          env,
+          mailboxIndex: 0,
+          warmMailboxIndex: 1,
+          warmOutput: d.freshName('dwarm'),
+          resetKey: resetKey(p),
+          ...profileOf(`ingest-${p}-rtt${l.rtt}`, r),
+        });
         await d.dropOutputs([out]);
         if (!reply.ok || reply.delivered !== total) throw new Error(`postroom ${p} at RTT ${l.rtt}: ${reply.delivered}/${total} ${reply.error ?? ''}`);
         per[p].pr.push(total / (reply.durationMs / 1000));
