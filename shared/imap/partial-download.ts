@@ -223,9 +223,5 @@ export function windowSizer(get: () => number, set: (w: number) => void, now: ()
       measuredPerByte = perByte;
       if (length >= get()) set(get() * 2);
     },
-    /** False once doubling stopped paying. */
-    get growing() {
-      return growing;
-    },
   };
 }

@@ -15,7 +15,7 @@ export interface Pop3ConnectOptions {
   port: number;
   /** `implicit`: TLS from the first byte (port 995). `starttls`: plain, then STLS (RFC 2595). */
   tls: 'implicit' | 'starttls';
-  /** The CA certificates to trust; they replace Node's default (Postroom passes the default plus its extra CA: shared/tls.ts). */
+  /** The CA certificates to trust; they replace Node's default. Ignored when `secureContext` is given (Postroom's sources pass that: shared/tls.ts). */
   ca?: string | Buffer | readonly string[];
   /** A ready TLS context holding the trusted CAs (shared/tls.ts `trustContext`: built once per CA and process); takes the place of `ca`. */
   secureContext?: SecureContext;

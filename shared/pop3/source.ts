@@ -19,7 +19,7 @@ export interface Pop3SourceOptions {
   port: number;
   /** `implicit`: TLS from the first byte; `starttls`: plain, then STLS. */
   tls: 'implicit' | 'starttls';
-  /** The CA certificates to trust (PEM); undefined: Node's default trust. `createSource` passes the default trust plus the extra CA. */
+  /** The CA certificates to trust (PEM); undefined: Node's default trust. Ignored when `secureContext` is given. */
   ca?: string | Buffer | readonly string[];
   /** A ready TLS context with the trusted CAs; takes the place of `ca`. `createSource` passes the shared one (shared/tls.ts `trustContext`). */
   secureContext?: SecureContext;
