@@ -101,9 +101,11 @@ async function killAndRepeat(mode: Mode, random: () => number): Promise<KillFigu
     const early = random() < 0.25;
     const delay = random() * (early ? 1000 : 3000);
     if (!early) await p.waitFor((e) => e.e === 'ack' || e.e === 'done');
-    const ended = await Promise.race([new Promise((r) => setTimeout(() => r(false), delay)), p.exited.then(() => true)]);
+    await Promise.race([new Promise((r) => setTimeout(r, delay)), p.exited]);
     await p.kill();
-    if (!ended) {
+    // A poll that finished as the kill came has released its lease: that is no kill mid-poll.
+    const { signal } = await p.exited;
+    if (signal === 'SIGKILL' && !p.events.some((e) => e.e === 'done')) {
       kills++;
       killedAfter.push(Math.max(0, ...p.events.map((e) => e.n ?? 0)));
       killedAt = Date.now();

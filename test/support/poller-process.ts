@@ -62,7 +62,8 @@ export function startPollerProcess(env: Record<string, string>): PollerProcess {
       else waiters.push(w);
     }
   });
-  const exited = once(child, 'exit').then(([code, signal]) => {
+  // 'close', not 'exit': by then every line the child wrote has been read, so a kill that came too late shows its 'done'.
+  const exited = once(child, 'close').then(([code, signal]) => {
     for (const w of waiters.splice(0)) w.resolve(undefined);
     return { code: code as number | null, signal: signal as NodeJS.Signals | null };
   });
