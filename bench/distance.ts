@@ -7,6 +7,8 @@
 import https from 'node:https';
 import { cpus } from 'node:os';
 import { connect as tlsConnect } from 'node:tls';
+import { Readable } from 'node:stream';
+import { BlobServiceClient } from '@azure/storage-blob';
 import { QueueClient } from '@azure/storage-queue';
 import { AZURITE_ACCOUNT, AZURITE_KEY } from '../sandbox/azurite.js';
 import { largeAttachmentStream } from '../sandbox/messages.js';
@@ -333,6 +335,25 @@ function profileOf(what: string, run: number): { cpuProfilePath?: string } {
   return dir ? { cpuProfilePath: `${dir}/${what}-${run + 1}.cpuprofile` } : {};
 }
 
+/**
+ * The storage side of D2 alone: blobs of `sizes` bytes written at once as Postroom writes a large
+ * message (the raw .eml and the decoded attachment, each as 1 MiB blocks with 2 in flight), from
+ * bytes already in memory. No fetch, no parse, no hashing: what storage takes for the same bytes.
+ */
+async function rawBlockUploads(conn: string, name: string, sizes: number[]): Promise<number> {
+  const container = BlobServiceClient.fromConnectionString(conn).getContainerClient(name);
+  await container.createIfNotExists();
+  const piece = Buffer.alloc(64 * 1024, 0x61);
+  const content = function* (bytes: number) {
+    for (let left = bytes; left > 0; left -= piece.length) yield left >= piece.length ? piece : piece.subarray(0, left);
+  };
+  const t0 = performance.now();
+  await Promise.all(sizes.map((bytes, i) => container.getBlockBlobClient(`blob-${i}`).uploadStream(Readable.from(content(bytes)), 1024 * 1024, 2)));
+  const seconds = (performance.now() - t0) / 1000;
+  await container.delete();
+  return seconds;
+}
+
 async function figureBigAtDistance(d: DistanceDeps, links: Links[], mb: string): Promise<DistanceResult[]> {
   const s = distanceSizes(d.quick);
   d.progress(`distance/big: seeding one ${fmt(s.bigBytes / 1048576)} MiB message…`);
@@ -342,8 +363,10 @@ async function figureBigAtDistance(d: DistanceDeps, links: Links[], mb: string):
   const results: DistanceResult[] = [];
   for (const l of links) {
     const raw: number[] = [];
+    const store: number[] = [];
     const pr: number[] = [];
     const ratio: number[] = [];
+    const ofSlower: number[] = [];
     const mem: number[] = [];
     let bytes = 0;
     for (let r = 0; r < d.repeats; r++) {
@@ -353,6 +376,8 @@ async function figureBigAtDistance(d: DistanceDeps, links: Links[], mb: string):
       const rr = await rawImapFetchAll({ port: Number(box.port), ca: d.sandbox.certs.ca, user: mb, token });
       raw.push((performance.now() - t0) / 1000);
       bytes = rr.bytes;
+      await d.freshStorage();
+      store.push(await rawBlockUploads(l.storageConn, d.freshName('dbigraw'), [rr.bytes, s.bigBytes]));
       const out = d.freshName('dbig');
       await d.freshStorage();
       const env = linkedEnv(d, l, [box, { address: d.warmMailbox }], { POSTROOM_OUTPUT_QUEUE: out, POSTROOM_BLOB_CONTAINER: out, POSTROOM_MAX_MESSAGES_PER_POLL: '200' });
@@ -373,17 +398,30 @@ async function figureBigAtDistance(d: DistanceDeps, links: Links[], mb: string):
       if (!reply.ok || reply.delivered !== 1) throw new Error(`big at RTT ${l.rtt}: ${reply.error ?? reply.delivered}`);
       pr.push(reply.durationMs / 1000);
       ratio.push(raw[r] / pr[r]);
+      ofSlower.push(Math.max(raw[r], store[r]) / pr[r]);
       mem.push((reply.memory!.peakRss - reply.memory!.idleRss) / 1048576);
     }
     const q = stats(ratio);
     const m = stats(mem);
+    const st = stats(store).median;
+    // Why the ratio cannot reach the target here: storage alone, for the same bytes, may already take longer than 0.7 of the fetch allows.
+    const budget = stats(raw).median / 0.7;
     results.push({
       figure: 'rtt-big',
       title: `D2. One ${fmt(s.bigBytes / 1048576)} MiB message at RTT ${l.rtt} ms: Postroom (fetch, parse, upload) vs raw UID FETCH through the link`,
       target: '≥ 0.7 of the raw fetch rate; peak − idle ≤ 64 MiB',
-      headline: `${q.median.toFixed(2)} (Postroom ${fmt(stats(pr).median, 2)} s = ${fmt(bytes / 1e6 / stats(pr).median, 1)} MB/s, raw ${fmt(stats(raw).median, 2)} s = ${fmt(bytes / 1e6 / stats(raw).median, 1)} MB/s); memory peak − idle ${fmt(m.median, 1)} MiB`,
+      headline: `${q.median.toFixed(2)} (Postroom ${fmt(stats(pr).median, 2)} s = ${fmt(bytes / 1e6 / stats(pr).median, 1)} MB/s, raw ${fmt(stats(raw).median, 2)} s = ${fmt(bytes / 1e6 / stats(raw).median, 1)} MB/s); memory peak − idle ${fmt(m.median, 1)} MiB; storage alone (raw + attachment blobs) ${fmt(st, 2)} s${st > budget ? `, over the ${fmt(budget, 2)} s the target allows` : ''}; vs the slower of fetch and storage ${stats(ofSlower).median.toFixed(2)}`,
       pass: q.median >= 0.7 && m.median <= 64,
-      details: { rttMs: l.rtt, bytes, ratio: q, postroomSeconds: stats(pr), rawSeconds: stats(raw), memoryDeltaMiB: m },
+      details: {
+        rttMs: l.rtt,
+        bytes,
+        ratio: q,
+        postroomSeconds: stats(pr),
+        rawSeconds: stats(raw),
+        storageSeconds: stats(store),
+        ratioOfSlower: stats(ofSlower),
+        memoryDeltaMiB: m,
+      },
     });
   }
   return results;
