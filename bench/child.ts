@@ -4,7 +4,9 @@
  * - `poll`: one pollMailbox of one mailbox (CPU profile runs, memory runs
  *   which sample this process's RSS every 20 ms);
  * - `worker`: a Functions-instance stand-in (sandbox/host.ts) that drains
- *   the jobs queue when told to.
+ *   the jobs queue when told to;
+ * - `replay`: the raw storage replay of a run's writes (bench/replay.ts),
+ *   warm-up then timed, its CPU time measured here as a poll's is.
  */
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
@@ -13,6 +15,7 @@ import { createLogger, type Logger } from '../shared/logger.js';
 import { createRuntime, type Runtime } from '../shared/runtime.js';
 import { pollMailbox } from '../shared/poll/poll-mailbox.js';
 import { startLocalHost } from '../sandbox/host.js';
+import { replayWrites, type Writes } from './replay.js';
 
 export type ChildRequest =
   | {
@@ -25,7 +28,15 @@ export type ChildRequest =
       sampleMemory?: boolean;
       cpuProfilePath?: string;
     }
-  | { mode: 'worker'; env: Record<string, string> };
+  | { mode: 'worker'; env: Record<string, string> }
+  | { mode: 'replay'; conn: string; name: string; warmName: string; warm?: Writes; writes: Writes; concurrency: number };
+
+/** What a `replay` child answers: the timed replay's seconds and this process's CPU during it. */
+export interface ReplayReply {
+  seconds: number;
+  cpuMs: number;
+  error?: string;
+}
 
 export interface PollReply {
   ok: boolean;
@@ -207,8 +218,18 @@ async function worker(req: Extract<ChildRequest, { mode: 'worker' }>): Promise<v
   process.on('message', (m: { cmd: string }) => void onCommand(m));
 }
 
+async function replay(req: Extract<ChildRequest, { mode: 'replay' }>): Promise<ReplayReply> {
+  if (req.warm) await replayWrites(req.conn, req.warmName, req.warm, req.concurrency);
+  return replayWrites(req.conn, req.name, req.writes, req.concurrency);
+}
+
 process.once('message', (req: ChildRequest) => {
-  if (req.mode === 'poll') {
+  if (req.mode === 'replay') {
+    replay(req).then(
+      (r) => process.send!(r, () => process.exit(0)),
+      (e) => process.send!({ seconds: 0, cpuMs: 0, error: String((e as Error)?.stack ?? e) } satisfies ReplayReply, () => process.exit(1)),
+    );
+  } else if (req.mode === 'poll') {
     poll(req).then(
       (r) => process.send!(r, () => process.exit(0)),
       (e) => process.send!({ ok: false, delivered: 0, durationMs: 0, cpuMs: 0, error: String((e as Error)?.stack ?? e), warnings: [] }, () => process.exit(1)),

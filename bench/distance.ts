@@ -19,6 +19,7 @@ import { resetTokenProviders } from '../shared/auth/token-provider.js';
 import type { ChildRequest, PollReply } from './child.js';
 import { startLink, type Link, type LinkCounters } from './link.js';
 import type { WorkerSettings } from './worker-settings.js';
+import type { Writes } from './replay.js';
 import { attachmentMessage, fmt, mapPool, rawImapFetchAll, rawPop3RetrAll, seed, startCountingProxy, stats, textMessage, xoauth2, type StorageRequest } from './support.js';
 
 /** What run.ts lends these figures (its context and helpers). */
@@ -39,13 +40,9 @@ export interface DistanceDeps {
   runPollChild(req: Extract<ChildRequest, { mode: 'poll' }>, execArgv?: string[], env?: Record<string, string>): Promise<PollReply>;
   /** The Node worker settings infra/azuredeploy.json ships (V8 flags, allocator variables). */
   workerSettings: WorkerSettings;
-  writesOf(reqs: StorageRequest[], container: string, queue: string): { blobs: Array<{ name: string; bytes: number }>; queue: number[] };
-  replayWrites(
-    conn: string,
-    w: { blobs: Array<{ name: string; bytes: number }>; queue: number[] },
-    concurrency: number,
-    timed?: boolean,
-  ): Promise<{ seconds: number; cpuMs: number }>;
+  writesOf(reqs: StorageRequest[], container: string, queue: string): Writes;
+  /** The raw storage replay of `w` in a child process (after `warm`, untimed): its seconds and its own CPU. */
+  replayWrites(conn: string, w: Writes, concurrency: number, warm?: Writes): Promise<{ seconds: number; cpuMs: number }>;
   /** run.ts's scale-out run over these mailboxes, with `envOf` building each worker's settings. */
   scaleRun(
     workers: number,
@@ -291,8 +288,7 @@ async function figureIngestAtDistance(d: DistanceDeps, links: Links[], mb: strin
       };
       await runProtocol('imap');
       await d.freshStorage();
-      await d.replayWrites(l.storageConn, { blobs: writes.blobs.slice(0, 200), queue: writes.queue.slice(0, 200) }, 16, false);
-      const st = await d.replayWrites(l.storageConn, writes, 16);
+      const st = await d.replayWrites(l.storageConn, writes, 16, { blobs: writes.blobs.slice(0, 200), queue: writes.queue.slice(0, 200) });
       storage.push(total / st.seconds);
       storageCpu.push((st.cpuMs * 1000) / total);
       await runProtocol('pop3');

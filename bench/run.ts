@@ -22,7 +22,8 @@ import { SANDBOX_APP, SANDBOX_TENANT, type Sandbox } from '../sandbox/index.js';
 import { OUTLOOK_RESOURCE, VAULT_RESOURCE } from '../sandbox/token-endpoint.js';
 import { largeAttachmentStream } from '../sandbox/messages.js';
 import { startKeyVault } from '../test/support/keyvault-endpoint.js';
-import type { ChildRequest, PollReply } from './child.js';
+import type { ChildRequest, PollReply, ReplayReply } from './child.js';
+import type { Writes } from './replay.js';
 import { DISTANCE_FIGURES, distanceMailboxes, runDistanceFigures, type DistanceDeps } from './distance.js';
 import {
   attachmentMessage,
@@ -210,11 +211,6 @@ async function ensureWarmMailbox(ctx: Ctx): Promise<void> {
   await seed(ctx.sandbox, MB.ingestWarm, WARM, (i) => (i % 51 === 50 ? attachmentMessage(i, 1_000_000, MB.ingestWarm) : textMessage(i, 4096, MB.ingestWarm)));
 }
 
-interface Writes {
-  blobs: Array<{ name: string; bytes: number }>;
-  queue: number[];
-}
-
 /** The blob and queue writes of a run, from the proxy's log (staged blocks summed per blob). */
 function writesOf(reqs: StorageRequest[], container: string, queue: string): Writes {
   const blobs = new Map<string, number>();
@@ -247,34 +243,25 @@ async function freshStorage(ctx: Ctx): Promise<void> {
   await ctx.sandbox.azurite.restart();
 }
 
-/** The same writes issued raw (one Put Blob each, one Put Message each) at `concurrency`; returns seconds. */
-async function replayWrites(conn: string, w: Writes, concurrency: number, timed = true): Promise<{ seconds: number; cpuMs: number }> {
-  const name = freshName(timed ? 'raw' : 'rawwarm');
-  const container = BlobServiceClient.fromConnectionString(conn).getContainerClient(name);
-  const queue = new QueueClient(conn, name);
-  await Promise.all([container.createIfNotExists(), queue.createIfNotExists()]);
-  const maxBlob = Math.max(0, ...w.blobs.map((b) => b.bytes));
-  const data = Buffer.alloc(maxBlob, 0x61);
-  // The SDK wraps the text in <QueueMessage><MessageText>…</MessageText></QueueMessage> (≈100 bytes).
-  const overhead = 100;
-  const blobOps = w.blobs.map((b) => () => container.getBlockBlobClient(b.name).upload(data.subarray(0, b.bytes), b.bytes));
-  const queueOps = w.queue.map((bytes) => () => queue.sendMessage('A'.repeat(Math.max(1, bytes - overhead))));
-  // Interleave blob and queue writes, as message-by-message delivery does.
-  const ops: Array<() => Promise<unknown>> = [];
-  const per = blobOps.length / Math.max(1, queueOps.length);
-  for (let i = 0, b = 0; i < queueOps.length || b < blobOps.length; i++) {
-    while (b < blobOps.length && b < (i + 1) * per) ops.push(blobOps[b++]);
-    if (i < queueOps.length) ops.push(queueOps[i]);
-  }
-  const t0 = performance.now();
-  const cpu0 = process.cpuUsage();
-  await mapPool(ops, concurrency, (op) => op());
-  const s = (performance.now() - t0) / 1000;
-  const cpu = process.cpuUsage(cpu0);
+/**
+ * The same writes issued raw, in a child (its CPU time is the replay's alone): first `warm` into
+ * other names (untimed: JIT, connections, a store as full as Postroom's), then `w`, timed.
+ */
+async function replayWrites(conn: string, w: Writes, concurrency: number, warm?: Writes): Promise<{ seconds: number; cpuMs: number }> {
+  const name = freshName('raw');
+  const reply = await new Promise<ReplayReply>((resolve, reject) => {
+    const child = forkChild();
+    let r: ReplayReply | undefined;
+    child.once('message', (m) => (r = m as ReplayReply));
+    child.once('error', reject);
+    child.once('exit', (code) => (r ? resolve(r) : reject(new Error(`replay child exited ${code} without a reply`))));
+    child.send({ mode: 'replay', conn, name, warmName: freshName('rawwarm'), warm, writes: w, concurrency } satisfies ChildRequest);
+  });
+  if (reply.error) throw new Error(`raw storage replay: ${reply.error}`);
   // The warm-up's outputs stay, as Postroom's warm-up outputs do: deleting them would set
-  // Azurite cleaning up during the timed replay. The restart before the next run empties all.
-  if (timed) await dropOutputs(conn, [name]);
-  return { seconds: s, cpuMs: (cpu.user + cpu.system) / 1000 };
+  // Azurite cleaning up during the next timed run. The restart before the next run empties all.
+  await dropOutputs(conn, [name]);
+  return { seconds: reply.seconds, cpuMs: reply.cpuMs };
 }
 
 async function figureIngest(ctx: Ctx): Promise<FigureResult[]> {
@@ -355,8 +342,7 @@ async function figureIngest(ctx: Ctx): Promise<FigureResult[]> {
   // As for Postroom: a fresh store, warmed by the first 1,500 messages' writes into other names.
   const replay = async (c: number) => {
     await freshStorage(ctx);
-    await replayWrites(ctx.conn, firstWrites(w, WARM), c, false);
-    const r = await replayWrites(ctx.conn, w, c);
+    const r = await replayWrites(ctx.conn, w, c, firstWrites(w, WARM));
     return { rate: total / r.seconds, cpuMicrosPerMsg: (r.cpuMs * 1000) / total };
   };
   const byConcurrency: Record<string, number> = {};
