@@ -16,6 +16,7 @@ import type { Sandbox } from '../sandbox/index.js';
 import type { Runtime } from '../shared/runtime.js';
 import { pollMailbox } from '../shared/poll/poll-mailbox.js';
 import { resetTokenProviders } from '../shared/auth/token-provider.js';
+import { writeBlob } from '../shared/sink/blob-upload.js';
 import type { ChildRequest, PollReply } from './child.js';
 import { startLink, type Link, type LinkCounters } from './link.js';
 import type { WorkerSettings } from './worker-settings.js';
@@ -332,9 +333,9 @@ function profileOf(what: string, run: number): { cpuProfilePath?: string } {
 }
 
 /**
- * The storage side of D2 alone: blobs of `sizes` bytes written at once as Postroom writes a large
- * message (the raw .eml and the decoded attachment, each as 1 MiB blocks with 2 in flight), from
- * bytes already in memory. No fetch, no parse, no hashing: what storage takes for the same bytes.
+ * The storage side of D2 alone: blobs of `sizes` bytes written at once with Postroom's own
+ * `writeBlob` (the raw .eml and the decoded attachment: a 2 MiB head, then blocks), from bytes
+ * already in memory. No fetch, no parse, no hashing: what storage takes for the same bytes.
  */
 async function rawBlockUploads(conn: string, name: string, sizes: number[]): Promise<number> {
   const container = BlobServiceClient.fromConnectionString(conn).getContainerClient(name);
@@ -344,7 +345,7 @@ async function rawBlockUploads(conn: string, name: string, sizes: number[]): Pro
     for (let left = bytes; left > 0; left -= piece.length) yield left >= piece.length ? piece : piece.subarray(0, left);
   };
   const t0 = performance.now();
-  await Promise.all(sizes.map((bytes, i) => container.getBlockBlobClient(`blob-${i}`).uploadStream(Readable.from(content(bytes)), 1024 * 1024, 2)));
+  await Promise.all(sizes.map((bytes, i) => writeBlob(container, `blob-${i}`, Readable.from(content(bytes)), 'application/octet-stream')));
   const seconds = (performance.now() - t0) / 1000;
   await container.delete();
   return seconds;

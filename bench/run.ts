@@ -142,15 +142,20 @@ function forkChild(execArgv: string[] = [], env?: Record<string, string>) {
   return fork(CHILD, [], { execArgv: [...execArgv, ...CHILD_ARGS], stdio: ['ignore', 'inherit', 'inherit', 'ipc'], ...(env ? { env: { ...process.env, ...env } } : {}) });
 }
 
-function runPollChild(req: Extract<ChildRequest, { mode: 'poll' }>, execArgv: string[] = [], env?: Record<string, string>): Promise<PollReply> {
+/** Forks a child, sends it `req` and resolves to its one reply, once it has exited. */
+function askChild<T>(req: ChildRequest, execArgv: string[] = [], env?: Record<string, string>): Promise<T> {
   return new Promise((resolve, reject) => {
     const child = forkChild(execArgv, env);
-    let reply: PollReply | undefined;
-    child.once('message', (m) => (reply = m as PollReply));
+    let reply: T | undefined;
+    child.once('message', (m) => (reply = m as T));
     child.once('error', reject);
-    child.once('exit', (code) => (reply ? resolve(reply) : reject(new Error(`bench child exited ${code} without a reply`))));
+    child.once('exit', (code) => (reply ? resolve(reply) : reject(new Error(`bench child (${req.mode}) exited ${code} without a reply`))));
     child.send(req);
   });
+}
+
+function runPollChild(req: Extract<ChildRequest, { mode: 'poll' }>, execArgv: string[] = [], env?: Record<string, string>): Promise<PollReply> {
+  return askChild<PollReply>(req, execArgv, env);
 }
 
 // ------------------------------------------------------------------ context
@@ -249,14 +254,7 @@ async function freshStorage(ctx: Ctx): Promise<void> {
  */
 async function replayWrites(conn: string, w: Writes, concurrency: number, warm?: Writes): Promise<{ seconds: number; cpuMs: number }> {
   const name = freshName('raw');
-  const reply = await new Promise<ReplayReply>((resolve, reject) => {
-    const child = forkChild();
-    let r: ReplayReply | undefined;
-    child.once('message', (m) => (r = m as ReplayReply));
-    child.once('error', reject);
-    child.once('exit', (code) => (r ? resolve(r) : reject(new Error(`replay child exited ${code} without a reply`))));
-    child.send({ mode: 'replay', conn, name, warmName: freshName('rawwarm'), warm, writes: w, concurrency } satisfies ChildRequest);
-  });
+  const reply = await askChild<ReplayReply>({ mode: 'replay', conn, name, warmName: freshName('rawwarm'), warm, writes: w, concurrency });
   if (reply.error) throw new Error(`raw storage replay: ${reply.error}`);
   // The warm-up's outputs stay, as Postroom's warm-up outputs do: deleting them would set
   // Azurite cleaning up during the next timed run. The restart before the next run empties all.
